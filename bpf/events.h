@@ -1,0 +1,156 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The one event header shared by the BPF programs and userspace.
+ *
+ * Every event starts with struct event_header; `type` selects the body that
+ * follows and `size` is the number of bytes actually sent (variable-size
+ * events only send what they used).  tracer/events.py mirrors these structs
+ * exactly once, and tests/kernel/test_layout.py checks the mirror against
+ * the compiled program, so change both together and bump EVENT_ABI_VERSION.
+ *
+ * All values are raw kernel values: times are CLOCK_MONOTONIC nanoseconds,
+ * flags and exit codes are undecoded.  Userspace formats them in one place.
+ */
+#ifndef TRACER_EVENTS_H
+#define TRACER_EVENTS_H
+
+#define EVENT_ABI_VERSION 1
+
+#define TASK_COMM_LEN 16
+#define FILENAME_MAX_LEN 256
+#define ARGV_MAX_LEN 4096          /* power of two: used as a mask */
+#define ENV_MAX_LEN 8192           /* power of two: used as a mask */
+#define PATH_MAX_LEN 256           /* mount paths, pivot_root paths */
+#define FSTYPE_MAX_LEN 32
+#define CGROUP_PATH_MAX_LEN 512
+#define CGROUP_NAME_LEN 128        /* one dentry name */
+#define CGROUP_NAME_DEPTH 4        /* leaf file + 3 parent directories */
+#define CGROUP_WRITE_DATA_LEN 128
+
+enum event_type {
+	EVENT_FORK = 1,           /* a new process (not a thread) */
+	EVENT_EXEC = 2,
+	EVENT_EXIT = 3,           /* the whole thread group is gone */
+	EVENT_NAMESPACE = 4,      /* unshare(2) or setns(2) returned */
+	EVENT_MOUNT = 5,          /* mount(2) returned */
+	EVENT_PIVOT_ROOT = 6,     /* pivot_root(2) returned */
+	EVENT_CGROUP_MKDIR = 7,
+	EVENT_CGROUP_ATTACH = 8,
+	EVENT_CGROUP_WRITE = 9,   /* write(2) to a cgroup control file */
+	/* Types >= 64 are made by userspace, never by the kernel. */
+	EVENT_PROC_SNAPSHOT = 64, /* a process that existed when tracing began */
+	EVENT_TYPE_MAX = 128,
+};
+
+/* Namespace inode numbers of the task that emitted the event, read from
+ * task->nsproxy after the event happened.  pid is pid_for_children. */
+struct namespaces {
+	__u32 mnt;
+	__u32 pid;
+	__u32 net;
+	__u32 uts;
+	__u32 ipc;
+	__u32 cgroup;
+};
+
+struct event_header {
+	__u16 type;
+	__u16 size;                 /* bytes of the whole event as sent */
+	__u32 cpu;
+	__u64 ktime_ns;             /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
+	__u32 pid;                  /* thread id */
+	__u32 tgid;                 /* process id */
+	__u32 ppid;                 /* real_parent's tgid */
+	__u32 _pad0;
+	__u64 start_ns;             /* group leader's start_time: identity */
+	__u64 parent_start_ns;      /* real_parent leader's start_time */
+	__u64 cgroup_id;            /* cgroup v2 id (kernfs id) */
+	__u64 cgroup_v1_id;         /* memory controller's cgroup id, 0 if none */
+	struct namespaces ns;
+	char comm[TASK_COMM_LEN];
+};
+
+struct fork_event {
+	struct event_header hdr;    /* the parent */
+	__u32 child_pid;
+	__u32 child_tgid;
+	__u64 child_start_ns;
+	__u64 clone_flags;          /* from clone/clone3 entry; 0 for fork() */
+};
+
+struct exec_event {
+	struct event_header hdr;    /* the task after exec */
+	__u32 old_pid;              /* the thread that called exec */
+	__u16 filename_len;         /* bytes used, including the NUL */
+	__u16 argv_len;             /* bytes of NUL-separated argv copied */
+	__u16 env_len;              /* bytes of the environment copied */
+	__u16 flags;                /* EXEC_FLAG_* */
+	__u32 _pad0;
+	/* filename, then argv, then env; only the used bytes are sent */
+	char data[FILENAME_MAX_LEN * 2 + ARGV_MAX_LEN + ENV_MAX_LEN];
+};
+
+#define EXEC_FLAG_ARGV_TRUNCATED 0x1
+#define EXEC_FLAG_ENV_CAPTURED 0x2  /* a CNI plugin: its environment follows argv */
+#define EXEC_FLAG_ENV_TRUNCATED 0x4
+#define EXEC_FLAG_ENV_FILTERED 0x8  /* set by userspace: only CNI_* keys kept */
+
+struct exit_event {
+	struct event_header hdr;
+	__u32 exit_code;            /* task->exit_code: (status << 8) | signal */
+	__u32 _pad0;
+};
+
+enum namespace_syscall {
+	NS_SYSCALL_UNSHARE = 1,
+	NS_SYSCALL_SETNS = 2,
+};
+
+struct namespace_event {
+	struct event_header hdr;    /* namespaces after the call */
+	__u32 syscall;              /* enum namespace_syscall */
+	__s32 fd;                   /* setns only */
+	__u64 flags;                /* unshare flags or setns nstype */
+	__s64 ret;
+};
+
+struct mount_event {
+	struct event_header hdr;
+	__s64 ret;
+	__u64 flags;
+	char source[PATH_MAX_LEN];
+	char target[PATH_MAX_LEN];
+	char fstype[FSTYPE_MAX_LEN];
+};
+
+struct pivot_root_event {
+	struct event_header hdr;
+	__s64 ret;
+	char new_root[PATH_MAX_LEN];
+	char put_old[PATH_MAX_LEN];
+};
+
+struct cgroup_event {
+	struct event_header hdr;    /* the writer, usually runc */
+	__s32 hierarchy;            /* root: hierarchy id, 0 is cgroup v2 */
+	__s32 level;
+	__u64 cgroup_id;
+	__u32 target_pid;           /* attach only: the task moved */
+	__u16 path_len;
+	__u16 _pad0;
+	char path[CGROUP_PATH_MAX_LEN];  /* relative to the hierarchy's root */
+};
+
+struct cgroup_write_event {
+	struct event_header hdr;
+	__u64 fs_magic;             /* CGROUP_SUPER_MAGIC or CGROUP2_SUPER_MAGIC */
+	__u64 count;                /* bytes the caller asked to write */
+	__u32 fd;
+	__u16 data_len;             /* bytes of data copied */
+	__u16 _pad0;
+	/* names[0] is the file, names[1] its directory, and so on upwards */
+	char names[CGROUP_NAME_DEPTH][CGROUP_NAME_LEN];
+	char data[CGROUP_WRITE_DATA_LEN];
+};
+
+#endif /* TRACER_EVENTS_H */

@@ -1,0 +1,65 @@
+"""A per-pod waterfall in the terminal, one line per span."""
+
+from __future__ import annotations
+
+import sys
+from typing import Sequence, TextIO
+
+from exporters.base import ExportResult
+from tracer.spans import Span, Trace
+
+BAR_WIDTH = 40
+NAME_WIDTH = 46
+
+
+def _children(trace: Trace) -> dict[str | None, list[Span]]:
+    children: dict[str | None, list[Span]] = {}
+    for span in trace.spans:
+        children.setdefault(span.parent_id, []).append(span)
+    for spans in children.values():
+        spans.sort(key=lambda s: (s.start_ns, s.name))
+    return children
+
+
+def _bar(span: Span, origin: int, total: int) -> str:
+    scale = BAR_WIDTH / max(total, 1)
+    start = min(BAR_WIDTH - 1, int((span.start_ns - origin) * scale))
+    length = max(1, int((span.end_ns - span.start_ns) * scale))
+    length = min(length, BAR_WIDTH - start)
+    return " " * start + ("█" if span.status != "ERROR" else "▓") * length + " " * (BAR_WIDTH - start - length)
+
+
+def render(trace: Trace) -> str:
+    root = trace.root
+    origin, total = root.start_ns, max(1, root.end_ns - root.start_ns)
+    children = _children(trace)
+    lines = [f"{trace.name}  {total / 1e6:.1f} ms  trace {trace.trace_id}"]
+    if root.attributes.get("tracer.partial"):
+        lines.append(f"  partial: {root.attributes.get('tracer.partial.reasons', '')}")
+
+    def walk(span: Span, depth: int) -> None:
+        label = ("  " * depth + span.name)[:NAME_WIDTH].ljust(NAME_WIDTH)
+        offset = (span.start_ns - origin) / 1e6
+        duration = (span.end_ns - span.start_ns) / 1e6
+        status = "  ERROR " + span.status_message if span.status == "ERROR" else ""
+        lines.append(f"{label} |{_bar(span, origin, total)}| +{offset:7.1f} {duration:7.1f} ms{status}")
+        for child in children.get(span.span_id, []):
+            walk(child, depth + 1)
+
+    for top in children.get(root.span_id, []):
+        walk(top, 1)
+    return "\n".join(lines)
+
+
+class ConsoleExporter:
+    def __init__(self, stream: TextIO | None = None):
+        self.stream = stream or sys.stdout
+
+    def export(self, traces: Sequence[Trace]) -> ExportResult:
+        for trace in traces:
+            self.stream.write(render(trace) + "\n\n")
+        self.stream.flush()
+        return ExportResult(len(traces))
+
+    def shutdown(self) -> None:
+        pass

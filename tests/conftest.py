@@ -1,0 +1,28 @@
+"""Fixtures shared by the whole test suite."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+
+import pytest
+
+from tracer.testbed import Testbed
+
+
+@pytest.fixture(scope="session")
+def testbed() -> Iterator[Testbed]:
+    """One running containerd test bed for the session (root only).
+
+    Its directory is $TRACER_TESTBED_DIR or /var/lib/tracer-testbed. Pods
+    that a test leaves behind are removed when the session ends.
+    """
+    if os.geteuid() != 0:
+        pytest.skip("the containerd test bed needs root")
+    if shutil.which("containerd") is None:
+        pytest.skip("containerd is not installed")
+    bed = Testbed()
+    bed.start()
+    yield bed
+    bed.stop()

@@ -1,0 +1,107 @@
+"""End to end: real BPF, real containerd/runc pods, one trace per pod start."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from exporters.jaeger_json import JaegerJsonExporter, document
+from tracecheck import ExpectedPod, check_pod_trace, trace_for
+from tracer.pipeline import replay
+from tracer.session import RecordConfig, Recorder
+from tracer.spans import Trace
+from tracer.testbed import PodSpec, StartedPod
+
+pytestmark = [pytest.mark.e2e,
+              pytest.mark.skipif(os.geteuid() != 0, reason="loads BPF programs and runs pods: needs root")]
+
+APP_COMMAND = ("sleep", "3600")
+APP_EXECUTABLE = "/bin/sleep"
+# Long enough after StartContainer returns for the tail of the pod's events
+# to leave the ring buffer and the reorder window.
+SETTLE_S = 0.3
+
+
+@dataclass
+class Recorded:
+    traces: list[Trace]
+    pods: list[StartedPod]
+    raw: Path
+    recorder: Recorder
+
+
+@pytest.fixture
+def record_pods(testbed, tmp_path):
+    started: list[StartedPod] = []
+
+    def run(specs: list[PodSpec]) -> Recorded:
+        raw = tmp_path / "capture.rec"
+        recorder = Recorder(RecordConfig(raw_path=raw, node_name="test-node"))
+        recorder.start()
+        errors: list[BaseException] = []
+        lock = threading.Lock()
+
+        def start(spec: PodSpec) -> None:
+            try:
+                pod = testbed.start_pod(spec)
+                with lock:
+                    started.append(pod)
+            except BaseException as error:  # reported below, in the test's thread
+                errors.append(error)
+
+        try:
+            threads = [threading.Thread(target=start, args=(spec,)) for spec in specs]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            time.sleep(SETTLE_S)
+        finally:
+            traces = recorder.stop()
+        if errors:
+            raise errors[0]
+        return Recorded(traces, list(started), raw, recorder)
+
+    yield run
+    for pod in started:
+        testbed.stop_pod(pod)
+
+
+def _expected(pod: StartedPod) -> ExpectedPod:
+    return ExpectedPod.from_started(pod, APP_EXECUTABLE)
+
+
+def test_one_pod_gives_one_trace_through_every_layer(record_pods, tmp_path):
+    recorded = record_pods([PodSpec(name="web", namespace="shop", command=APP_COMMAND)])
+    assert recorded.recorder.pipeline.stats.lost == 0
+    assert len(recorded.traces) == 1
+    pod = recorded.pods[0]
+    check_pod_trace(trace_for(recorded.traces, pod.spec.uid), _expected(pod), {pod.sandbox_id, pod.container_id})
+
+    output = tmp_path / "trace.json"
+    assert JaegerJsonExporter(output).export(recorded.traces).ok
+    assert os.stat(output).st_mode & 0o077 == 0
+    loaded = json.loads(output.read_text())
+    assert [t["traceID"] for t in loaded["data"]] == [recorded.traces[0].trace_id]
+
+
+def test_ten_concurrent_pods_give_ten_unmixed_traces(record_pods):
+    specs = [PodSpec(name=f"web-{i}", namespace="load", command=APP_COMMAND) for i in range(10)]
+    recorded = record_pods(specs)
+    assert recorded.recorder.pipeline.stats.lost == 0
+    assert len(recorded.pods) == 10
+    assert len(recorded.traces) == 10
+    all_ids = {cid for p in recorded.pods for cid in (p.sandbox_id, p.container_id)}
+    for pod in recorded.pods:
+        check_pod_trace(trace_for(recorded.traces, pod.spec.uid), _expected(pod), all_ids)
+
+
+def test_replay_rebuilds_exactly_the_live_traces(record_pods):
+    recorded = record_pods([PodSpec(name="replayed", command=APP_COMMAND)])
+    assert document(replay(str(recorded.raw)).traces()) == document(recorded.traces)

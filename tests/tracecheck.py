@@ -1,0 +1,98 @@
+"""Checks of a pod trace against the pod that was really started.
+
+Shared by the end-to-end tests (live) and the replay tests (recorded
+fixtures with their expectations), so both hold traces to the same rules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tracer.spans import Span, Trace, short
+
+
+@dataclass(frozen=True)
+class ExpectedPod:
+    name: str
+    namespace: str
+    uid: str
+    sandbox_id: str
+    container_id: str
+    app_executable: str
+
+    @classmethod
+    def from_started(cls, pod, app_executable: str) -> "ExpectedPod":
+        spec = pod.spec
+        return cls(spec.name, spec.namespace, spec.uid, pod.sandbox_id, pod.container_id, app_executable)
+
+
+def spans_named(trace: Trace, name: str) -> list[Span]:
+    return [s for s in trace.spans if s.name == name]
+
+
+def one(trace: Trace, name: str) -> Span:
+    found = spans_named(trace, name)
+    assert len(found) == 1, f"{trace.name}: expected one span {name!r}, found {len(found)}: " \
+                            f"{sorted(s.name for s in trace.spans)}"
+    return found[0]
+
+
+def trace_for(traces: list[Trace], uid: str) -> Trace:
+    found = [t for t in traces if t.root.attributes.get("k8s.pod.uid") == uid]
+    assert len(found) == 1, f"expected one trace for pod uid {uid}, found {len(found)}"
+    return found[0]
+
+
+def check_pod_trace(trace: Trace, pod: ExpectedPod, all_container_ids: set[str]) -> None:
+    root = trace.root
+    assert trace.name == f"pod {pod.namespace}/{pod.name}"
+    assert root.attributes["k8s.pod.name"] == pod.name
+    assert root.attributes["k8s.namespace.name"] == pod.namespace
+    assert root.attributes["k8s.pod.uid"] == pod.uid
+    assert root.attributes["tracer.sandbox.id"] == pod.sandbox_id
+    assert "tracer.partial" not in root.attributes, root.attributes.get("tracer.partial.reasons")
+    assert root.status != "ERROR", root.status_message
+
+    by_id = {s.span_id: s for s in trace.spans}
+    for span in trace.spans[1:]:
+        assert span.trace_id == trace.trace_id
+        parent = by_id.get(span.parent_id)
+        assert parent is not None, f"{span.name}: parent missing"
+        assert span.start_ns >= parent.start_ns, f"{span.name} starts before its parent {parent.name}"
+        assert span.end_ns >= span.start_ns
+
+    own_ids = {pod.sandbox_id, pod.container_id}
+    for span in trace.spans:
+        cid = span.attributes.get("container.id")
+        if cid is not None:
+            assert cid in own_ids, f"{span.name} carries container {cid} of another pod"
+    assert own_ids <= all_container_ids
+
+    for kind, cid, executable in (("sandbox", pod.sandbox_id, "/pause"),
+                                  ("container", pod.container_id, pod.app_executable)):
+        group = one(trace, f"containerd {kind} {short(cid)}")
+        assert group.parent_id == root.span_id
+        assert group.attributes["container.id"] == cid
+        children = {s.name: s for s in trace.spans if s.parent_id == group.span_id}
+        create, start = children[f"runc create {short(cid)}"], children[f"runc start {short(cid)}"]
+        shim, process = children["shim start"], children[f"exec {executable}"]
+        init = one(trace, f"runc init {short(cid)}")
+        assert init.parent_id == create.span_id
+        stages = sorted(s.name for s in trace.spans if s.parent_id == init.span_id)
+        assert stages == ["runc:[0:PARENT]", "runc:[1:CHILD]", "runc:[2:INIT]"]
+        # The order of a container start, as the kernel saw it.
+        assert shim.start_ns <= create.start_ns < start.start_ns <= process.start_ns
+        assert create.end_ns <= start.start_ns
+        assert init.start_ns >= create.start_ns and init.end_ns <= process.start_ns
+        assert process.attributes["container.id"] == cid
+        assert process.attributes["process.executable.path"] == executable
+        for span in (create, start, shim):
+            assert span.attributes.get("process.exit.code") == 0, span.name
+    sandbox = one(trace, f"containerd sandbox {short(pod.sandbox_id)}")
+    app = one(trace, f"containerd container {short(pod.container_id)}")
+    assert app.attributes["container.name"] == "app"
+    assert app.attributes["container.image.name"] == "localhost/busybox:1"
+    assert sandbox.end_ns <= app.start_ns  # kubelet creates containers after the sandbox runs
+    assert root.start_ns == sandbox.start_ns and root.end_ns == app.end_ns
+    cni = [s for s in trace.spans if s.parent_id == sandbox.span_id and s.name.startswith("cni ")]
+    assert sorted(s.name for s in cni) == ["cni bridge ADD", "cni loopback ADD"], [(s.name, s.attributes) for s in cni]

@@ -1,0 +1,319 @@
+"""BPF capture: the only module that imports bcc.
+
+Loads bpf/tracer.bpf.c with struct offsets from BTF as -D macros, checks
+those offsets against /proc before trusting them, seeds the in-kernel
+filter with the runtime processes that already run (and records them as
+snapshot events), and hands raw event bytes to a callback in batches.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from tracer import kernel
+from tracer.cgroups import cgroup_id
+from tracer.events import (
+    EVENT_TYPE_MAX,
+    EventType,
+    ExecEvent,
+    Header,
+    NamespaceEvent,
+    Namespaces,
+    decode,
+    encode_exec,
+)
+from tracer.offsets import kernel_offsets
+from tracer.runtime import DEFAULT_CNI_BIN_DIRS
+
+BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
+BPF_SOURCE = BPF_DIR / "tracer.bpf.c"
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+CNI_PREFIX_LEN = 48
+CNI_PREFIX_SLOTS = 4
+# comm values (first 15 bytes of the program name) of runtime daemons whose
+# process trees are traced; containers are their descendants.
+RUNTIME_COMMS = ("containerd", "containerd-shim", "runc", "crio", "conmon", "cri-dockerd", "kubelet")
+STAT_NAMES = {0: "tracked_table_full", 1: "syscall_entry_missing"}
+
+
+class SelfCheckError(RuntimeError):
+    """The BTF offsets gave values that disagree with /proc: do not trace."""
+
+
+@dataclass(frozen=True)
+class CaptureConfig:
+    ring_buffer_bytes: int = 32 << 20
+    drain_interval_s: float = 0.01
+    cni_bin_dirs: tuple[str, ...] = DEFAULT_CNI_BIN_DIRS
+    runtime_comms: tuple[str, ...] = RUNTIME_COMMS
+
+
+@dataclass
+class CaptureStats:
+    attach_seconds: float = 0.0
+    seeded_processes: int = 0
+    lost_by_type: dict[int, int] = field(default_factory=dict)
+    kernel_stats: dict[str, int] = field(default_factory=dict)
+
+
+def bpf_cflags(config: CaptureConfig) -> list[str]:
+    pages = max(1, config.ring_buffer_bytes // PAGE_SIZE)
+    pages = 1 << (pages.bit_length() - 1)  # ring buffers are a power of two pages
+    return [*kernel_offsets().as_cflags(), f"-DRINGBUF_PAGES={pages}", f"-I{BPF_DIR}",
+            "-Wno-macro-redefined", "-Wno-unused-function"]
+
+
+def final_source(config: CaptureConfig) -> str:
+    """The BPF source and the exact flags it is compiled with (for --print-bpf)."""
+    flags = " ".join(bpf_cflags(config))
+    return f"/* cflags: {flags} */\n" + BPF_SOURCE.read_text()
+
+
+class Capture:
+    def __init__(self, config: CaptureConfig, on_batch: Callable[[list[bytes]], None]):
+        self.config = config
+        self.on_batch = on_batch
+        self.stats = CaptureStats()
+        self._bpf = None
+        self._batch: list[bytes] = []
+        self._lost_seen: dict[int, int] = {}
+
+    # ---- lifecycle ---------------------------------------------------------
+
+    def start(self) -> list[bytes]:
+        """Compiles, loads, attaches, self-checks and seeds.
+
+        Returns snapshot events (raw bytes) for the runtime processes that
+        already run; they belong at the start of the stream.
+        """
+        started = time.monotonic()
+        # bcc picks its tracefs path at import time: mount first, then import.
+        kernel.mount_tracing_filesystems()
+        kernel.prepare_headers()
+        from bcc import BPF  # the only bcc import outside kernel feature probes
+
+        self._bpf = BPF(src_file=str(BPF_SOURCE).encode(), cflags=bpf_cflags(self.config))
+        self._configure_filters()
+        self._bpf[b"events"].open_ring_buffer(self._on_event)
+        self._self_check()
+        snapshot = self._seed_runtime_processes()
+        self.stats.attach_seconds = time.monotonic() - started
+        return snapshot
+
+    def close(self) -> None:
+        if self._bpf is not None:
+            self._bpf.cleanup()
+            self._bpf = None
+
+    def _configure_filters(self) -> None:
+        comms = self._bpf[b"runtime_comms"]
+        for comm in self.config.runtime_comms:
+            key = comms.Key()
+            key.comm = comm.encode()[:15]
+            comms[key] = ctypes.c_uint8(1)
+        prefixes = self._bpf[b"cni_prefixes"]
+        for prefix in self.config.cni_bin_dirs[:CNI_PREFIX_SLOTS]:
+            directory = (prefix.rstrip("/") + "/").encode()[:CNI_PREFIX_LEN]
+            key = prefixes.Key()
+            key.prefixlen = len(directory) * 8
+            key.prefix = directory
+            prefixes[key] = ctypes.c_uint8(1)
+
+    # ---- events ------------------------------------------------------------
+
+    def _on_event(self, _ctx, data, size) -> None:
+        self._batch.append(ctypes.string_at(data, size))
+
+    def drain(self) -> int:
+        """Consumes what the ring buffer holds; returns how many events."""
+        self._bpf.ring_buffer_consume()
+        batch, self._batch = self._batch, []
+        if batch:
+            self.on_batch(batch)
+        return len(batch)
+
+    def run(self, stop: threading.Event) -> None:
+        """Drains on a short timer (the kernel side does not wake us per event)."""
+        while not stop.is_set():
+            self.drain()
+            stop.wait(self.config.drain_interval_s)
+        self.drain()
+
+    def new_losses(self) -> dict[int, int]:
+        """Events lost in the kernel since the last call, by event type."""
+        totals: dict[int, int] = {}
+        for etype, per_cpu in self._bpf[b"lost"].items():
+            total = sum(per_cpu)
+            if total:
+                totals[etype.value] = total
+        fresh = {t: n - self._lost_seen.get(t, 0) for t, n in totals.items() if n > self._lost_seen.get(t, 0)}
+        self._lost_seen = totals
+        self.stats.lost_by_type = totals
+        self.stats.kernel_stats = {
+            STAT_NAMES.get(k.value, str(k.value)): sum(v) for k, v in self._bpf[b"stats"].items() if sum(v)
+        }
+        return fresh
+
+    # ---- self-check --------------------------------------------------------
+
+    def _self_check(self) -> None:
+        """Traces ourselves for one no-op unshare(0) and compares with /proc.
+
+        Offsets from BTF are trusted only once the values they produce agree
+        with what the kernel reports through /proc for this very process.
+        """
+        tracked = self._bpf[b"tracked"]
+        me = ctypes.c_uint32(os.getpid())
+        tracked[me] = ctypes.c_uint8(1)
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.unshare(0)
+            deadline = time.monotonic() + 1.0
+            sample = None
+            while sample is None and time.monotonic() < deadline:
+                self._bpf.ring_buffer_consume()
+                for raw in self._batch:
+                    event = decode(raw)
+                    if isinstance(event, NamespaceEvent) and event.header.tgid == os.getpid():
+                        sample = event
+                self._batch = []
+                time.sleep(0.005)
+        finally:
+            del tracked[me]
+        if sample is None:
+            raise SelfCheckError("self-check: no event arrived from our own unshare(0)")
+        problems = compare_with_proc(sample.header)
+        if problems:
+            raise SelfCheckError("BTF offsets disagree with /proc: " + "; ".join(problems))
+
+    # ---- seeding -----------------------------------------------------------
+
+    def _seed_runtime_processes(self) -> list[bytes]:
+        """Tracks runtime daemons that already run, and all their descendants."""
+        processes = scan_proc()
+        roots = {pid for pid, p in processes.items() if p.comm in self.config.runtime_comms}
+        children: dict[int, list[int]] = {}
+        for pid, p in processes.items():
+            children.setdefault(p.ppid, []).append(pid)
+        seeded: list[int] = []
+        stack = sorted(roots)
+        while stack:
+            pid = stack.pop()
+            if pid in seeded:
+                continue
+            seeded.append(pid)
+            stack.extend(children.get(pid, []))
+        tracked = self._bpf[b"tracked"]
+        snapshot = []
+        now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        for pid in sorted(seeded, key=lambda p: processes[p].start_ns):
+            tracked[ctypes.c_uint32(pid)] = ctypes.c_uint8(1)
+            snapshot.append(processes[pid].snapshot_event(now, processes))
+        self.stats.seeded_processes = len(seeded)
+        return snapshot
+
+
+# ---- /proc -------------------------------------------------------------------
+
+@dataclass
+class ProcInfo:
+    pid: int
+    ppid: int
+    comm: str
+    start_ns: int          # monotonic, to clock-tick precision
+    argv: tuple[str, ...]
+    exe: str
+    cgroup_id: int
+    namespaces: Namespaces
+
+    def snapshot_event(self, ktime_ns: int, processes: dict[int, "ProcInfo"]) -> bytes:
+        parent = processes.get(self.ppid)
+        header = Header(
+            type=EventType.PROC_SNAPSHOT, size=0, cpu=0, ktime_ns=ktime_ns, pid=self.pid, tgid=self.pid,
+            ppid=self.ppid, start_ns=self.start_ns, parent_start_ns=parent.start_ns if parent else 0,
+            cgroup_id=self.cgroup_id, cgroup_v1_id=0, ns=self.namespaces, comm=self.comm,
+        )
+        return encode_exec(ExecEvent(header, self.pid, self.exe, self.argv))
+
+
+def _monotonic_minus_boottime_ns() -> int:
+    return time.clock_gettime_ns(time.CLOCK_MONOTONIC) - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+
+
+def proc_start_ns(stat_fields: list[str]) -> int:
+    """/proc/PID/stat's start time (boot-time clock ticks) as monotonic ns."""
+    ticks = int(stat_fields[19])  # field 22, counted after the comm
+    return ticks * 1_000_000_000 // CLOCK_TICKS + _monotonic_minus_boottime_ns()
+
+
+def _read_stat(pid: int) -> tuple[str, list[str]]:
+    with open(f"/proc/{pid}/stat") as f:
+        raw = f.read()
+    comm = raw[raw.index("(") + 1:raw.rindex(")")]
+    return comm, raw[raw.rindex(")") + 2:].split()
+
+
+def _ns_inode(pid: int | str, name: str) -> int:
+    try:
+        return os.stat(f"/proc/{pid}/ns/{name}").st_ino
+    except OSError:
+        return 0
+
+
+def proc_namespaces(pid: int | str) -> Namespaces:
+    return Namespaces(mnt=_ns_inode(pid, "mnt"), pid=_ns_inode(pid, "pid_for_children"),
+                      net=_ns_inode(pid, "net"), uts=_ns_inode(pid, "uts"), ipc=_ns_inode(pid, "ipc"),
+                      cgroup=_ns_inode(pid, "cgroup"))
+
+
+def scan_proc() -> dict[int, ProcInfo]:
+    processes = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        try:
+            comm, fields = _read_stat(pid)
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = tuple(a.decode("utf-8", "replace") for a in f.read().rstrip(b"\0").split(b"\0") if a)
+            try:
+                exe = os.readlink(f"/proc/{pid}/exe")
+            except OSError:
+                exe = argv[0] if argv else ""
+            processes[pid] = ProcInfo(pid, int(fields[1]), comm, proc_start_ns(fields), argv, exe,
+                                      cgroup_id(pid), proc_namespaces(pid))
+        except (OSError, ValueError, IndexError):
+            continue  # it exited while we looked
+    return processes
+
+
+def compare_with_proc(header: Header) -> list[str]:
+    """Differences between what BPF read for us and what /proc says."""
+    problems = []
+    comm, fields = _read_stat(os.getpid())
+    expected = {
+        "tgid": os.getpid(), "ppid": os.getppid(), "cgroup v2 id": cgroup_id("self"),
+    }
+    actual = {"tgid": header.tgid, "ppid": header.ppid, "cgroup v2 id": header.cgroup_id}
+    ns = proc_namespaces("self")
+    for name in ("mnt", "pid", "net", "uts", "ipc", "cgroup"):
+        expected[f"{name} namespace"] = getattr(ns, name)
+        actual[f"{name} namespace"] = getattr(header.ns, name)
+    for key, value in expected.items():
+        if value and actual[key] != value:
+            problems.append(f"{key}: BPF read {actual[key]}, /proc says {value}")
+    tick_ns = 1_000_000_000 // CLOCK_TICKS
+    start = proc_start_ns(fields)
+    if abs(header.start_ns - start) > 2 * tick_ns:
+        problems.append(f"start time: BPF read {header.start_ns} ns, /proc says {start} ns")
+    memory_id = cgroup_id("self", "memory")
+    if memory_id and header.cgroup_v1_id != memory_id:
+        problems.append(f"memory cgroup id: BPF read {header.cgroup_v1_id}, /proc says {memory_id}")
+    return problems

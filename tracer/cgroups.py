@@ -1,0 +1,54 @@
+"""Where the cgroup hierarchies are mounted, and cgroup ids from /proc.
+
+A cgroup's id is the inode number of its directory (kernfs), which is what
+bpf_get_current_cgroup_id() and the cgroup tracepoints report.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+
+@functools.cache
+def mounts() -> tuple[tuple[str, str, str], ...]:
+    """(fstype, mount point, options) of every cgroup/cgroup2 mount."""
+    found = []
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            _, mountpoint, fstype, options = line.split()[:4]
+            if fstype in ("cgroup", "cgroup2"):
+                found.append((fstype, mountpoint, options))
+    return tuple(found)
+
+
+def cgroup2_mount() -> str | None:
+    return next((m for fstype, m, _ in mounts() if fstype == "cgroup2"), None)
+
+
+def v1_mount(controller: str) -> str | None:
+    return next((m for fstype, m, opts in mounts() if fstype == "cgroup" and controller in opts.split(",")), None)
+
+
+def _cgroup_path(pid: int | str, controller: str | None) -> str | None:
+    """The process's path in the v2 hierarchy (None) or a v1 controller's."""
+    with open(f"/proc/{pid}/cgroup") as f:
+        for line in f:
+            hierarchy, controllers, path = line.rstrip("\n").split(":", 2)
+            if controller is None and hierarchy == "0":
+                return path
+            if controller is not None and controller in controllers.split(","):
+                return path
+    return None
+
+
+def cgroup_id(pid: int | str, controller: str | None = None) -> int:
+    """The cgroup id of a process in cgroup v2 (controller None) or a v1 controller; 0 if none."""
+    mount = cgroup2_mount() if controller is None else v1_mount(controller)
+    try:
+        path = _cgroup_path(pid, controller)
+        if mount is None or path is None:
+            return 0
+        return os.stat(mount + path).st_ino
+    except OSError:
+        return 0

@@ -1,0 +1,140 @@
+"""Enrichment: what the kernel events do not say, read while it still exists.
+
+- A container's bundle `config.json` (written by containerd before `runc
+  create`, removed with the container) holds the CRI annotations: pod
+  name, namespace, uid, container name, image, sandbox id; and the
+  cgroups path and resource limits.
+- A sandbox's network namespace, read with pyroute2 once its pause
+  process runs: interfaces, addresses, routes.
+
+Records are plain dicts, written into the recording, so that a replay
+never needs the (long gone) bundle or namespace.  Only allow-listed keys
+are kept: the bundle also holds environment values, which may be secrets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from tracer.events import Event, EventType, ExecEvent
+from tracer.procs import Process
+from tracer.runtime import container_exec, parse_runc
+
+ANNOTATION_PREFIX = "io.kubernetes.cri."
+# Annotations copied from a bundle; anything else there is dropped.
+ANNOTATION_KEYS = frozenset(ANNOTATION_PREFIX + key for key in (
+    "container-type", "sandbox-id", "sandbox-name", "sandbox-namespace", "sandbox-uid",
+    "container-name", "image-name", "sandbox-log-directory", "sandbox-attempt",
+))
+MAX_CONFIG_BYTES = 4 << 20
+
+
+def read_bundle(bundle: str, container_id: str) -> dict:
+    """The bundle's annotations, cgroups path and limits; {"error": …} on failure."""
+    record: dict = {"type": "bundle", "container_id": container_id, "bundle": bundle}
+    path = os.path.join(bundle, "config.json")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ValueError(f"{path} is larger than {MAX_CONFIG_BYTES} bytes")
+        config = json.loads(raw)
+        if not isinstance(config, dict):
+            raise ValueError(f"{path} is not a JSON object")
+    except (OSError, ValueError) as error:
+        record["error"] = f"{type(error).__name__}: {error}"
+        return record
+    annotations = config.get("annotations") or {}
+    record["annotations"] = {k: str(v) for k, v in annotations.items() if k in ANNOTATION_KEYS}
+    linux = config.get("linux") or {}
+    record["cgroups_path"] = str(linux.get("cgroupsPath", ""))
+    record["resources"] = resource_limits(linux.get("resources") or {})
+    return record
+
+
+def resource_limits(resources: dict) -> dict:
+    """The OCI spec's limits, flattened; unset limits are left out."""
+    limits = {
+        "memory_limit_bytes": (resources.get("memory") or {}).get("limit"),
+        "cpu_quota_us": (resources.get("cpu") or {}).get("quota"),
+        "cpu_period_us": (resources.get("cpu") or {}).get("period"),
+        "cpu_shares": (resources.get("cpu") or {}).get("shares"),
+        "pids_limit": (resources.get("pids") or {}).get("limit"),
+    }
+    return {k: v for k, v in limits.items() if isinstance(v, int) and not isinstance(v, bool)}
+
+
+def read_netns(pid: int) -> dict:
+    """Interfaces, addresses and routes of a process's network namespace."""
+    from pyroute2 import NetNS  # imported here: only live recording needs it
+
+    record: dict = {"type": "netns", "pid": pid}
+    try:
+        # The tracer runs in the node's network namespace (hostNetwork):
+        # a pod that shares it has nothing of its own to show.
+        if os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat("/proc/self/ns/net").st_ino:
+            record["host_network"] = True
+            return record
+        with NetNS(f"/proc/{pid}/ns/net") as ns:
+            names = {}
+            interfaces = []
+            for link in ns.get_links():
+                name = link.get_attr("IFLA_IFNAME")
+                names[link["index"]] = name
+                interfaces.append(f"{name} {link.get_attr('IFLA_OPERSTATE') or ''} mtu {link.get_attr('IFLA_MTU')}".strip())
+            addresses = [
+                f"{names.get(a['index'], a['index'])} {a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}"
+                for a in ns.get_addr()
+            ]
+            routes = []
+            for route in ns.get_routes(table=254):
+                dst = route.get_attr("RTA_DST")
+                dst = f"{dst}/{route['dst_len']}" if dst else "default"
+                via = route.get_attr("RTA_GATEWAY")
+                dev = names.get(route.get_attr("RTA_OIF"), "")
+                routes.append(f"{dst}{' via ' + via if via else ''} dev {dev}")
+    except Exception as error:  # pyroute2 raises many kinds; the trace still goes out
+        record["error"] = f"{type(error).__name__}: {error}"
+        return record
+    record.update(interfaces=interfaces, addresses=addresses, routes=routes)
+    return record
+
+
+@dataclass
+class Enricher:
+    """Decides, per event, what to read; the readers are swappable for tests."""
+
+    bundle_reader: Callable[[str, str], dict] = read_bundle
+    netns_reader: Callable[[int], dict] = read_netns
+    sandboxes: set[str] = field(default_factory=set)
+    netns_done: set[str] = field(default_factory=set)
+    read_seconds: float = 0.0
+
+    def observe(self, event: Event, proc: Process, owner: str | None) -> list[dict]:
+        if not isinstance(event, ExecEvent) or event.header.type != EventType.EXEC:
+            return []
+        started = time.perf_counter()
+        records = self._records_for(event, proc, owner)
+        self.read_seconds += time.perf_counter() - started
+        for record in records:
+            record["ktime_ns"] = event.header.ktime_ns
+        return records
+
+    def _records_for(self, event: ExecEvent, proc: Process, owner: str | None) -> list[dict]:
+        image = proc.image
+        runc = parse_runc(image) if image is not None else None
+        if runc is not None and runc.subcommand in ("create", "run") and runc.bundle and runc.container_id:
+            record = self.bundle_reader(runc.bundle, runc.container_id)
+            if (record.get("annotations") or {}).get(ANNOTATION_PREFIX + "container-type") == "sandbox":
+                self.sandboxes.add(runc.container_id)
+            return [record]
+        if owner in self.sandboxes and owner not in self.netns_done and container_exec(proc) is not None:
+            self.netns_done.add(owner)
+            record = self.netns_reader(proc.pid)
+            record["container_id"] = owner
+            return [record]
+        return []

@@ -1,0 +1,383 @@
+"""Kernel events: the one Python mirror of bpf/events.h, and decode().
+
+decode(raw) turns the bytes of one ring-buffer record into a typed event.
+It is pure (no bcc) so that tests and `tracer replay` feed it recorded
+bytes.  Values stay raw (flags, exit codes, monotonic nanoseconds); the
+formatter in tracer/format.py is the one place that makes them readable.
+
+Userspace also makes events of the same shape (EVENT_PROC_SNAPSHOT for
+processes that existed before tracing began) with the encode_* functions,
+so that a recording holds everything needed to rebuild the traces.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field, replace
+from enum import IntEnum
+
+EVENT_ABI_VERSION = 1
+
+TASK_COMM_LEN = 16
+FILENAME_MAX_LEN = 256
+ARGV_MAX_LEN = 4096
+ENV_MAX_LEN = 8192
+PATH_MAX_LEN = 256
+FSTYPE_MAX_LEN = 32
+CGROUP_PATH_MAX_LEN = 512
+CGROUP_NAME_LEN = 128
+CGROUP_NAME_DEPTH = 4
+CGROUP_WRITE_DATA_LEN = 128
+
+EXEC_FLAG_ARGV_TRUNCATED = 0x1
+EXEC_FLAG_ENV_CAPTURED = 0x2
+EXEC_FLAG_ENV_TRUNCATED = 0x4
+EXEC_FLAG_ENV_FILTERED = 0x8
+
+# Environment keys of a CNI plugin that name its pod.  Everything else in a
+# plugin's environment is containerd's own environment and may hold secrets:
+# it is dropped before the event is stored anywhere (see sanitize()).
+CNI_ENV_KEYS = frozenset({"CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS"})
+CNI_ARGS_KEYS = frozenset(
+    {"K8S_POD_NAMESPACE", "K8S_POD_NAME", "K8S_POD_INFRA_CONTAINER_ID", "K8S_POD_UID", "IgnoreUnknown"}
+)
+
+
+class EventType(IntEnum):
+    FORK = 1
+    EXEC = 2
+    EXIT = 3
+    NAMESPACE = 4
+    MOUNT = 5
+    PIVOT_ROOT = 6
+    CGROUP_MKDIR = 7
+    CGROUP_ATTACH = 8
+    CGROUP_WRITE = 9
+    PROC_SNAPSHOT = 64
+
+
+EVENT_TYPE_MAX = 128
+
+
+class NamespaceSyscall(IntEnum):
+    UNSHARE = 1
+    SETNS = 2
+
+
+class DecodeError(ValueError):
+    """The bytes are not a well-formed event; the caller counts and drops them."""
+
+
+# struct event_header
+HEADER = struct.Struct("<HHIQIIIIQQQQ6I16s")
+FORK_BODY = struct.Struct("<IIQQ")
+EXEC_BODY = struct.Struct("<IHHHHI")
+EXIT_BODY = struct.Struct("<II")
+NAMESPACE_BODY = struct.Struct("<IiQq")
+MOUNT_BODY = struct.Struct(f"<qQ{PATH_MAX_LEN}s{PATH_MAX_LEN}s{FSTYPE_MAX_LEN}s")
+PIVOT_ROOT_BODY = struct.Struct(f"<q{PATH_MAX_LEN}s{PATH_MAX_LEN}s")
+CGROUP_BODY = struct.Struct(f"<iiQIHH{CGROUP_PATH_MAX_LEN}s")
+CGROUP_WRITE_BODY = struct.Struct(
+    f"<QQIHH{CGROUP_NAME_LEN * CGROUP_NAME_DEPTH}s{CGROUP_WRITE_DATA_LEN}s"
+)
+EXEC_DATA_MAX = FILENAME_MAX_LEN * 2 + ARGV_MAX_LEN + ENV_MAX_LEN
+
+# Sizes of the C structs, checked against the compiled program by
+# tests/kernel/test_layout.py.
+STRUCT_SIZES = {
+    "event_header": HEADER.size,
+    "fork_event": HEADER.size + FORK_BODY.size,
+    "exec_event": HEADER.size + EXEC_BODY.size + EXEC_DATA_MAX,
+    "exit_event": HEADER.size + EXIT_BODY.size,
+    "namespace_event": HEADER.size + NAMESPACE_BODY.size,
+    "mount_event": HEADER.size + MOUNT_BODY.size,
+    "pivot_root_event": HEADER.size + PIVOT_ROOT_BODY.size,
+    "cgroup_event": HEADER.size + CGROUP_BODY.size,
+    "cgroup_write_event": HEADER.size + CGROUP_WRITE_BODY.size,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Namespaces:
+    mnt: int = 0
+    pid: int = 0
+    net: int = 0
+    uts: int = 0
+    ipc: int = 0
+    cgroup: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    type: int
+    size: int
+    cpu: int
+    ktime_ns: int
+    pid: int
+    tgid: int
+    ppid: int
+    start_ns: int
+    parent_start_ns: int
+    cgroup_id: int
+    cgroup_v1_id: int
+    ns: Namespaces
+    comm: str
+
+    @property
+    def process_key(self) -> tuple[int, int]:
+        """(tgid, start time): a process's identity; pids alone get reused."""
+        return (self.tgid, self.start_ns)
+
+    @property
+    def parent_key(self) -> tuple[int, int]:
+        return (self.ppid, self.parent_start_ns)
+
+
+@dataclass(frozen=True, slots=True)
+class ForkEvent:
+    header: Header
+    child_pid: int
+    child_tgid: int
+    child_start_ns: int
+    clone_flags_raw: int
+
+    @property
+    def child_key(self) -> tuple[int, int]:
+        return (self.child_tgid, self.child_start_ns)
+
+
+@dataclass(frozen=True, slots=True)
+class ExecEvent:
+    """An exec, or (type PROC_SNAPSHOT) a process found running at start."""
+
+    header: Header
+    old_pid: int
+    filename: str
+    argv: tuple[str, ...]
+    env: dict[str, str] = field(default_factory=dict)  # CNI_* keys only
+    flags_raw: int = 0
+
+    @property
+    def argv_truncated(self) -> bool:
+        return bool(self.flags_raw & EXEC_FLAG_ARGV_TRUNCATED)
+
+
+@dataclass(frozen=True, slots=True)
+class ExitEvent:
+    header: Header
+    exit_code_raw: int
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceEvent:
+    header: Header
+    syscall: NamespaceSyscall
+    fd: int
+    flags_raw: int
+    ret: int
+
+
+@dataclass(frozen=True, slots=True)
+class MountEvent:
+    header: Header
+    ret: int
+    flags_raw: int
+    source: str
+    target: str
+    fstype: str
+
+
+@dataclass(frozen=True, slots=True)
+class PivotRootEvent:
+    header: Header
+    ret: int
+    new_root: str
+    put_old: str
+
+
+@dataclass(frozen=True, slots=True)
+class CgroupEvent:
+    """cgroup_mkdir or cgroup_attach_task (see header.type)."""
+
+    header: Header
+    hierarchy: int
+    level: int
+    cgroup_id: int
+    target_pid: int
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class CgroupWriteEvent:
+    header: Header
+    fs_magic: int
+    count: int
+    fd: int
+    names: tuple[str, ...]  # file, its directory, and upwards
+    data: bytes
+
+    @property
+    def file_name(self) -> str:
+        return self.names[0] if self.names else ""
+
+    @property
+    def relative_path(self) -> str:
+        """The path as far as it was read: 'pod<uid>/<id>/memory.max'."""
+        return "/".join(reversed([n for n in self.names if n and n != "/"]))
+
+
+Event = (
+    ForkEvent
+    | ExecEvent
+    | ExitEvent
+    | NamespaceEvent
+    | MountEvent
+    | PivotRootEvent
+    | CgroupEvent
+    | CgroupWriteEvent
+)
+
+
+def _cstr(raw: bytes) -> str:
+    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+def _split_nul(raw: bytes) -> tuple[str, ...]:
+    if not raw:
+        return ()
+    return tuple(part.decode("utf-8", "replace") for part in raw.rstrip(b"\0").split(b"\0"))
+
+
+def decode_header(raw: bytes | memoryview) -> Header:
+    if len(raw) < HEADER.size:
+        raise DecodeError(f"event of {len(raw)} bytes is shorter than its header ({HEADER.size})")
+    (etype, size, cpu, ktime, pid, tgid, ppid, _pad, start, pstart, cg2, cg1,
+     mnt, pidns, net, uts, ipc, cgns, comm) = HEADER.unpack_from(raw, 0)
+    return Header(
+        type=etype, size=size, cpu=cpu, ktime_ns=ktime, pid=pid, tgid=tgid, ppid=ppid,
+        start_ns=start, parent_start_ns=pstart, cgroup_id=cg2, cgroup_v1_id=cg1,
+        ns=Namespaces(mnt, pidns, net, uts, ipc, cgns), comm=_cstr(comm),
+    )
+
+
+def _body(raw: bytes | memoryview, body: struct.Struct, name: str) -> tuple:
+    need = HEADER.size + body.size
+    if len(raw) < need:
+        raise DecodeError(f"{name} event truncated: {len(raw)} of {need} bytes")
+    return body.unpack_from(raw, HEADER.size)
+
+
+def parse_env(raw: bytes, truncated: bool) -> dict[str, str]:
+    """Keeps only the CNI_* keys that identify the pod; drops all else."""
+    entries = raw.rstrip(b"\0").split(b"\0")
+    if truncated and entries:
+        entries = entries[:-1]  # the last entry was cut in the middle
+    env: dict[str, str] = {}
+    for entry in entries:
+        key, sep, value = entry.decode("utf-8", "replace").partition("=")
+        if not sep or key not in CNI_ENV_KEYS:
+            continue
+        if key == "CNI_ARGS":
+            value = ";".join(
+                pair for pair in value.split(";") if pair.partition("=")[0] in CNI_ARGS_KEYS
+            )
+        env[key] = value
+    return env
+
+
+def _decode_exec(raw: bytes | memoryview, header: Header) -> ExecEvent:
+    old_pid, filename_len, argv_len, env_len, flags, _pad = _body(raw, EXEC_BODY, "exec")
+    start = HEADER.size + EXEC_BODY.size
+    end = start + filename_len + argv_len + env_len
+    if end > len(raw):
+        raise DecodeError(f"exec event data truncated: need {end} bytes, have {len(raw)}")
+    data = bytes(raw[start:end])
+    filename = _cstr(data[:filename_len])
+    argv = _split_nul(data[filename_len:filename_len + argv_len])
+    env: dict[str, str] = {}
+    if flags & EXEC_FLAG_ENV_CAPTURED:
+        cut = bool(flags & EXEC_FLAG_ENV_TRUNCATED) and not flags & EXEC_FLAG_ENV_FILTERED
+        env = parse_env(data[filename_len + argv_len:], cut)
+    return ExecEvent(header, old_pid, filename, argv, env, flags)
+
+
+def decode(raw: bytes | memoryview) -> Event:
+    """One ring-buffer record (or recorded record) to a typed event.
+
+    Raises DecodeError for anything malformed; never anything else.
+    """
+    header = decode_header(raw)
+    if header.size > len(raw):
+        raise DecodeError(f"event says {header.size} bytes but {len(raw)} arrived")
+    try:
+        etype = EventType(header.type)
+    except ValueError:
+        raise DecodeError(f"unknown event type {header.type}") from None
+    if etype is EventType.FORK:
+        return ForkEvent(header, *_body(raw, FORK_BODY, "fork"))
+    if etype in (EventType.EXEC, EventType.PROC_SNAPSHOT):
+        return _decode_exec(raw, header)
+    if etype is EventType.EXIT:
+        code, _pad = _body(raw, EXIT_BODY, "exit")
+        return ExitEvent(header, code)
+    if etype is EventType.NAMESPACE:
+        syscall, fd, flags, ret = _body(raw, NAMESPACE_BODY, "namespace")
+        try:
+            kind = NamespaceSyscall(syscall)
+        except ValueError:
+            raise DecodeError(f"unknown namespace syscall {syscall}") from None
+        return NamespaceEvent(header, kind, fd, flags, ret)
+    if etype is EventType.MOUNT:
+        ret, flags, source, target, fstype = _body(raw, MOUNT_BODY, "mount")
+        return MountEvent(header, ret, flags, _cstr(source), _cstr(target), _cstr(fstype))
+    if etype is EventType.PIVOT_ROOT:
+        ret, new_root, put_old = _body(raw, PIVOT_ROOT_BODY, "pivot_root")
+        return PivotRootEvent(header, ret, _cstr(new_root), _cstr(put_old))
+    if etype in (EventType.CGROUP_MKDIR, EventType.CGROUP_ATTACH):
+        hierarchy, level, cgid, target, path_len, _pad, path = _body(raw, CGROUP_BODY, "cgroup")
+        return CgroupEvent(header, hierarchy, level, cgid, target, _cstr(path[:path_len]))
+    # CGROUP_WRITE: the only type left
+    magic, count, fd, data_len, _pad, names, data = _body(raw, CGROUP_WRITE_BODY, "cgroup write")
+    split = tuple(
+        _cstr(names[i * CGROUP_NAME_LEN:(i + 1) * CGROUP_NAME_LEN]) for i in range(CGROUP_NAME_DEPTH)
+    )
+    return CgroupWriteEvent(header, magic, count, fd, split, bytes(data[:min(data_len, len(data))]))
+
+
+def encode_header(header: Header) -> bytes:
+    ns = header.ns
+    return HEADER.pack(
+        header.type, header.size, header.cpu, header.ktime_ns, header.pid, header.tgid,
+        header.ppid, 0, header.start_ns, header.parent_start_ns, header.cgroup_id,
+        header.cgroup_v1_id, ns.mnt, ns.pid, ns.net, ns.uts, ns.ipc, ns.cgroup,
+        header.comm.encode()[:TASK_COMM_LEN - 1],
+    )
+
+
+def encode_exec(event: ExecEvent) -> bytes:
+    """The wire form of an exec-shaped event (used for snapshots and sanitising)."""
+    filename = event.filename.encode()[:FILENAME_MAX_LEN - 1] + b"\0"
+    argv = b"".join(arg.encode() + b"\0" for arg in event.argv)[:ARGV_MAX_LEN - 1]
+    env = b"".join(f"{k}={v}".encode() + b"\0" for k, v in event.env.items())[:ENV_MAX_LEN - 1]
+    body = EXEC_BODY.pack(event.old_pid, len(filename), len(argv), len(env), event.flags_raw, 0)
+    size = HEADER.size + len(body) + len(filename) + len(argv) + len(env)
+    header = Header(**{**_header_fields(event.header), "size": size})
+    return encode_header(header) + body + filename + argv + env
+
+
+def _header_fields(header: Header) -> dict:
+    return {name: getattr(header, name) for name in Header.__slots__}
+
+
+def sanitize(raw: bytes) -> bytes:
+    """Bytes safe to store: exec events keep only their CNI_* environment keys.
+
+    The BPF program copies a CNI plugin's environment, which also holds
+    containerd's own environment; only the allow-listed keys survive.
+    """
+    if len(raw) < HEADER.size or HEADER.unpack_from(raw, 0)[0] != EventType.EXEC:
+        return raw
+    event = _decode_exec(raw, decode_header(raw))
+    if not event.flags_raw & EXEC_FLAG_ENV_CAPTURED or event.flags_raw & EXEC_FLAG_ENV_FILTERED:
+        return raw
+    return encode_exec(replace(event, flags_raw=event.flags_raw | EXEC_FLAG_ENV_FILTERED))

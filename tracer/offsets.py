@@ -1,0 +1,135 @@
+"""Kernel struct offsets taken from BTF, handed to the BPF C code as macros.
+
+The BPF programs cannot use the struct definitions of the installed kernel
+headers: on the target machines those headers belong to another kernel
+(Debian 6.1 headers on a 6.18 kernel) and their layouts are wrong.  Instead
+each field is read with ``bpf_probe_read_kernel(&v, sizeof(v), (void *)p +
+OFF_X)`` where ``OFF_X`` comes from :meth:`KernelOffsets.as_cflags`.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from tracer.btf import VMLINUX_BTF, Btf
+
+
+@dataclass(frozen=True)
+class KernelOffsets:
+    """Byte offsets (and one enum value) of the kernel fields the tracer reads."""
+
+    task_pid: int
+    task_tgid: int
+    task_real_parent: int
+    task_group_leader: int
+    task_start_time: int  # u64 ns, CLOCK_MONOTONIC
+    task_start_boottime: int
+    task_nsproxy: int
+    task_mm: int
+    task_exit_code: int
+    task_files: int
+    task_cgroups: int  # struct css_set *
+    nsproxy_uts_ns: int
+    nsproxy_ipc_ns: int
+    nsproxy_mnt_ns: int
+    nsproxy_pid_ns_for_children: int
+    nsproxy_net_ns: int
+    nsproxy_cgroup_ns: int
+    uts_ns_ns: int  # struct ns_common inside each namespace struct
+    ipc_ns_ns: int
+    mnt_ns_ns: int
+    pid_ns_ns: int
+    net_ns: int
+    cgroup_ns_ns: int
+    ns_common_inum: int
+    mm_arg_start: int
+    mm_arg_end: int
+    mm_env_start: int
+    mm_env_end: int
+    files_fdt: int
+    fdtable_fd: int
+    fdtable_max_fds: int
+    file_f_path: int
+    path_dentry: int
+    file_f_inode: int
+    inode_i_sb: int
+    super_block_s_magic: int
+    dentry_d_name: int
+    qstr_name: int
+    dentry_d_parent: int
+    css_set_subsys: int  # array of struct cgroup_subsys_state *
+    css_cgroup: int
+    cgroup_kn: int
+    kernfs_node_id: int
+    memory_cgrp_id: int  # index into css_set.subsys, not an offset
+
+    @classmethod
+    def from_btf(cls, btf: Btf) -> KernelOffsets:
+        values = {name: btf.offset_of(struct, path) for name, (struct, path) in MEMBER_PATHS.items()}
+        values["memory_cgrp_id"] = btf.enum_value("cgroup_subsys_id", "memory_cgrp_id")
+        return cls(**values)
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    def as_cflags(self) -> list[str]:
+        """``-DOFF_<FIELD>=<value>`` for every field, e.g. ``-DOFF_TASK_TGID=1268``."""
+        return [f"-DOFF_{f.name.upper()}={getattr(self, f.name)}" for f in fields(self)]
+
+
+# Where each offset field lives: (struct, dotted member path within it).
+# Paths may cross anonymous structs/unions; the offsets are absolute within
+# the named struct.
+MEMBER_PATHS: dict[str, tuple[str, str]] = {
+    "task_pid": ("task_struct", "pid"),
+    "task_tgid": ("task_struct", "tgid"),
+    "task_real_parent": ("task_struct", "real_parent"),
+    "task_group_leader": ("task_struct", "group_leader"),
+    "task_start_time": ("task_struct", "start_time"),
+    "task_start_boottime": ("task_struct", "start_boottime"),
+    "task_nsproxy": ("task_struct", "nsproxy"),
+    "task_mm": ("task_struct", "mm"),
+    "task_exit_code": ("task_struct", "exit_code"),
+    "task_files": ("task_struct", "files"),
+    "task_cgroups": ("task_struct", "cgroups"),
+    "nsproxy_uts_ns": ("nsproxy", "uts_ns"),
+    "nsproxy_ipc_ns": ("nsproxy", "ipc_ns"),
+    "nsproxy_mnt_ns": ("nsproxy", "mnt_ns"),
+    "nsproxy_pid_ns_for_children": ("nsproxy", "pid_ns_for_children"),
+    "nsproxy_net_ns": ("nsproxy", "net_ns"),
+    "nsproxy_cgroup_ns": ("nsproxy", "cgroup_ns"),
+    "uts_ns_ns": ("uts_namespace", "ns"),
+    "ipc_ns_ns": ("ipc_namespace", "ns"),
+    "mnt_ns_ns": ("mnt_namespace", "ns"),
+    "pid_ns_ns": ("pid_namespace", "ns"),
+    "net_ns": ("net", "ns"),
+    "cgroup_ns_ns": ("cgroup_namespace", "ns"),
+    "ns_common_inum": ("ns_common", "inum"),
+    "mm_arg_start": ("mm_struct", "arg_start"),
+    "mm_arg_end": ("mm_struct", "arg_end"),
+    "mm_env_start": ("mm_struct", "env_start"),
+    "mm_env_end": ("mm_struct", "env_end"),
+    "files_fdt": ("files_struct", "fdt"),
+    "fdtable_fd": ("fdtable", "fd"),
+    "fdtable_max_fds": ("fdtable", "max_fds"),
+    "file_f_path": ("file", "f_path"),
+    "path_dentry": ("path", "dentry"),
+    "file_f_inode": ("file", "f_inode"),
+    "inode_i_sb": ("inode", "i_sb"),
+    "super_block_s_magic": ("super_block", "s_magic"),
+    "dentry_d_name": ("dentry", "d_name"),
+    "qstr_name": ("qstr", "name"),
+    "dentry_d_parent": ("dentry", "d_parent"),
+    "css_set_subsys": ("css_set", "subsys"),
+    "css_cgroup": ("cgroup_subsys_state", "cgroup"),
+    "cgroup_kn": ("cgroup", "kn"),
+    "kernfs_node_id": ("kernfs_node", "id"),
+}
+
+
+@functools.cache
+def kernel_offsets(btf_path: str | Path = VMLINUX_BTF) -> KernelOffsets:
+    """Offsets for the BTF at ``btf_path``, parsed once per process."""
+    return KernelOffsets.from_btf(Btf.load(btf_path))

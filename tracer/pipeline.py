@@ -1,0 +1,169 @@
+"""The pure path from event bytes to pod traces: decode → order → correlate.
+
+Live recording and replay both go through Pipeline, so a recording replays
+to exactly the traces the live run produced.  Live, events arrive in
+batches from the ring buffer, slightly out of time order across CPUs; they
+wait in a short reorder window and are then processed in kernel-time order.
+Enrichment records are made (live) or read back (replay) at the same
+position in that order.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter
+from dataclasses import dataclass, field
+
+from tracer.enrich import Enricher
+from tracer.events import DecodeError, Event, EventType, decode, sanitize
+from tracer.format import Clock
+from tracer.pods import PodAssembler, PodTrace
+from tracer.recording import RecordingWriter, RecordKind, read_recording
+from tracer.spans import Trace, build_trace
+
+# Events from different CPUs can reach the ring buffer out of time order by
+# a few microseconds; 50 ms covers scheduling delays with a wide margin.
+REORDER_WINDOW_NS = 50_000_000
+
+
+@dataclass
+class PipelineStats:
+    events_by_type: Counter = field(default_factory=Counter)
+    decode_errors: int = 0
+    decode_error_samples: list[str] = field(default_factory=list)
+    kernel_lost: Counter = field(default_factory=Counter)   # by event type name
+    truncated_recording: bool = False
+
+    @property
+    def events(self) -> int:
+        return sum(self.events_by_type.values())
+
+    @property
+    def lost(self) -> int:
+        return sum(self.kernel_lost.values())
+
+    def as_dict(self) -> dict:
+        return {
+            "events": self.events, "events_by_type": dict(self.events_by_type),
+            "decode_errors": self.decode_errors, "kernel_lost": dict(self.kernel_lost),
+            "truncated_recording": self.truncated_recording,
+        }
+
+
+class Pipeline:
+    def __init__(self, clock: Clock, node_name: str, enricher: Enricher | None = None,
+                 recording: RecordingWriter | None = None, reorder_window_ns: int = REORDER_WINDOW_NS):
+        self.clock = clock
+        self.node_name = node_name
+        self.enricher = enricher
+        self.recording = recording
+        self.reorder_window_ns = reorder_window_ns
+        self.assembler = PodAssembler()
+        self.stats = PipelineStats()
+        self._pending: list[tuple[int, int, bytes, Event]] = []
+        self._sequence = 0
+        self._newest_ktime = 0
+
+    @property
+    def pending_events(self) -> int:
+        """Events waiting in the reorder window."""
+        return len(self._pending)
+
+    # ---- input -------------------------------------------------------------
+
+    def add_kernel_bytes(self, raw: bytes) -> None:
+        """One ring-buffer record; malformed ones are counted and dropped."""
+        try:
+            raw = sanitize(raw)
+            event = decode(raw)
+        except DecodeError as error:
+            self.stats.decode_errors += 1
+            if len(self.stats.decode_error_samples) < 10:
+                self.stats.decode_error_samples.append(str(error))
+            return
+        ktime = event.header.ktime_ns
+        self._newest_ktime = max(self._newest_ktime, ktime)
+        heapq.heappush(self._pending, (ktime, self._sequence, raw, event))
+        self._sequence += 1
+
+    def note_lost(self, lost_by_type: dict[int, int], ktime_ns: int) -> None:
+        """New kernel-side losses since the last call (by event type)."""
+        for etype, count in lost_by_type.items():
+            if count:
+                name = EventType(etype).name if etype in EventType._value2member_map_ else str(etype)
+                self.stats.kernel_lost[name] += count
+        self.assembler.note_lost(ktime_ns, sum(lost_by_type.values()))
+
+    def flush(self, everything: bool = False) -> None:
+        """Processes pending events older than the reorder window (or all)."""
+        horizon = self._newest_ktime - self.reorder_window_ns
+        while self._pending and (everything or self._pending[0][0] <= horizon):
+            _, _, raw, event = heapq.heappop(self._pending)
+            self._process(raw, event)
+
+    def _process(self, raw: bytes, event: Event) -> None:
+        self.stats.events_by_type[EventType(event.header.type).name] += 1
+        if self.recording is not None:
+            self.recording.write(RecordKind.KERNEL, raw)
+        self.assembler.feed(event)
+        if self.enricher is not None:
+            proc = self.assembler.table.get(_subject_key(event))
+            if proc is not None:
+                owner = self.assembler.owner.get(proc.key)
+                for record in self.enricher.observe(event, proc, owner):
+                    self.add_enrichment(record)
+
+    def add_enrichment(self, record: dict) -> None:
+        if self.recording is not None:
+            self.recording.write_json(RecordKind.ENRICHMENT, record)
+        self.assembler.feed_enrichment(record)
+
+    # ---- output ------------------------------------------------------------
+
+    def pods(self) -> list[PodTrace]:
+        pods = self.assembler.build()
+        if self.stats.truncated_recording:
+            for pod in pods:
+                pod.partial_reasons.append("the recording ends in a truncated record")
+        return pods
+
+    def traces(self) -> list[Trace]:
+        return [build_trace(pod, self.clock, self.node_name) for pod in self.pods()]
+
+
+def _subject_key(event: Event) -> tuple[int, int]:
+    child_key = getattr(event, "child_key", None)
+    return child_key if child_key is not None else event.header.process_key
+
+
+def recording_meta(clock: Clock, node_name: str, extra: dict) -> dict:
+    return {"type": "meta", "wall_minus_monotonic_ns": clock.wall_minus_monotonic_ns,
+            "node_name": node_name, **extra}
+
+
+def replay(path: str) -> Pipeline:
+    """Rebuilds a Pipeline from a recording, without BPF or enrichment I/O."""
+    result = read_recording(path)
+    meta = next((r.json() for r in result.records if r.kind is RecordKind.META), None)
+    if meta is None:
+        raise ValueError(f"{path}: recording has no META record")
+    pipeline = Pipeline(Clock(int(meta["wall_minus_monotonic_ns"])), meta.get("node_name", ""))
+    for record in result.records:
+        if record.kind is RecordKind.KERNEL:
+            pipeline.add_kernel_bytes(record.payload)
+            pipeline.flush(everything=True)  # already in processing order
+        elif record.kind is RecordKind.ENRICHMENT:
+            pipeline.add_enrichment(record.json())
+        elif record.kind is RecordKind.STATS:
+            stats = record.json()
+            for name, count in (stats.get("kernel_lost") or {}).items():
+                pipeline.stats.kernel_lost[name] += count
+            for ktime, count in stats.get("lost_windows", []):
+                pipeline.assembler.note_lost(ktime, count)
+    pipeline.stats.truncated_recording = result.truncated_tail
+    return pipeline
+
+
+def stats_record(pipeline: Pipeline) -> dict:
+    return {"type": "stats", **pipeline.stats.as_dict(), "lost_windows": pipeline.assembler.lost_windows}
+

@@ -1,0 +1,148 @@
+"""The process tree, keyed by (tgid, start time): pids alone get reused.
+
+It is fed decoded events in time order and keeps, per process, its parent,
+its execs, the image it was forked running (a child runs its parent's
+program until it execs), its exit, and the activity (namespace, mount,
+cgroup events) that it performed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tracer.events import (
+    CgroupEvent,
+    CgroupWriteEvent,
+    Event,
+    EventType,
+    ExecEvent,
+    ExitEvent,
+    ForkEvent,
+    Header,
+    MountEvent,
+    Namespaces,
+    NamespaceEvent,
+    PivotRootEvent,
+)
+
+ProcKey = tuple[int, int]
+Activity = NamespaceEvent | MountEvent | PivotRootEvent | CgroupEvent | CgroupWriteEvent
+
+
+@dataclass(frozen=True, slots=True)
+class Exec:
+    ktime_ns: int
+    filename: str
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    argv_truncated: bool
+    from_snapshot: bool = False  # found running when tracing began
+
+    @property
+    def basename(self) -> str:
+        first = self.argv[0] if self.argv else self.filename
+        return first.rsplit("/", 1)[-1]
+
+
+@dataclass
+class Process:
+    key: ProcKey
+    parent_key: ProcKey | None
+    fork_ns: int | None = None           # None: created before we saw it
+    inherited: Exec | None = None        # the program it was forked running
+    execs: list[Exec] = field(default_factory=list)
+    exit_ns: int | None = None
+    exit_code_raw: int | None = None
+    comm: str = ""
+    cgroup_id: int = 0
+    namespaces: Namespaces = Namespaces()
+    children: list[ProcKey] = field(default_factory=list)
+    activity: list[Activity] = field(default_factory=list)
+    first_seen_ns: int = 0
+    last_seen_ns: int = 0
+
+    @property
+    def pid(self) -> int:
+        return self.key[0]
+
+    @property
+    def image(self) -> Exec | None:
+        """The program it runs now (its last exec, or what it inherited)."""
+        return self.execs[-1] if self.execs else self.inherited
+
+    @property
+    def start_ns(self) -> int:
+        """When it began, as far as we saw: fork, else first exec, else first event."""
+        if self.fork_ns is not None:
+            return self.fork_ns
+        if self.execs and not self.execs[0].from_snapshot:
+            return self.execs[0].ktime_ns
+        return self.first_seen_ns
+
+    @property
+    def seen_from_start(self) -> bool:
+        return self.fork_ns is not None or bool(self.execs and not self.execs[0].from_snapshot)
+
+
+class ProcessTable:
+    def __init__(self) -> None:
+        self.processes: dict[ProcKey, Process] = {}
+
+    def get(self, key: ProcKey | None) -> Process | None:
+        return self.processes.get(key) if key else None
+
+    def _ensure(self, header: Header) -> Process:
+        key = header.process_key
+        proc = self.processes.get(key)
+        if proc is None:
+            parent_key = header.parent_key if header.ppid else None
+            proc = Process(key, parent_key, first_seen_ns=header.ktime_ns)
+            self.processes[key] = proc
+            parent = self.processes.get(parent_key) if parent_key else None
+            if parent is not None:
+                parent.children.append(key)
+                proc.inherited = parent.image
+        proc.comm = header.comm
+        proc.cgroup_id = header.cgroup_id
+        proc.namespaces = header.ns
+        proc.last_seen_ns = max(proc.last_seen_ns, header.ktime_ns)
+        return proc
+
+    def apply(self, event: Event) -> Process:
+        """Updates the tree; returns the process the event is about."""
+        header = event.header
+        if isinstance(event, ForkEvent):
+            parent = self._ensure(header)
+            key = event.child_key
+            child = self.processes.get(key)
+            if child is None:
+                child = Process(key, parent.key, first_seen_ns=header.ktime_ns)
+                self.processes[key] = child
+                parent.children.append(key)
+            child.fork_ns = header.ktime_ns
+            child.inherited = parent.image
+            child.comm = parent.comm
+            child.last_seen_ns = header.ktime_ns
+            return child
+        proc = self._ensure(header)
+        if isinstance(event, ExecEvent):
+            snapshot = header.type == EventType.PROC_SNAPSHOT
+            proc.execs.append(
+                Exec(header.ktime_ns, event.filename, event.argv, dict(event.env),
+                     event.argv_truncated, from_snapshot=snapshot)
+            )
+        elif isinstance(event, ExitEvent):
+            proc.exit_ns = header.ktime_ns
+            proc.exit_code_raw = event.exit_code_raw
+        else:
+            proc.activity.append(event)
+        return proc
+
+    def ancestors(self, key: ProcKey, limit: int = 64):
+        """The parent, grandparent, … as far as the tree knows them."""
+        proc = self.processes.get(key)
+        while proc is not None and proc.parent_key is not None and limit > 0:
+            proc = self.processes.get(proc.parent_key)
+            if proc is not None:
+                yield proc
+            limit -= 1

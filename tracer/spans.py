@@ -1,0 +1,329 @@
+"""PodTrace to spans: names, attributes and wall-clock times.
+
+Span names are a public interface (people search for them); see
+docs/span-model.md.  Each layer is its own service so that Jaeger colours
+them apart.  Kernel times become wall time here and nowhere else.
+
+Trace and span ids are derived from the sandbox id, so re-exporting the
+same pod start (a replay, a restart of the tracer) never duplicates it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+from tracer.events import (
+    CgroupEvent,
+    CgroupWriteEvent,
+    EventType,
+    MountEvent,
+    NamespaceEvent,
+    NamespaceSyscall,
+    PivotRootEvent,
+)
+from tracer.format import Clock, cgroup_fs_name, exit_status, namespace_names
+from tracer.pods import ContainerTrace, PodTrace
+from tracer.procs import Activity, Process
+from tracer.runtime import container_exec, parse_runc
+
+SERVICE_TRACER = "tracer"
+SERVICE_CONTAINERD = "containerd"
+SERVICE_SHIM = "containerd-shim-runc-v2"
+SERVICE_RUNC = "runc"
+SERVICE_CNI = "cni"
+SERVICE_CONTAINER = "container"
+CONTAINER_RUNTIME = "containerd"
+SHORT_ID = 12
+STAGE_NAMES = {0: "runc:[0:PARENT]", 1: "runc:[1:CHILD]", 2: "runc:[2:INIT]"}
+
+
+@dataclass
+class SpanEvent:
+    name: str
+    time_ns: int
+    attributes: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass
+class Span:
+    trace_id: str
+    span_id: str
+    parent_id: str | None
+    name: str
+    service: str
+    start_ns: int                     # wall clock
+    end_ns: int
+    kind: str = "INTERNAL"            # INTERNAL, CLIENT or SERVER
+    attributes: dict[str, object] = field(default_factory=dict)
+    events: list[SpanEvent] = field(default_factory=list)
+    status: str = "UNSET"             # UNSET, OK or ERROR
+    status_message: str = ""
+
+
+@dataclass
+class Trace:
+    trace_id: str
+    name: str
+    spans: list[Span]
+    resource: dict[str, object]       # host-level attributes, same for all services
+
+    @property
+    def root(self) -> Span:
+        return self.spans[0]
+
+
+def trace_id_for(sandbox_id: str) -> str:
+    return hashlib.sha256(f"tracer/pod-start/{sandbox_id}".encode()).hexdigest()[:32]
+
+
+def _span_id(trace_id: str, key: str) -> str:
+    return hashlib.sha256(f"{trace_id}/{key}".encode()).hexdigest()[:16]
+
+
+def short(container_id: str) -> str:
+    return container_id[:SHORT_ID]
+
+
+def activity_event(activity: Activity, clock: Clock) -> SpanEvent:
+    """A namespace, mount or cgroup event as a span event."""
+    when = clock.wall_ns(activity.header.ktime_ns)
+    if isinstance(activity, NamespaceEvent):
+        verb = "setns" if activity.syscall is NamespaceSyscall.SETNS else "unshare"
+        names = namespace_names(activity.flags_raw)
+        ns = activity.header.ns
+        return SpanEvent(f"{verb} {','.join(names) or 'all'}", when, {
+            "tracer.syscall.ret": activity.ret, "tracer.ns.flags_raw": activity.flags_raw,
+            "tracer.ns.net": ns.net, "tracer.ns.mnt": ns.mnt, "tracer.ns.pid": ns.pid,
+            "tracer.ns.uts": ns.uts, "tracer.ns.ipc": ns.ipc,
+        })
+    if isinstance(activity, MountEvent):
+        return SpanEvent(f"mount {activity.target}", when, {
+            "tracer.mount.source": activity.source, "tracer.mount.fstype": activity.fstype,
+            "tracer.mount.flags_raw": activity.flags_raw, "tracer.syscall.ret": activity.ret,
+        })
+    if isinstance(activity, PivotRootEvent):
+        return SpanEvent("pivot_root", when, {
+            "tracer.pivot_root.new_root": activity.new_root, "tracer.pivot_root.put_old": activity.put_old,
+            "tracer.syscall.ret": activity.ret,
+        })
+    if isinstance(activity, CgroupEvent):
+        verb = "mkdir" if activity.header.type == EventType.CGROUP_MKDIR else "attach"
+        attributes: dict[str, object] = {"tracer.cgroup.path": activity.path,
+                                         "tracer.cgroup.hierarchy": activity.hierarchy}
+        if verb == "attach":
+            attributes["tracer.cgroup.attached_pid"] = activity.target_pid
+        return SpanEvent(f"cgroup {verb}", when, attributes)
+    assert isinstance(activity, CgroupWriteEvent)
+    return SpanEvent(f"cgroup write {activity.file_name}", when, {
+        "tracer.cgroup.file": activity.relative_path,
+        "tracer.cgroup.value": activity.data.decode("utf-8", "replace").strip(),
+        "tracer.cgroup.fs": cgroup_fs_name(activity.fs_magic),
+    })
+
+
+def process_attributes(proc: Process) -> dict[str, object]:
+    image = proc.image
+    attributes: dict[str, object] = {"process.pid": proc.pid}
+    if proc.parent_key:
+        attributes["process.parent_pid"] = proc.parent_key[0]
+    if image is not None:
+        attributes["process.executable.path"] = image.filename
+        attributes["process.command_line"] = " ".join(image.argv)
+        if image.argv_truncated:
+            attributes["tracer.process.argv_truncated"] = True
+    if proc.exit_code_raw is not None:
+        status = exit_status(proc.exit_code_raw)
+        attributes["process.exit.code"] = status.code
+        if status.signal_name:
+            attributes["tracer.process.exit.signal"] = status.signal_name
+    return attributes
+
+
+class _TraceBuilder:
+    def __init__(self, trace_id: str, clock: Clock):
+        self.trace_id = trace_id
+        self.clock = clock
+        self.spans: list[Span] = []
+
+    def add(self, key: str, name: str, service: str, parent: Span | None,
+            start_ktime: int, end_ktime: int, attributes: dict | None = None) -> Span:
+        span = Span(
+            trace_id=self.trace_id, span_id=_span_id(self.trace_id, key),
+            parent_id=parent.span_id if parent else None, name=name, service=service,
+            start_ns=self.clock.wall_ns(start_ktime),
+            end_ns=self.clock.wall_ns(max(end_ktime, start_ktime)),
+            attributes=dict(attributes or {}),
+        )
+        self.spans.append(span)
+        return span
+
+    def process_span(self, key: str, name: str, service: str, parent: Span, proc: Process,
+                     start_ktime: int | None = None, end_ktime: int | None = None) -> Span:
+        """A span for a process's life (its exec, or fork, to its exit), with
+        the activity that falls inside it as events."""
+        start = start_ktime if start_ktime is not None else _exec_or_start(proc)
+        end = end_ktime if end_ktime is not None else (proc.exit_ns or proc.last_seen_ns)
+        span = self.add(f"{key}/{proc.pid}/{proc.key[1]}", name, service, parent, start, end,
+                        process_attributes(proc))
+        span.events.extend(activity_event(a, self.clock) for a in proc.activity
+                           if start <= a.header.ktime_ns <= max(start, end))
+        if proc.exit_code_raw is not None and exit_status(proc.exit_code_raw).code != 0:
+            span.status = "ERROR"
+            span.status_message = f"exited with {exit_status(proc.exit_code_raw).code}"
+        elif proc.exit_ns is None and end_ktime is None:
+            span.attributes["tracer.process.exited"] = False
+        return span
+
+
+def _exec_or_start(proc: Process) -> int:
+    own = [e for e in proc.execs if not e.from_snapshot]
+    return own[0].ktime_ns if own else proc.start_ns
+
+
+def _container_span(builder: _TraceBuilder, root: Span, container: ContainerTrace) -> Span:
+    kind = "sandbox" if container.is_sandbox else "container"
+    group = builder.add(f"{container.container_id}/containerd", f"containerd {kind} {short(container.container_id)}",
+                        SERVICE_CONTAINERD, root, 0, 0, _container_attributes(container))
+    children: list[Span] = []
+
+    for index, cni in enumerate(container.cni):
+        span = builder.process_span(f"{container.container_id}/cni{index}",
+                                    f"cni {cni.call.plugin} {cni.call.command}", SERVICE_CNI, group, cni.process)
+        span.attributes.update({"tracer.cni.plugin": cni.call.plugin, "tracer.cni.command": cni.call.command,
+                                "tracer.cni.ifname": cni.call.ifname, "tracer.cni.netns": cni.call.netns})
+        for delegate in cni.delegates:
+            call_name = delegate.image.basename if delegate.image else "plugin"
+            builder.process_span(f"{container.container_id}/cni{index}/delegate", f"cni {call_name} {cni.call.command}",
+                                 SERVICE_CNI, span, delegate)
+        children.append(span)
+
+    if container.shim_start is not None:
+        shim = builder.process_span(f"{container.container_id}/shim-start", "shim start", SERVICE_SHIM,
+                                    group, container.shim_start)
+        shim.attributes["container.id"] = container.container_id
+        if container.shim_daemon is not None:
+            ready = container.shim_start.exit_ns or container.shim_daemon.last_seen_ns
+            daemon = builder.process_span(f"{container.container_id}/shim-daemon", "shim daemon", SERVICE_SHIM,
+                                          shim, container.shim_daemon, end_ktime=ready)
+            daemon.attributes["tracer.shim.ready"] = container.shim_start.exit_ns is not None
+        children.append(shim)
+
+    if container.runc_create is not None:
+        create = builder.process_span(f"{container.container_id}/runc-create",
+                                      f"runc create {short(container.container_id)}", SERVICE_RUNC, group,
+                                      container.runc_create)
+        call = parse_runc(container.runc_create.image) if container.runc_create.image else None
+        if call is not None:
+            create.attributes["tracer.runc.bundle"] = call.bundle
+        _init_spans(builder, create, container)
+        children.append(create)
+
+    if container.runc_start is not None:
+        children.append(builder.process_span(f"{container.container_id}/runc-start",
+                                             f"runc start {short(container.container_id)}", SERVICE_RUNC, group,
+                                             container.runc_start))
+
+    running_ktime = None
+    if container.process is not None:
+        entry = container_exec(container.process)
+        assert entry is not None
+        running_ktime = entry.ktime_ns
+        end = container.process.exit_ns if container.process.exit_ns else entry.ktime_ns
+        span = builder.process_span(f"{container.container_id}/process", f"exec {entry.filename}",
+                                    SERVICE_CONTAINER, group, container.process, start_ktime=entry.ktime_ns,
+                                    end_ktime=end)
+        span.attributes.update({"container.id": container.container_id,
+                                "tracer.process.exited": container.process.exit_ns is not None})
+        children.append(span)
+
+    # The containerd span covers the start: from its first child to the
+    # moment the entrypoint runs (or the last child, if it never ran).
+    group.start_ns = min((c.start_ns for c in children), default=root.start_ns)
+    ends = [c.end_ns for c in children if c.service != SERVICE_CONTAINER]
+    if running_ktime is not None:
+        ends.append(builder.clock.wall_ns(running_ktime))
+    group.end_ns = max(ends, default=group.start_ns)
+    if container.missing:
+        group.attributes["tracer.missing"] = ", ".join(container.missing)
+    if any(c.status == "ERROR" for c in children if c.service != SERVICE_CONTAINER):
+        group.status = "ERROR"
+        group.status_message = next(c.name + ": " + c.status_message for c in children if c.status == "ERROR")
+    return group
+
+
+def _init_spans(builder: _TraceBuilder, create: Span, container: ContainerTrace) -> None:
+    stages = container.init_stages
+    if not stages:
+        return
+    starts = [_exec_or_start(p) if stage == 0 else p.start_ns for stage, p in stages.items()]
+    ends = []
+    for stage, proc in stages.items():
+        entry = container_exec(proc) if stage == 2 else None
+        ends.append(entry.ktime_ns if entry else (proc.exit_ns or proc.last_seen_ns))
+    init = builder.add(f"{container.container_id}/runc-init", f"runc init {short(container.container_id)}",
+                       SERVICE_RUNC, create, min(starts), max(ends), {"container.id": container.container_id})
+    for stage in sorted(stages):
+        proc = stages[stage]
+        entry = container_exec(proc) if stage == 2 else None
+        end = entry.ktime_ns if entry else None
+        # Stage 0 starts at its exec; stages 1 and 2 are clones, so at fork.
+        start = _exec_or_start(proc) if stage == 0 else proc.start_ns
+        span = builder.process_span(f"{container.container_id}/runc-init/{stage}", STAGE_NAMES[stage], SERVICE_RUNC,
+                                    init, proc, start_ktime=start, end_ktime=end)
+        if entry is not None:
+            # Its own exec is the entrypoint's; as a stage it ran runc init.
+            span.attributes["process.command_line"] = " ".join(proc.inherited.argv) if proc.inherited else ""
+            span.attributes["process.executable.path"] = proc.inherited.filename if proc.inherited else ""
+            span.attributes.pop("process.exit.code", None)
+            span.attributes.pop("tracer.process.exit.signal", None)
+            span.status, span.status_message = "UNSET", ""
+
+
+def _container_attributes(container: ContainerTrace) -> dict[str, object]:
+    attributes: dict[str, object] = {"container.id": container.container_id, "container.runtime": CONTAINER_RUNTIME}
+    if container.name and not container.is_sandbox:
+        attributes["container.name"] = container.name
+    if container.image:
+        attributes["container.image.name"] = container.image
+    bundle = container.activity.bundle or {}
+    for key, value in sorted((bundle.get("resources") or {}).items()):
+        attributes[f"tracer.resources.{key}"] = value
+    if bundle.get("cgroups_path"):
+        attributes["tracer.cgroup.path"] = bundle["cgroups_path"]
+    netns = container.activity.netns
+    if netns:
+        if netns.get("error"):
+            attributes["tracer.net.error"] = netns["error"]
+        for key in ("interfaces", "addresses", "routes"):
+            if netns.get(key):
+                attributes[f"tracer.net.{key}"] = netns[key]
+    return attributes
+
+
+def build_trace(pod: PodTrace, clock: Clock, node_name: str) -> Trace:
+    trace_id = trace_id_for(pod.sandbox_id)
+    builder = _TraceBuilder(trace_id, clock)
+    name = f"pod {pod.namespace or '?'}/{pod.name or short(pod.sandbox_id)}"
+    root_attributes: dict[str, object] = {
+        "k8s.pod.name": pod.name, "k8s.namespace.name": pod.namespace, "k8s.pod.uid": pod.uid,
+        "k8s.node.name": node_name, "tracer.sandbox.id": pod.sandbox_id,
+        "tracer.containers": len(pod.containers),
+    }
+    if pod.attempt:
+        root_attributes["tracer.pod.attempt"] = pod.attempt
+    if pod.partial_reasons:
+        root_attributes["tracer.partial"] = True
+        root_attributes["tracer.partial.reasons"] = "; ".join(pod.partial_reasons)
+    root = builder.add("root", name, SERVICE_TRACER, None, 0, 0, root_attributes)
+    groups = [_container_span(builder, root, c) for c in pod.all_containers]
+    root.start_ns = min(g.start_ns for g in groups)
+    root.end_ns = max(g.end_ns for g in groups)
+    errors = [g for g in groups if g.status == "ERROR"]
+    if errors:
+        root.status, root.status_message = "ERROR", errors[0].status_message
+    # Pod identity on every span, so that a search by tag finds any layer.
+    for span in builder.spans[1:]:
+        span.attributes.setdefault("k8s.pod.name", pod.name)
+        span.attributes.setdefault("k8s.namespace.name", pod.namespace)
+    return Trace(trace_id, name, builder.spans, {"host.name": node_name, "k8s.node.name": node_name})
