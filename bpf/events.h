@@ -148,8 +148,9 @@ struct cgroup_write_event {
 	__u32 fd;
 	__u16 data_len;             /* bytes of data copied */
 	__u16 _pad0;
-	/* names[0] is the file, names[1] its directory, and so on upwards */
-	char names[CGROUP_NAME_DEPTH][CGROUP_NAME_LEN];
+	/* CGROUP_NAME_DEPTH names of CGROUP_NAME_LEN bytes: the file's, its
+	 * directory's, and so on upwards */
+	char names[CGROUP_NAME_DEPTH * CGROUP_NAME_LEN];
 	char data[CGROUP_WRITE_DATA_LEN];
 };
 

@@ -444,9 +444,10 @@ TRACEPOINT_PROBE(syscalls, sys_exit_mount)
 	if (!space)
 		return 0;
 	event = &space->mount;
-	event->ret = args->ret;
+	/* The scratch space holds the previous event's bytes (an environment,
+	 * say): clear it, since this event is sent whole. */
+	__builtin_memset(event, 0, sizeof(*event));
 	event->flags = call.args[3];
-	event->source[0] = event->target[0] = event->fstype[0] = 0;
 	bpf_probe_read_user_str(event->source, sizeof(event->source), (void *)call.args[0]);
 	bpf_probe_read_user_str(event->target, sizeof(event->target), (void *)call.args[1]);
 	bpf_probe_read_user_str(event->fstype, sizeof(event->fstype), (void *)call.args[2]);
@@ -473,8 +474,8 @@ TRACEPOINT_PROBE(syscalls, sys_exit_pivot_root)
 	if (!space)
 		return 0;
 	event = &space->pivot_root;
+	__builtin_memset(event, 0, sizeof(*event));
 	event->ret = args->ret;
-	event->new_root[0] = event->put_old[0] = 0;
 	bpf_probe_read_user_str(event->new_root, sizeof(event->new_root), (void *)call.args[0]);
 	bpf_probe_read_user_str(event->put_old, sizeof(event->put_old), (void *)call.args[1]);
 	fill_header(&event->hdr, EVENT_PIVOT_ROOT, sizeof(*event));
@@ -494,11 +495,11 @@ static __always_inline void emit_cgroup(__u16 type, int hierarchy, int level, __
 	if (!space)
 		return;
 	event = &space->cgroup;
+	__builtin_memset(event, 0, sizeof(*event));
 	event->hierarchy = hierarchy;
 	event->level = level;
 	event->cgroup_id = id;
 	event->target_pid = target_pid;
-	event->_pad0 = 0;
 	path_len = bpf_probe_read_kernel_str(event->path, sizeof(event->path), path);
 	event->path_len = path_len > 0 ? path_len : 0;
 	fill_header(&event->hdr, type, sizeof(*event));
@@ -554,18 +555,17 @@ TRACEPOINT_PROBE(syscalls, sys_enter_write)
 	if (!space)
 		return 0;
 	event = &space->cgroup_write;
+	__builtin_memset(event, 0, sizeof(*event));
 	event->fs_magic = magic;
 	event->count = args->count;
 	event->fd = fd;
-	event->_pad0 = 0;
 	dentry = read_ptr(file, OFF_FILE_F_PATH + OFF_PATH_DENTRY);
 #pragma unroll
 	for (int depth = 0; depth < CGROUP_NAME_DEPTH; depth++) {
 		const char *name = read_ptr(dentry, OFF_DENTRY_D_NAME + OFF_QSTR_NAME);
 
-		event->names[depth][0] = 0;
 		if (name)
-			bpf_probe_read_kernel_str(event->names[depth], CGROUP_NAME_LEN, name);
+			bpf_probe_read_kernel_str(event->names + depth * CGROUP_NAME_LEN, CGROUP_NAME_LEN, name);
 		dentry = read_ptr(dentry, OFF_DENTRY_D_PARENT);
 	}
 	data_len = args->count;

@@ -10,6 +10,10 @@ import pytest
 
 from tracer.testbed import Testbed
 
+# A value that must never leave the tracer: containerd inherits it in its
+# environment, so every CNI plugin that the tracer sees carries it too.
+ENVIRONMENT_CANARY = "canary-secret-3b9f1c"
+
 
 @pytest.fixture(scope="session")
 def testbed() -> Iterator[Testbed]:
@@ -22,6 +26,7 @@ def testbed() -> Iterator[Testbed]:
         pytest.skip("the containerd test bed needs root")
     if shutil.which("containerd") is None:
         pytest.skip("containerd is not installed")
+    os.environ["TRACER_TEST_ENVIRONMENT_CANARY"] = ENVIRONMENT_CANARY
     bed = Testbed()
     bed.start()
     yield bed

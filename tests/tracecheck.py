@@ -19,11 +19,14 @@ class ExpectedPod:
     sandbox_id: str
     container_id: str
     app_executable: str
+    app_exit_code: int | None = None      # None: still running when recording stopped
+    host_network: bool = False
 
     @classmethod
-    def from_started(cls, pod, app_executable: str) -> "ExpectedPod":
+    def from_started(cls, pod, app_executable: str, app_exit_code: int | None = None) -> "ExpectedPod":
         spec = pod.spec
-        return cls(spec.name, spec.namespace, spec.uid, pod.sandbox_id, pod.container_id, app_executable)
+        return cls(spec.name, spec.namespace, spec.uid, pod.sandbox_id, pod.container_id, app_executable,
+                   app_exit_code, spec.host_network)
 
 
 def spans_named(trace: Trace, name: str) -> list[Span]:
@@ -95,4 +98,13 @@ def check_pod_trace(trace: Trace, pod: ExpectedPod, all_container_ids: set[str])
     assert sandbox.end_ns <= app.start_ns  # kubelet creates containers after the sandbox runs
     assert root.start_ns == sandbox.start_ns and root.end_ns == app.end_ns
     cni = [s for s in trace.spans if s.parent_id == sandbox.span_id and s.name.startswith("cni ")]
-    assert sorted(s.name for s in cni) == ["cni bridge ADD", "cni loopback ADD"], [(s.name, s.attributes) for s in cni]
+    expected_cni = [] if pod.host_network else ["cni bridge ADD", "cni loopback ADD"]
+    assert sorted(s.name for s in cni) == expected_cni, [(s.name, s.attributes) for s in cni]
+    if not pod.host_network:
+        assert any(i.startswith("eth0 UP") for i in sandbox.attributes["tracer.net.interfaces"])
+    process = one(trace, f"exec {pod.app_executable}")
+    if pod.app_exit_code is None:
+        assert process.attributes["tracer.process.exited"] is False
+    else:
+        assert process.attributes["process.exit.code"] == pod.app_exit_code
+        assert (process.status == "ERROR") == (pod.app_exit_code != 0)

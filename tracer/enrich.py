@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from tracer.events import Event, EventType, ExecEvent
-from tracer.procs import Process
-from tracer.runtime import container_exec, parse_runc
+from tracer.procs import Exec, Process
+from tracer.runtime import RuncCall, container_exec, parse_runc
 
 ANNOTATION_PREFIX = "io.kubernetes.cri."
 # Annotations copied from a bundle; anything else there is dropped.
@@ -113,6 +113,19 @@ class Enricher:
     sandboxes: set[str] = field(default_factory=set)
     netns_done: set[str] = field(default_factory=set)
     read_seconds: float = 0.0
+    _prefetched: dict[str, dict] = field(default_factory=dict)
+
+    def on_arrival(self, event: Event) -> None:
+        """Reads a bundle as soon as its `runc create` arrives, before the
+        reorder window: a container that exits at once takes its bundle
+        with it within milliseconds."""
+        if not isinstance(event, ExecEvent) or event.header.type != EventType.EXEC:
+            return
+        call = _bundle_call(Exec(event.header.ktime_ns, event.filename, event.argv, {}, event.argv_truncated))
+        if call is not None:
+            started = time.perf_counter()
+            self._prefetched[call.container_id] = self.bundle_reader(call.bundle, call.container_id)
+            self.read_seconds += time.perf_counter() - started
 
     def observe(self, event: Event, proc: Process, owner: str | None) -> list[dict]:
         if not isinstance(event, ExecEvent) or event.header.type != EventType.EXEC:
@@ -125,10 +138,9 @@ class Enricher:
         return records
 
     def _records_for(self, event: ExecEvent, proc: Process, owner: str | None) -> list[dict]:
-        image = proc.image
-        runc = parse_runc(image) if image is not None else None
-        if runc is not None and runc.subcommand in ("create", "run") and runc.bundle and runc.container_id:
-            record = self.bundle_reader(runc.bundle, runc.container_id)
+        runc = _bundle_call(proc.image) if proc.image is not None else None
+        if runc is not None:
+            record = self._prefetched.pop(runc.container_id, None) or self.bundle_reader(runc.bundle, runc.container_id)
             if (record.get("annotations") or {}).get(ANNOTATION_PREFIX + "container-type") == "sandbox":
                 self.sandboxes.add(runc.container_id)
             return [record]
@@ -138,3 +150,11 @@ class Enricher:
             record["container_id"] = owner
             return [record]
         return []
+
+
+def _bundle_call(image: Exec) -> RuncCall | None:
+    """A runc invocation that creates a container from a bundle."""
+    call = parse_runc(image)
+    if call is not None and call.subcommand in ("create", "run") and call.bundle and call.container_id:
+        return call
+    return None

@@ -81,6 +81,8 @@ class Pipeline:
             if len(self.stats.decode_error_samples) < 10:
                 self.stats.decode_error_samples.append(str(error))
             return
+        if self.enricher is not None:
+            self.enricher.on_arrival(event)
         ktime = event.header.ktime_ns
         self._newest_ktime = max(self._newest_ktime, ktime)
         heapq.heappush(self._pending, (ktime, self._sequence, raw, event))

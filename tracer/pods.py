@@ -310,8 +310,13 @@ class PodAssembler:
 
     def _partial_reasons(self, pod: PodTrace) -> list[str]:
         reasons = []
-        if sandbox_bundle_missing := pod.sandbox.activity.bundle is None:
-            reasons.append("sandbox bundle config.json was not read")
+        sandbox_bundle = pod.sandbox.activity.bundle
+        if sandbox_bundle is None or sandbox_bundle.get("error"):
+            reasons.append("sandbox bundle config.json not read")
+        for container in pod.containers:
+            error = (container.activity.bundle or {}).get("error")
+            if container.activity.bundle is None or error:
+                reasons.append(f"{container.container_id[:12]}: bundle config.json not read ({error or 'not seen'})")
         for container in pod.all_containers:
             for piece in container.missing:
                 reasons.append(f"{container.container_id[:12]}: no {piece} seen")
@@ -320,7 +325,7 @@ class PodAssembler:
                 if not proc.seen_from_start and role_of(proc) is not Role.SHIM_DAEMON:
                     reasons.append(f"{container.container_id[:12]}: pid {proc.pid} started before tracing")
                     break
-        if not sandbox_bundle_missing and not pod.name:
+        if sandbox_bundle and not pod.name:
             reasons.append("pod name unknown")
         start = min((self.table.processes[k].start_ns for c in pod.all_containers
                      for k in c.activity.processes), default=0)

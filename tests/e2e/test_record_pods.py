@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from exporters.jaeger_json import JaegerJsonExporter, document
+from conftest import ENVIRONMENT_CANARY
 from tracecheck import ExpectedPod, check_pod_trace, trace_for
 from tracer.pipeline import replay
 from tracer.session import RecordConfig, Recorder
@@ -89,6 +90,19 @@ def test_one_pod_gives_one_trace_through_every_layer(record_pods, tmp_path):
     assert os.stat(output).st_mode & 0o077 == 0
     loaded = json.loads(output.read_text())
     assert [t["traceID"] for t in loaded["data"]] == [recorded.traces[0].trace_id]
+
+
+def test_no_environment_value_leaves_the_process(record_pods, tmp_path):
+    container_secret = "container-secret-77a1"
+    recorded = record_pods([PodSpec(name="secretive", command=APP_COMMAND, env={"API_TOKEN": container_secret})])
+    output = tmp_path / "trace.json"
+    JaegerJsonExporter(output).export(recorded.traces)
+    for path in (recorded.raw, output):
+        data = path.read_bytes()
+        assert ENVIRONMENT_CANARY.encode() not in data, path
+        assert container_secret.encode() not in data, path
+    # the CNI plugins' pod identity did survive the filtering
+    assert any(s.name == "cni bridge ADD" for s in recorded.traces[0].spans)
 
 
 def test_ten_concurrent_pods_give_ten_unmixed_traces(record_pods):

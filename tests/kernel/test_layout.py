@@ -1,0 +1,58 @@
+"""The Python mirror of bpf/events.h matches the structs as compiled."""
+
+import ctypes
+import os
+
+import pytest
+
+from tracer import events, kernel
+from tracer.capture import BPF_DIR
+
+pytestmark = [pytest.mark.kernel, pytest.mark.skipif(os.geteuid() != 0, reason="compiles BPF: needs root")]
+
+LAYOUT_SOURCE = os.path.join(os.path.dirname(__file__), "layout.bpf.c")
+
+
+@pytest.fixture(scope="module")
+def compiled():
+    kernel.mount_tracing_filesystems()
+    kernel.prepare_headers()
+    from bcc import BPF
+
+    bpf = BPF(src_file=LAYOUT_SOURCE.encode(), cflags=[f"-I{BPF_DIR}"])
+    yield bpf
+    bpf.cleanup()
+
+
+def leaf(bpf, name):
+    return bpf[f"layout_{name}".encode()].Leaf
+
+
+@pytest.mark.parametrize("struct_name", sorted(events.STRUCT_SIZES))
+def test_struct_sizes(compiled, struct_name):
+    short = "header" if struct_name == "event_header" else struct_name.removesuffix("_event")
+    assert ctypes.sizeof(leaf(compiled, short)) == events.STRUCT_SIZES[struct_name]
+
+
+def test_header_field_offsets(compiled):
+    header = leaf(compiled, "header")
+    python_offsets = {"type": 0, "size": 2, "cpu": 4, "ktime_ns": 8, "pid": 16, "tgid": 20, "ppid": 24,
+                      "start_ns": 32, "parent_start_ns": 40, "cgroup_id": 48, "cgroup_v1_id": 56,
+                      "ns": 64, "comm": 88}
+    for field, offset in python_offsets.items():
+        assert getattr(header, field).offset == offset, field
+    assert events.HEADER.size == 104
+
+
+def test_body_offsets_follow_the_header(compiled):
+    for short, body, first_field in (("fork", events.FORK_BODY, "child_pid"), ("exec", events.EXEC_BODY, "old_pid"),
+                                     ("exit", events.EXIT_BODY, "exit_code"),
+                                     ("namespace", events.NAMESPACE_BODY, "syscall"),
+                                     ("mount", events.MOUNT_BODY, "ret"),
+                                     ("cgroup", events.CGROUP_BODY, "hierarchy"),
+                                     ("cgroup_write", events.CGROUP_WRITE_BODY, "fs_magic")):
+        assert getattr(leaf(compiled, short), first_field).offset == events.HEADER.size, short
+    exec_leaf = leaf(compiled, "exec")
+    assert exec_leaf.data.offset == events.HEADER.size + events.EXEC_BODY.size
+    cgroup_write = leaf(compiled, "cgroup_write")
+    assert cgroup_write.data.offset == events.STRUCT_SIZES["cgroup_write_event"] - events.CGROUP_WRITE_DATA_LEN

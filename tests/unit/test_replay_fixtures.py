@@ -1,0 +1,60 @@
+"""Pure: committed real recordings replay to the golden traces, and those
+traces hold up against the pods that really started.
+
+Recordings and expectations are made by tests/fixtures/make_captures.py.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from exporters.jaeger_json import document
+from tracecheck import ExpectedPod, check_pod_trace, trace_for
+from tracer.pipeline import replay
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+SCENARIOS = sorted(p.name.removesuffix(".rec") for p in FIXTURES.glob("*.rec"))
+
+
+def expected(name: str) -> list[ExpectedPod]:
+    return [ExpectedPod(**pod) for pod in json.loads((FIXTURES / f"{name}.expected.json").read_text())]
+
+
+def test_there_are_fixtures():
+    assert {"one-pod", "ten-pods", "host-network-pod", "exiting-pod"} <= set(SCENARIOS)
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_replay_matches_golden(name):
+    traces = replay(str(FIXTURES / f"{name}.rec")).traces()
+    golden = json.loads((FIXTURES / f"{name}.golden.json").read_text())
+    assert document(traces) == golden
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_replayed_traces_match_the_started_pods(name):
+    pipeline = replay(str(FIXTURES / f"{name}.rec"))
+    traces = pipeline.traces()
+    pods = expected(name)
+    assert pipeline.stats.decode_errors == 0 and pipeline.stats.lost == 0
+    assert len(traces) == len(pods)
+    all_ids = {cid for p in pods for cid in (p.sandbox_id, p.container_id)}
+    for pod in pods:
+        check_pod_trace(trace_for(traces, pod.uid), pod, all_ids)
+
+
+def test_replay_is_deterministic():
+    first = document(replay(str(FIXTURES / "ten-pods.rec")).traces())
+    assert document(replay(str(FIXTURES / "ten-pods.rec")).traces()) == first
+
+
+def test_truncated_recording_replays_with_partial_traces(tmp_path):
+    data = (FIXTURES / "one-pod.rec").read_bytes()
+    cut = tmp_path / "cut.rec"
+    cut.write_bytes(data[: len(data) - 1000])
+    pipeline = replay(str(cut))
+    assert pipeline.stats.truncated_recording
+    for trace in pipeline.traces():
+        assert trace.root.attributes["tracer.partial"] is True
+        assert "truncated" in trace.root.attributes["tracer.partial.reasons"]
