@@ -26,6 +26,8 @@
 #define CGROUP_NAME_LEN 128        /* one dentry name */
 #define CGROUP_NAME_DEPTH 4        /* leaf file + 3 parent directories */
 #define CGROUP_WRITE_DATA_LEN 128
+#define SOCKET_SEGMENT_LEN 8192    /* power of two: used as a mask */
+#define SOCKET_PATH_LEN 108        /* sizeof(sockaddr_un.sun_path) */
 
 enum event_type {
 	EVENT_FORK = 1,           /* a new process (not a thread) */
@@ -37,6 +39,9 @@ enum event_type {
 	EVENT_CGROUP_MKDIR = 7,
 	EVENT_CGROUP_ATTACH = 8,
 	EVENT_CGROUP_WRITE = 9,   /* write(2) to a cgroup control file */
+	EVENT_SOCKET_OPEN = 10,   /* a CRI connection: connect(2) or accept(2) */
+	EVENT_SOCKET_DATA = 11,   /* bytes read from or written to a CRI connection */
+	EVENT_SOCKET_CLOSE = 12,
 	/* Types >= 64 are made by userspace, never by the kernel. */
 	EVENT_PROC_SNAPSHOT = 64, /* a process that existed when tracing began */
 	EVENT_TYPE_MAX = 128,
@@ -152,6 +157,54 @@ struct cgroup_write_event {
 	 * directory's, and so on upwards */
 	char names[CGROUP_NAME_DEPTH * CGROUP_NAME_LEN];
 	char data[CGROUP_WRITE_DATA_LEN];
+};
+
+enum socket_side {
+	SOCKET_SIDE_CLIENT = 1,     /* it connected to the runtime's socket */
+	SOCKET_SIDE_SERVER = 2,     /* the runtime accepted it */
+};
+
+enum socket_direction {
+	SOCKET_DIRECTION_OUT = 1,   /* written by this endpoint */
+	SOCKET_DIRECTION_IN = 2,    /* read by this endpoint */
+};
+
+/* One CRI connection endpoint, as the BPF programs know it. */
+struct socket_endpoint {
+	__u64 inode;                /* this end's socket inode */
+	__u64 peer_inode;           /* the other end's, 0 until known */
+	__u32 fd;
+	__u8 side;                  /* enum socket_side */
+	__u8 _pad0[3];
+};
+
+struct socket_open_event {
+	struct event_header hdr;
+	struct socket_endpoint endpoint;
+	char process_comm[TASK_COMM_LEN]; /* the group leader's: threads rename themselves */
+	char path[SOCKET_PATH_LEN]; /* connect only: the path asked for */
+	__u32 _pad0;
+};
+
+struct socket_close_event {
+	struct event_header hdr;
+	struct socket_endpoint endpoint;
+};
+
+#define SOCKET_FLAG_TRUNCATED 0x1   /* the syscall moved more than was copied */
+
+/* A syscall's bytes are sent as consecutive segments of at most
+ * SOCKET_SEGMENT_LEN; `offset` is the segment's place in the syscall. */
+struct socket_data_event {
+	struct event_header hdr;
+	struct socket_endpoint endpoint;
+	__u32 syscall_bytes;        /* what the syscall returned */
+	__u32 offset;
+	__u32 data_len;
+	__u8 direction;             /* enum socket_direction */
+	__u8 flags;
+	__u16 syscall;              /* the syscall's number, for the record */
+	char data[SOCKET_SEGMENT_LEN];
 };
 
 #endif /* TRACER_EVENTS_H */

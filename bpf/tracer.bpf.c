@@ -31,7 +31,16 @@
 /* Statistic slots in `stats`, mirrored by tracer/capture.py. */
 #define STAT_TRACKED_FULL 0
 #define STAT_PENDING_MISSING 1
+#define STAT_IO_TRUNCATED 2
+#define STAT_ENDPOINTS_FULL 3
 #define STAT_SLOTS 4
+#ifndef SOCKET_MAX_SEGMENTS
+#define SOCKET_MAX_SEGMENTS 8       /* per syscall: 8 segments of up to 8 KiB - 1 */
+#endif
+#define SOCKET_MAX_IOV 64
+#define SOCKET_GATHER_LEN 4095      /* a mask: offsets and lengths below 4 KiB */
+#define AF_UNIX_FAMILY 1
+#define EINPROGRESS_ERRNO 115
 
 struct comm_key {
 	char comm[TASK_COMM_LEN];
@@ -48,12 +57,29 @@ struct pending_syscall {
 	__u64 args[4];
 };
 
+struct socket_path_key {
+	char path[SOCKET_PATH_LEN];
+};
+
+/* A read or write on a CRI connection, kept from entry to exit: the bytes
+ * are copied at exit, when the syscall says how many moved. */
+struct pending_io {
+	__u64 buffer;               /* the buffer, or the iovec array */
+	__u64 count;                /* bytes asked for, or iovec count */
+	__u32 fd;
+	__u8 vectored;
+	__u8 direction;             /* enum socket_direction */
+	__u16 syscall;
+};
+
 union scratch_event {
 	struct exec_event exec;
 	struct mount_event mount;
 	struct pivot_root_event pivot_root;
 	struct cgroup_event cgroup;
 	struct cgroup_write_event cgroup_write;
+	struct socket_data_event socket_data;
+	struct socket_open_event socket_open;
 };
 
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
@@ -63,6 +89,15 @@ BPF_LPM_TRIE(cni_prefixes, struct cni_prefix, __u8, CNI_PREFIX_SLOTS);
 BPF_TABLE("lru_hash", __u64, __u64, pending_clone_flags, 16384);
 BPF_TABLE("lru_hash", __u64, struct pending_syscall, pending_syscalls, 16384);
 BPF_PERCPU_ARRAY(scratch, union scratch_event, 1);
+/* CRI connections: the runtime sockets' paths and listening inodes (from
+ * userspace), every endpoint by socket inode, and the processes that hold
+ * one, so that other processes' reads and writes cost one lookup. */
+BPF_HASH(cri_paths, struct socket_path_key, __u8, 16);
+BPF_HASH(cri_listeners, __u64, __u8, 64);
+BPF_HASH(cri_endpoints, __u64, struct socket_endpoint, 16384);
+BPF_HASH(cri_tgids, __u32, __u8, 4096);
+BPF_TABLE("lru_hash", __u64, struct pending_io, pending_ios, 16384);
+BPF_TABLE("lru_hash", __u64, struct socket_path_key, pending_connects, 1024);
 BPF_PERCPU_ARRAY(lost, __u64, EVENT_TYPE_MAX);
 BPF_PERCPU_ARRAY(stats, __u64, STAT_SLOTS);
 
@@ -205,6 +240,19 @@ static __always_inline int recall_syscall(struct pending_syscall *out)
 		count_stat(STAT_PENDING_MISSING);
 		return 0;
 	}
+	*out = *pending;
+	pending_syscalls.delete(&pid_tgid);
+	return 1;
+}
+
+/* The same, for any process (CRI clients are not in the runtime's tree). */
+static __always_inline int recall_syscall_any(struct pending_syscall *out)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct pending_syscall *pending = pending_syscalls.lookup(&pid_tgid);
+
+	if (!pending)
+		return 0;
 	*out = *pending;
 	pending_syscalls.delete(&pid_tgid);
 	return 1;
@@ -370,7 +418,10 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct exit_event event = {};
 
-	if (!args->group_dead || !is_tracked(tgid))
+	if (!args->group_dead)
+		return 0;
+	cri_tgids.delete(&tgid);
+	if (!is_tracked(tgid))
 		return 0;
 	fill_header(&event.hdr, EVENT_EXIT, sizeof(event));
 	event.exit_code = read_u32(task, OFF_TASK_EXIT_CODE);
@@ -447,6 +498,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_mount)
 	/* The scratch space holds the previous event's bytes (an environment,
 	 * say): clear it, since this event is sent whole. */
 	__builtin_memset(event, 0, sizeof(*event));
+	event->ret = args->ret;
 	event->flags = call.args[3];
 	bpf_probe_read_user_str(event->source, sizeof(event->source), (void *)call.args[0]);
 	bpf_probe_read_user_str(event->target, sizeof(event->target), (void *)call.args[1]);
@@ -524,40 +576,48 @@ TRACEPOINT_PROBE(cgroup, cgroup_attach_task)
 	return 0;
 }
 
+static __always_inline const void *fd_file(__u32 fd)
+{
+	const void *task = (const void *)bpf_get_current_task();
+	const void *files = read_ptr(task, OFF_TASK_FILES);
+	const void *fdt = read_ptr(files, OFF_FILES_FDT);
+	const void *fd_array;
+
+	if (fd >= read_u32(fdt, OFF_FDTABLE_MAX_FDS))
+		return 0;
+	fd_array = read_ptr(fdt, OFF_FDTABLE_FD);
+	return read_ptr(fd_array, fd * sizeof(void *));
+}
+
+static __always_inline __u64 file_inode_number(const void *file)
+{
+	return read_u64(read_ptr(file, OFF_FILE_F_INODE), OFF_INODE_I_INO);
+}
+
 /* Writes of limits and of cgroup.procs: the file is recognised by its
  * filesystem's magic, reached through the fd table, because runc opens
  * cgroup files relative to a directory fd (openat2), so no path is seen. */
-TRACEPOINT_PROBE(syscalls, sys_enter_write)
+static __always_inline void cgroup_write(__u32 fd, const char *buf, __u64 count)
 {
-	const void *task, *files, *fdt, *fd_array, *file, *inode, *sb, *dentry;
+	const void *file, *inode, *sb, *dentry;
 	union scratch_event *space;
 	struct cgroup_write_event *event;
-	__u32 fd = args->fd, max_fds;
 	__u64 magic, data_len;
 
-	if (!is_tracked(bpf_get_current_pid_tgid() >> 32))
-		return 0;
-	task = (const void *)bpf_get_current_task();
-	files = read_ptr(task, OFF_TASK_FILES);
-	fdt = read_ptr(files, OFF_FILES_FDT);
-	max_fds = read_u32(fdt, OFF_FDTABLE_MAX_FDS);
-	if (fd >= max_fds)
-		return 0;
-	fd_array = read_ptr(fdt, OFF_FDTABLE_FD);
-	file = read_ptr(fd_array, fd * sizeof(void *));
+	file = fd_file(fd);
 	inode = read_ptr(file, OFF_FILE_F_INODE);
 	sb = read_ptr(inode, OFF_INODE_I_SB);
 	magic = read_u64(sb, OFF_SUPER_BLOCK_S_MAGIC);
 	if (magic != CGROUP_SUPER_MAGIC && magic != CGROUP2_SUPER_MAGIC)
-		return 0;
+		return;
 
 	space = scratch_space();
 	if (!space)
-		return 0;
+		return;
 	event = &space->cgroup_write;
 	__builtin_memset(event, 0, sizeof(*event));
 	event->fs_magic = magic;
-	event->count = args->count;
+	event->count = count;
 	event->fd = fd;
 	dentry = read_ptr(file, OFF_FILE_F_PATH + OFF_PATH_DENTRY);
 #pragma unroll
@@ -568,16 +628,427 @@ TRACEPOINT_PROBE(syscalls, sys_enter_write)
 			bpf_probe_read_kernel_str(event->names + depth * CGROUP_NAME_LEN, CGROUP_NAME_LEN, name);
 		dentry = read_ptr(dentry, OFF_DENTRY_D_PARENT);
 	}
-	data_len = args->count;
+	data_len = count;
 	if (data_len > CGROUP_WRITE_DATA_LEN)
 		data_len = CGROUP_WRITE_DATA_LEN;
 	data_len &= (CGROUP_WRITE_DATA_LEN * 2 - 1);
 	if (data_len > CGROUP_WRITE_DATA_LEN)
 		data_len = CGROUP_WRITE_DATA_LEN;
-	if (bpf_probe_read_user(event->data, data_len, args->buf) != 0)
+	if (bpf_probe_read_user(event->data, data_len, buf) != 0)
 		data_len = 0;
 	event->data_len = data_len;
 	fill_header(&event->hdr, EVENT_CGROUP_WRITE, sizeof(*event));
 	submit(event, sizeof(*event), EVENT_CGROUP_WRITE);
+}
+
+/* ---- CRI sockets ---------------------------------------------------------- */
+
+/* The inode of the socket at the other end of a unix stream, or 0 while
+ * that end has not been accepted yet (it has no struct socket then). */
+static __always_inline __u64 peer_inode_number(const void *file)
+{
+	const void *socket = read_ptr(file, OFF_FILE_PRIVATE_DATA);
+	const void *sk = read_ptr(socket, OFF_SOCKET_SK);
+	const void *peer = read_ptr(sk, OFF_UNIX_SOCK_PEER);
+	const void *peer_socket = read_ptr(peer, OFF_SOCK_SK_SOCKET);
+
+	if (!peer_socket)
+		return 0;
+	/* struct socket_alloc { struct socket socket; struct inode vfs_inode; } */
+	return read_u64((const char *)peer_socket + OFF_SOCKET_ALLOC_VFS_INODE, OFF_INODE_I_INO);
+}
+
+static __always_inline int holds_cri_socket(__u32 tgid)
+{
+	return cri_tgids.lookup(&tgid) != 0;
+}
+
+static __always_inline void register_endpoint(__u32 fd, __u8 side, const struct socket_path_key *path)
+{
+	const void *file = fd_file(fd);
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u8 one = 1;
+	union scratch_event *space;
+	struct socket_open_event *event;
+	struct socket_endpoint endpoint = {};
+	struct socket_endpoint *peer;
+
+	if (!file)
+		return;
+	endpoint.inode = file_inode_number(file);
+	endpoint.peer_inode = peer_inode_number(file);
+	endpoint.fd = fd;
+	endpoint.side = side;
+	if (cri_endpoints.update(&endpoint.inode, &endpoint) != 0) {
+		count_stat(STAT_ENDPOINTS_FULL);
+		return;
+	}
+	cri_tgids.update(&tgid, &one);
+	/* An accepted end names its client; tell the client end too. */
+	peer = endpoint.peer_inode ? cri_endpoints.lookup(&endpoint.peer_inode) : 0;
+	if (peer)
+		peer->peer_inode = endpoint.inode;
+
+	space = scratch_space();
+	if (!space)
+		return;
+	event = &space->socket_open;
+	__builtin_memset(event, 0, sizeof(*event));
+	event->endpoint = endpoint;
+	bpf_probe_read_kernel_str(event->process_comm, TASK_COMM_LEN,
+				  (const char *)read_ptr((const void *)bpf_get_current_task(), OFF_TASK_GROUP_LEADER) +
+				  OFF_TASK_COMM);
+	if (path)
+		__builtin_memcpy(event->path, path->path, SOCKET_PATH_LEN);
+	fill_header(&event->hdr, EVENT_SOCKET_OPEN, sizeof(*event));
+	submit(event, sizeof(*event), EVENT_SOCKET_OPEN);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_connect)
+{
+	struct {
+		__u16 family;
+		char path[SOCKET_PATH_LEN];
+	} address = {};
+	struct socket_path_key key = {};
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	int skip = 0;
+
+	if (bpf_probe_read_user(&address, sizeof(address), (void *)args->uservaddr) != 0)
+		return 0;
+	if (address.family != AF_UNIX_FAMILY)
+		return 0;
+	/* grpc-core connects to "///run/…": compare with one leading slash */
+#pragma unroll
+	for (int i = 0; i < 8; i++) {
+		if (address.path[i] == '/' && address.path[i + 1] == '/')
+			skip = i + 1;
+		else
+			break;
+	}
+	bpf_probe_read_kernel_str(key.path, sizeof(key.path), address.path + (skip & 7));
+	if (!cri_paths.lookup(&key))
+		return 0;
+	struct pending_syscall pending = { .args = { args->fd, 0, 0, 0 } };
+
+	pending_connects.update(&pid_tgid, &key);
+	pending_syscalls.update(&pid_tgid, &pending);
 	return 0;
 }
+
+TRACEPOINT_PROBE(syscalls, sys_exit_connect)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct socket_path_key *key = pending_connects.lookup(&pid_tgid);
+	struct pending_syscall call;
+
+	if (!key)
+		return 0;
+	if ((args->ret == 0 || args->ret == -EINPROGRESS_ERRNO) && recall_syscall_any(&call))
+		register_endpoint(call.args[0], SOCKET_SIDE_CLIENT, key);
+	pending_connects.delete(&pid_tgid);
+	return 0;
+}
+
+static __always_inline void remember_accept(__u32 listening_fd)
+{
+	const void *file = fd_file(listening_fd);
+	__u64 inode;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct pending_syscall pending = { .args = { listening_fd, 0, 0, 0 } };
+
+	if (!file)
+		return;
+	inode = file_inode_number(file);
+	if (!cri_listeners.lookup(&inode))
+		return;
+	pending_syscalls.update(&pid_tgid, &pending);
+}
+
+static __always_inline void accepted(long ret)
+{
+	struct pending_syscall call;
+
+	if (!recall_syscall_any(&call))
+		return;
+	if (ret >= 0)
+		register_endpoint((__u32)ret, SOCKET_SIDE_SERVER, 0);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_accept4)
+{
+	remember_accept(args->fd);
+	return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_accept4)
+{
+	accepted(args->ret);
+	return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_accept)
+{
+	remember_accept(args->fd);
+	return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_accept)
+{
+	accepted(args->ret);
+	return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_close)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	const void *file;
+	__u64 inode;
+	struct socket_endpoint *endpoint;
+	struct socket_close_event event = {};
+
+	if (!holds_cri_socket(tgid))
+		return 0;
+	file = fd_file(args->fd);
+	if (!file)
+		return 0;
+	inode = file_inode_number(file);
+	endpoint = cri_endpoints.lookup(&inode);
+	if (!endpoint)
+		return 0;
+	event.endpoint = *endpoint;
+	cri_endpoints.delete(&inode);
+	fill_header(&event.hdr, EVENT_SOCKET_CLOSE, sizeof(event));
+	submit(&event, sizeof(event), EVENT_SOCKET_CLOSE);
+	return 0;
+}
+
+static __always_inline void remember_io(__u32 fd, __u64 buffer, __u64 count, __u8 vectored,
+					__u8 direction, __u16 syscall)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	const void *file;
+	__u64 inode;
+	struct pending_io pending = {};
+
+	if (!holds_cri_socket(pid_tgid >> 32))
+		return;
+	file = fd_file(fd);
+	if (!file)
+		return;
+	inode = file_inode_number(file);
+	if (!cri_endpoints.lookup(&inode))
+		return;
+	pending.buffer = buffer;
+	pending.count = count;
+	pending.fd = fd;
+	pending.vectored = vectored;
+	pending.direction = direction;
+	pending.syscall = syscall;
+	pending_ios.update(&pid_tgid, &pending);
+}
+
+/* Sends one user buffer as segments of at most SOCKET_SEGMENT_LEN - 1
+ * bytes, at most `segments` of them; returns the bytes sent.  Unrolled: the
+ * verifier then walks a straight line instead of a loop's many states. */
+static __always_inline __u32 emit_segments(struct socket_data_event *event, __u64 base, __u64 length,
+					   __u32 offset, const int segments)
+{
+	__u32 sent = 0;
+
+#pragma unroll
+	for (int i = 0; i < segments; i++) {
+		__u64 chunk = length - sent;
+		__u32 size;
+
+		if (sent >= length)
+			break;
+		if (chunk > SOCKET_SEGMENT_LEN - 1)
+			chunk = SOCKET_SEGMENT_LEN - 1;
+		/* hide the clamp from the compiler so that the mask, which the
+		 * verifier needs to bound the copy, is not optimised away */
+		asm volatile("" : "+r"(chunk));
+		chunk &= SOCKET_SEGMENT_LEN - 1;
+		if (bpf_probe_read_user(event->data, chunk, (const void *)(base + sent)) != 0)
+			break;
+		event->offset = offset + sent;
+		event->data_len = chunk;
+		event->hdr.ktime_ns = bpf_ktime_get_ns();
+		size = offsetof(struct socket_data_event, data) + chunk;
+		event->hdr.size = size;
+		submit(event, size, EVENT_SOCKET_DATA);
+		sent += chunk;
+	}
+	return sent;
+}
+
+/* A vectored read or write (grpc-core sends one iovec per header field)
+ * gathered into one segment of at most SOCKET_GATHER_LEN bytes.  Every
+ * turn of the loop either copies one iovec and goes on, or stops: one path
+ * through the loop, which keeps the verifier's work linear in its length. */
+static __always_inline __u32 emit_gathered(struct socket_data_event *event, __u64 iov_array, __u64 iov_count,
+					   __u32 total)
+{
+	__u64 used = 0;
+	__u32 size;
+
+#pragma unroll
+	for (int j = 0; j < SOCKET_MAX_IOV; j++) {
+		struct { __u64 base; __u64 len; } iov = {};
+		__u64 take;
+
+		if (j >= iov_count || used >= total || used >= SOCKET_GATHER_LEN)
+			break;
+		if (bpf_probe_read_user(&iov, sizeof(iov), (const char *)iov_array + j * sizeof(iov)) != 0)
+			break;
+		take = iov.len;
+		if (take > total - used)
+			take = total - used;
+		if (take > SOCKET_GATHER_LEN - used)
+			take = SOCKET_GATHER_LEN - used;
+		asm volatile("" : "+r"(take));
+		take &= SOCKET_GATHER_LEN;
+		asm volatile("" : "+r"(used));
+		used &= SOCKET_GATHER_LEN;
+		if (bpf_probe_read_user(event->data + used, take, (const void *)iov.base) != 0)
+			break;
+		used += take;
+		if (take < iov.len)
+			break;
+	}
+	if (used == 0)
+		return 0;
+	used &= SOCKET_SEGMENT_LEN - 1;
+	event->offset = 0;
+	event->data_len = used;
+	event->hdr.ktime_ns = bpf_ktime_get_ns();
+	size = offsetof(struct socket_data_event, data) + used;
+	event->hdr.size = size;
+	submit(event, size, EVENT_SOCKET_DATA);
+	return used;
+}
+
+/* Copies the bytes a read or write moved.  `vectored` is a constant at
+ * each call site, so each program carries only the path it needs. */
+static __always_inline void emit_io(long ret, const int vectored)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct pending_io *pending = pending_ios.lookup(&pid_tgid);
+	struct pending_io io;
+	struct socket_endpoint *found;
+	union scratch_event *space;
+	struct socket_data_event *event;
+	const void *file;
+	__u64 inode;
+	__u32 total, sent = 0;
+
+	if (!pending)
+		return;
+	io = *pending;
+	pending_ios.delete(&pid_tgid);
+	if (ret <= 0)
+		return;
+	file = fd_file(io.fd);
+	if (!file)
+		return;
+	inode = file_inode_number(file);
+	found = cri_endpoints.lookup(&inode);
+	space = scratch_space();
+	if (!found || !space)
+		return;
+	event = &space->socket_data;
+	total = ret;
+	fill_header(&event->hdr, EVENT_SOCKET_DATA, 0);
+	event->endpoint = *found;
+	event->syscall_bytes = total;
+	event->direction = io.direction;
+	event->flags = 0;
+	event->syscall = io.syscall;
+
+	if (!vectored)
+		sent = emit_segments(event, io.buffer, total, 0, SOCKET_MAX_SEGMENTS);
+	else
+		sent = emit_gathered(event, io.buffer, io.count, total);
+	if (sent < total)
+		count_stat(STAT_IO_TRUNCATED);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_write)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+
+	remember_io(args->fd, (__u64)args->buf, args->count, 0, SOCKET_DIRECTION_OUT, 1);
+	if (is_tracked(tgid))
+		cgroup_write(args->fd, args->buf, args->count);
+	return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_write) { emit_io(args->ret, 0); return 0; }
+
+TRACEPOINT_PROBE(syscalls, sys_enter_read)
+{
+	remember_io(args->fd, (__u64)args->buf, args->count, 0, SOCKET_DIRECTION_IN, 0);
+	return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_read) { emit_io(args->ret, 0); return 0; }
+
+TRACEPOINT_PROBE(syscalls, sys_enter_writev)
+{
+	remember_io(args->fd, (__u64)args->vec, args->vlen, 1, SOCKET_DIRECTION_OUT, 20);
+	return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_writev) { emit_io(args->ret, 1); return 0; }
+
+TRACEPOINT_PROBE(syscalls, sys_enter_readv)
+{
+	remember_io(args->fd, (__u64)args->vec, args->vlen, 1, SOCKET_DIRECTION_IN, 19);
+	return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_readv) { emit_io(args->ret, 1); return 0; }
+
+TRACEPOINT_PROBE(syscalls, sys_enter_sendto)
+{
+	remember_io(args->fd, (__u64)args->buff, args->len, 0, SOCKET_DIRECTION_OUT, 44);
+	return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_sendto) { emit_io(args->ret, 0); return 0; }
+
+TRACEPOINT_PROBE(syscalls, sys_enter_recvfrom)
+{
+	remember_io(args->fd, (__u64)args->ubuf, args->size, 0, SOCKET_DIRECTION_IN, 45);
+	return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_recvfrom) { emit_io(args->ret, 0); return 0; }
+
+/* struct user_msghdr: msg_iov at byte 16, msg_iovlen at byte 24 */
+static __always_inline void remember_msg(__u32 fd, const void *msg, __u8 direction, __u16 syscall)
+{
+	__u64 iov[2] = {};
+
+	if (!holds_cri_socket(bpf_get_current_pid_tgid() >> 32))
+		return;
+	if (bpf_probe_read_user(iov, sizeof(iov), (const char *)msg + 16) != 0)
+		return;
+	remember_io(fd, iov[0], iov[1], 1, direction, syscall);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg)
+{
+	remember_msg(args->fd, args->msg, SOCKET_DIRECTION_OUT, 46);
+	return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg) { emit_io(args->ret, 1); return 0; }
+
+TRACEPOINT_PROBE(syscalls, sys_enter_recvmsg)
+{
+	remember_msg(args->fd, args->msg, SOCKET_DIRECTION_IN, 47);
+	return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_recvmsg) { emit_io(args->ret, 1); return 0; }

@@ -19,17 +19,22 @@ from typing import Callable
 from tracer import kernel
 from tracer.cgroups import cgroup_id
 from tracer.events import (
-    EVENT_TYPE_MAX,
+    SOCKET_PATH_LEN,
     EventType,
     ExecEvent,
     Header,
     NamespaceEvent,
     Namespaces,
+    SocketEndpoint,
+    SocketOpenEvent,
+    SocketSide,
     decode,
     encode_exec,
+    encode_socket_open,
 )
 from tracer.offsets import kernel_offsets
 from tracer.runtime import DEFAULT_CNI_BIN_DIRS
+from tracer.sockets import ExistingEndpoint, path_variants, scan_cri_sockets
 
 BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
 BPF_SOURCE = BPF_DIR / "tracer.bpf.c"
@@ -40,7 +45,10 @@ CNI_PREFIX_SLOTS = 4
 # comm values (first 15 bytes of the program name) of runtime daemons whose
 # process trees are traced; containers are their descendants.
 RUNTIME_COMMS = ("containerd", "containerd-shim", "runc", "crio", "conmon", "cri-dockerd", "kubelet")
-STAT_NAMES = {0: "tracked_table_full", 1: "syscall_entry_missing"}
+STAT_NAMES = {0: "tracked_table_full", 1: "syscall_entry_missing", 2: "socket_io_truncated",
+              3: "cri_endpoints_full"}
+DEFAULT_CRI_SOCKETS = tuple(kernel.DEFAULT_RUNTIME_SOCKETS.values())
+LISTENER_RESCAN_S = 1.0
 
 
 class SelfCheckError(RuntimeError):
@@ -53,12 +61,14 @@ class CaptureConfig:
     drain_interval_s: float = 0.01
     cni_bin_dirs: tuple[str, ...] = DEFAULT_CNI_BIN_DIRS
     runtime_comms: tuple[str, ...] = RUNTIME_COMMS
+    cri_sockets: tuple[str, ...] = DEFAULT_CRI_SOCKETS
 
 
 @dataclass
 class CaptureStats:
     attach_seconds: float = 0.0
     seeded_processes: int = 0
+    seeded_cri_endpoints: int = 0
     lost_by_type: dict[int, int] = field(default_factory=dict)
     kernel_stats: dict[str, int] = field(default_factory=dict)
 
@@ -103,7 +113,7 @@ class Capture:
         self._configure_filters()
         self._bpf[b"events"].open_ring_buffer(self._on_event)
         self._self_check()
-        snapshot = self._seed_runtime_processes()
+        snapshot = self._seed_runtime_processes() + self._seed_cri_sockets()
         self.stats.attach_seconds = time.monotonic() - started
         return snapshot
 
@@ -135,14 +145,18 @@ class Capture:
         """Consumes what the ring buffer holds; returns how many events."""
         self._bpf.ring_buffer_consume()
         batch, self._batch = self._batch, []
-        if batch:
-            self.on_batch(batch)
+        self.on_batch(batch)  # also when empty: time moves the reorder window
         return len(batch)
 
     def run(self, stop: threading.Event) -> None:
         """Drains on a short timer (the kernel side does not wake us per event)."""
+        next_rescan = time.monotonic() + LISTENER_RESCAN_S
         while not stop.is_set():
             self.drain()
+            if time.monotonic() >= next_rescan:
+                # a runtime that restarts listens on a new socket inode
+                self._register_listeners(scan_cri_sockets(list(self.config.cri_sockets))[0])
+                next_rescan = time.monotonic() + LISTENER_RESCAN_S
             stop.wait(self.config.drain_interval_s)
         self.drain()
 
@@ -179,11 +193,15 @@ class Capture:
             sample = None
             while sample is None and time.monotonic() < deadline:
                 self._bpf.ring_buffer_consume()
+                others = []
                 for raw in self._batch:
                     event = decode(raw)
-                    if isinstance(event, NamespaceEvent) and event.header.tgid == os.getpid():
-                        sample = event
-                self._batch = []
+                    if event.header.tgid == os.getpid():
+                        if isinstance(event, NamespaceEvent):
+                            sample = event
+                    else:
+                        others.append(raw)  # a runtime process, recognised at exec: keep it
+                self._batch = others
                 time.sleep(0.005)
         finally:
             del tracked[me]
@@ -218,6 +236,48 @@ class Capture:
             snapshot.append(processes[pid].snapshot_event(now, processes))
         self.stats.seeded_processes = len(seeded)
         return snapshot
+
+
+    def _register_listeners(self, listeners: set[int]) -> None:
+        table = self._bpf[b"cri_listeners"]
+        for inode in listeners:
+            table[ctypes.c_uint64(inode)] = ctypes.c_uint8(1)
+
+    def _seed_cri_sockets(self) -> list[bytes]:
+        """Watches the runtime sockets; returns snapshot events for the
+        connections that are already open (kubelet's, typically)."""
+        paths = self._bpf[b"cri_paths"]
+        for path in self.config.cri_sockets:
+            for variant in path_variants(path):
+                key = paths.Key()
+                key.path = variant.encode()[:SOCKET_PATH_LEN - 1]
+                paths[key] = ctypes.c_uint8(1)
+        listeners, endpoints = scan_cri_sockets(list(self.config.cri_sockets))
+        self._register_listeners(listeners)
+        table, holders = self._bpf[b"cri_endpoints"], self._bpf[b"cri_tgids"]
+        processes = scan_proc() if endpoints else {}
+        now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        snapshot = []
+        for existing in endpoints:
+            side = SocketSide.CLIENT if existing.side == "client" else SocketSide.SERVER
+            leaf = table.Leaf()
+            leaf.inode, leaf.peer_inode, leaf.fd, leaf.side = existing.inode, existing.peer_inode, existing.fd, side
+            table[ctypes.c_uint64(existing.inode)] = leaf
+            holders[ctypes.c_uint32(existing.pid)] = ctypes.c_uint8(1)
+            if existing.pid in processes:
+                snapshot.append(_socket_snapshot(existing, side, processes[existing.pid], now))
+        self.stats.seeded_cri_endpoints = len(endpoints)
+        return snapshot
+
+
+def _socket_snapshot(existing: ExistingEndpoint, side: SocketSide, holder: "ProcInfo", ktime_ns: int) -> bytes:
+    header = Header(
+        type=EventType.SOCKET_SNAPSHOT, size=0, cpu=0, ktime_ns=ktime_ns, pid=holder.pid, tgid=holder.pid,
+        ppid=holder.ppid, start_ns=holder.start_ns, parent_start_ns=0, cgroup_id=holder.cgroup_id,
+        cgroup_v1_id=0, ns=holder.namespaces, comm=holder.comm,
+    )
+    endpoint = SocketEndpoint(existing.inode, existing.peer_inode, existing.fd, side)
+    return encode_socket_open(SocketOpenEvent(header, endpoint, holder.comm, existing.path))
 
 
 # ---- /proc -------------------------------------------------------------------

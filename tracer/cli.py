@@ -54,6 +54,35 @@ def _record_options(function):
     return function
 
 
+def _otlp_options(function):
+    """OTLP options shared by `record --otlp` and `daemon`; the OTEL_* variables are the defaults."""
+    function = click.option("--service-name", envvar=["TRACER_SERVICE_NAME", "OTEL_SERVICE_NAME"],
+                            default=None, help="service.name of the tracer's own (root) spans [default: tracer; "
+                            "env OTEL_SERVICE_NAME]. The layers keep theirs (containerd, runc, …).")(function)
+    function = click.option("--otlp-timeout", type=click.FloatRange(0.1), default=10.0, show_default=True,
+                            envvar="TRACER_OTLP_TIMEOUT", help="Seconds per OTLP export, retries included.")(function)
+    function = click.option("--otlp-protocol", type=click.Choice(["grpc", "http/protobuf"]), default=None,
+                            envvar=["TRACER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+                                    "OTEL_EXPORTER_OTLP_PROTOCOL"],
+                            help="OTLP transport [default: http/protobuf; env OTEL_EXPORTER_OTLP_PROTOCOL].")(function)
+    function = click.option("--otlp-endpoint", envvar="TRACER_OTLP_ENDPOINT", default=None,
+                            help="OTLP base URL, like OTEL_EXPORTER_OTLP_ENDPOINT (for HTTP, /v1/traces is "
+                            "appended) [default: env OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or "
+                            "OTEL_EXPORTER_OTLP_ENDPOINT, else localhost:4317 or :4318].")(function)
+    return function
+
+
+def _otlp_config(otlp_endpoint: str | None, otlp_protocol: str | None, otlp_timeout: float,
+                 service_name: str | None, **options):
+    from exporters.otlp import OtlpConfig
+
+    try:
+        return OtlpConfig.from_env(protocol=otlp_protocol, endpoint=otlp_endpoint, service_name=service_name,
+                                   timeout_s=otlp_timeout, **options)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+
+
 @main.command()
 @click.option("--duration", type=float, default=None, help="Seconds to record (default: until Ctrl-C).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -61,10 +90,13 @@ def _record_options(function):
 @click.option("--raw", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also save the kernel events, for `tracer replay`.")
 @click.option("--quiet", "-q", is_flag=True, help="No waterfall and no live status.")
+@click.option("--otlp", "use_otlp", is_flag=True, help="Also export the traces over OTLP (see the --otlp-* options).")
 @click.option("--print-bpf", is_flag=True, hidden=True, help="Print the final BPF source and flags, then exit.")
+@_otlp_options
 @_record_options
-def record(duration: float | None, output: Path | None, raw: Path | None, quiet: bool, print_bpf: bool,
-           ringbuf_mb: int, node_name: str | None) -> None:
+def record(duration: float | None, output: Path | None, raw: Path | None, quiet: bool, use_otlp: bool,
+           print_bpf: bool, otlp_endpoint: str | None, otlp_protocol: str | None, otlp_timeout: float,
+           service_name: str | None, ringbuf_mb: int, node_name: str | None) -> None:
     """Record pod starts until Ctrl-C (or --duration) and show one trace per pod."""
     from tracer.capture import CaptureConfig, final_source
 
@@ -72,8 +104,25 @@ def record(duration: float | None, output: Path | None, raw: Path | None, quiet:
     if print_bpf:
         click.echo(final_source(capture_config))
         return
+    otlp = _otlp_config(otlp_endpoint, otlp_protocol, otlp_timeout, service_name) if use_otlp else None
     traces, _ = record_traces(capture_config, raw, node_name, duration, show_status=not quiet)
     _export_files(traces, output, quiet)
+    if otlp is not None:
+        _export_otlp(traces, otlp)
+
+
+def _export_otlp(traces: list[Trace], config) -> None:
+    """Sends the traces and waits for the backend (up to the export timeout, twice for retries)."""
+    from exporters.otlp import OtlpExporter
+
+    exporter = OtlpExporter(config)
+    result = exporter.export(traces)
+    exporter.shutdown(timeout_s=2 * config.timeout_s)
+    stats = exporter.stats
+    click.echo(f"OTLP {config.protocol} → {config.endpoint}: {stats.sent} span(s) sent, {stats.failed} failed, "
+               f"{stats.dropped} dropped", err=True)
+    if not result.ok or stats.sent != stats.submitted:
+        raise click.ClickException("not every span reached the OTLP backend")
 
 
 def record_traces(capture_config, raw: Path | None, node_name: str | None, duration: float | None,
@@ -119,14 +168,87 @@ def record_traces(capture_config, raw: Path | None, node_name: str | None, durat
 
 
 @main.command()
+@click.option("--quiet-seconds", type=click.FloatRange(0.05), default=2.0, show_default=True,
+              help="A pod start is over (and exported) after this long without runtime activity.")
+@click.option("--max-age-seconds", type=click.FloatRange(0.05), default=300.0, show_default=True,
+              help="... or this long after it began, even if still active (then marked partial).")
+@click.option("--poll-interval", type=click.FloatRange(0.01), default=0.2, show_default=True, hidden=True,
+              help="Seconds between looks for finished pod starts.")
+@click.option("--duration", type=click.FloatRange(0), default=None,
+              help="Stop after this many seconds (default: run until SIGTERM).")
+@click.option("--metrics-address", default="127.0.0.1:9464", show_default=True,
+              help="HOST:PORT for /metrics, /healthz and /readyz; 'off' disables them.")
+@click.option("--queue-size", type=click.IntRange(1), default=2048, show_default=True,
+              envvar=["TRACER_DAEMON_QUEUE_SIZE", "OTEL_BSP_MAX_QUEUE_SIZE"],
+              help="Spans waiting for the OTLP backend at most; more are dropped and counted.")
+@click.option("--batch-size", type=click.IntRange(1), default=512, show_default=True,
+              envvar=["TRACER_DAEMON_BATCH_SIZE", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"],
+              help="Spans per OTLP request at most (no more than --queue-size).")
+@click.option("--schedule-delay-ms", type=click.IntRange(1), default=1000, show_default=True,
+              envvar=["TRACER_DAEMON_SCHEDULE_DELAY_MS", "OTEL_BSP_SCHEDULE_DELAY"],
+              help="Longest wait before a partial batch is sent.")
+@click.option("--shutdown-timeout", type=click.FloatRange(0.1), default=5.0, show_default=True,
+              help="Seconds to flush pending spans on SIGTERM.")
+@click.option("--otlp/--no-otlp", "use_otlp", default=True, show_default=True, help="Export over OTLP.")
+@click.option("--console", is_flag=True, help="Also print each trace's waterfall on stdout.")
+@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+              default="INFO", show_default=True)
+@click.option("--print-config", is_flag=True, help="Print the effective configuration as JSON and exit.")
+@_otlp_options
+@_record_options
+def daemon(quiet_seconds: float, max_age_seconds: float, poll_interval: float, duration: float | None,
+           metrics_address: str, queue_size: int, batch_size: int, schedule_delay_ms: int,
+           shutdown_timeout: float, use_otlp: bool, console: bool, log_level: str, print_config: bool,
+           otlp_endpoint: str | None, otlp_protocol: str | None, otlp_timeout: float, service_name: str | None,
+           ringbuf_mb: int, node_name: str | None) -> None:
+    """Trace every pod start on this node, continuously, and export each over OTLP.
+
+    Stops on SIGTERM, flushing what is pending, with exit code 0.
+    """
+    import logging
+    import socket
+
+    from tracer.capture import CaptureConfig
+    from tracer.daemon import DaemonConfig, run_daemon
+    from tracer.metrics import parse_address
+
+    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if max_age_seconds < quiet_seconds:
+        raise click.BadParameter("must not be shorter than --quiet-seconds", param_hint="--max-age-seconds")
+    try:
+        address = parse_address(metrics_address)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--metrics-address") from None
+    otlp = None
+    if use_otlp:
+        otlp = _otlp_config(otlp_endpoint, otlp_protocol, otlp_timeout, service_name, max_queue_size=queue_size,
+                            max_export_batch_size=min(batch_size, queue_size), schedule_delay_ms=schedule_delay_ms)
+    config = DaemonConfig(
+        node_name=node_name or socket.gethostname(), otlp=otlp, quiet_s=quiet_seconds, max_age_s=max_age_seconds,
+        poll_interval_s=poll_interval, duration_s=duration, metrics_address=address,
+        shutdown_timeout_s=shutdown_timeout, console=console,
+        capture=CaptureConfig(ring_buffer_bytes=ringbuf_mb << 20))
+    if print_config:
+        click.echo(json.dumps(config.describe(), default=str, indent=1, sort_keys=True))
+        return
+    sys.exit(run_daemon(config))
+
+
+@main.command()
 @click.argument("recording", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the traces as Jaeger UI JSON to this file.")
 @click.option("--quiet", "-q", is_flag=True, help="No waterfall.")
-def replay(recording: Path, output: Path | None, quiet: bool) -> None:
+@click.option("--otlp", "use_otlp", is_flag=True, help="Also export the traces over OTLP (see the --otlp-* options).")
+@_otlp_options
+def replay(recording: Path, output: Path | None, quiet: bool, use_otlp: bool, otlp_endpoint: str | None,
+           otlp_protocol: str | None, otlp_timeout: float, service_name: str | None) -> None:
     """Rebuild the traces of a `tracer record --raw` file, without BPF."""
     from tracer.pipeline import replay as replay_recording
     from tracer.recording import RecordingError
+
+    otlp = _otlp_config(otlp_endpoint, otlp_protocol, otlp_timeout, service_name) if use_otlp else None
 
     try:
         pipeline = replay_recording(str(recording))
@@ -134,8 +256,11 @@ def replay(recording: Path, output: Path | None, quiet: bool) -> None:
         raise click.ClickException(f"{recording}: {error}") from None
     if pipeline.stats.truncated_recording:
         click.echo(f"warning: {recording} ends in a truncated record; traces may be partial", err=True)
-    _export_files(pipeline.traces(), output, quiet)
+    traces = pipeline.traces()
+    _export_files(traces, output, quiet)
     click.echo(json.dumps(pipeline.stats.as_dict()), err=True)
+    if otlp is not None:
+        _export_otlp(traces, otlp)
 
 
 @main.command()

@@ -17,7 +17,7 @@ SETTLE_S = 0.3
 
 
 def run_demo(output_dir: Path, node_name: str | None) -> None:
-    from tracer.capture import CaptureConfig
+    from tracer.capture import DEFAULT_CRI_SOCKETS, CaptureConfig
     from tracer.cli import _export_files, record_traces
 
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -35,7 +35,8 @@ def run_demo(output_dir: Path, node_name: str | None) -> None:
             time.sleep(SETTLE_S)
 
         try:
-            traces, _ = record_traces(CaptureConfig(), output_dir / "demo.rec", node_name, None,
+            capture = CaptureConfig(cri_sockets=DEFAULT_CRI_SOCKETS + (str(bed.socket),))
+            traces, _ = record_traces(capture, output_dir / "demo.rec", node_name, None,
                                       show_status=False, during=start_pod)
             _export_files(traces, output_dir / "demo-trace.json", quiet=False)
             click.echo(f"open {output_dir / 'demo-trace.json'} in the Jaeger UI (Search → JSON File); "

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -112,7 +111,6 @@ class Enricher:
     netns_reader: Callable[[int], dict] = read_netns
     sandboxes: set[str] = field(default_factory=set)
     netns_done: set[str] = field(default_factory=set)
-    read_seconds: float = 0.0
     _prefetched: dict[str, dict] = field(default_factory=dict)
 
     def on_arrival(self, event: Event) -> None:
@@ -123,16 +121,12 @@ class Enricher:
             return
         call = _bundle_call(Exec(event.header.ktime_ns, event.filename, event.argv, {}, event.argv_truncated))
         if call is not None:
-            started = time.perf_counter()
             self._prefetched[call.container_id] = self.bundle_reader(call.bundle, call.container_id)
-            self.read_seconds += time.perf_counter() - started
 
     def observe(self, event: Event, proc: Process, owner: str | None) -> list[dict]:
         if not isinstance(event, ExecEvent) or event.header.type != EventType.EXEC:
             return []
-        started = time.perf_counter()
         records = self._records_for(event, proc, owner)
-        self.read_seconds += time.perf_counter() - started
         for record in records:
             record["ktime_ns"] = event.header.ktime_ns
         return records

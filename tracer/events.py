@@ -28,6 +28,8 @@ CGROUP_PATH_MAX_LEN = 512
 CGROUP_NAME_LEN = 128
 CGROUP_NAME_DEPTH = 4
 CGROUP_WRITE_DATA_LEN = 128
+SOCKET_SEGMENT_LEN = 8192
+SOCKET_PATH_LEN = 108
 
 EXEC_FLAG_ARGV_TRUNCATED = 0x1
 EXEC_FLAG_ENV_CAPTURED = 0x2
@@ -53,7 +55,11 @@ class EventType(IntEnum):
     CGROUP_MKDIR = 7
     CGROUP_ATTACH = 8
     CGROUP_WRITE = 9
+    SOCKET_OPEN = 10
+    SOCKET_DATA = 11
+    SOCKET_CLOSE = 12
     PROC_SNAPSHOT = 64
+    SOCKET_SNAPSHOT = 65
 
 
 EVENT_TYPE_MAX = 128
@@ -62,6 +68,19 @@ EVENT_TYPE_MAX = 128
 class NamespaceSyscall(IntEnum):
     UNSHARE = 1
     SETNS = 2
+
+
+class SocketSide(IntEnum):
+    CLIENT = 1
+    SERVER = 2
+
+
+class SocketDirection(IntEnum):
+    OUT = 1  # written by this endpoint
+    IN = 2   # read by this endpoint
+
+
+SOCKET_FLAG_TRUNCATED = 0x1
 
 
 class DecodeError(ValueError):
@@ -80,6 +99,10 @@ CGROUP_BODY = struct.Struct(f"<iiQIHH{CGROUP_PATH_MAX_LEN}s")
 CGROUP_WRITE_BODY = struct.Struct(
     f"<QQIHH{CGROUP_NAME_LEN * CGROUP_NAME_DEPTH}s{CGROUP_WRITE_DATA_LEN}s"
 )
+SOCKET_ENDPOINT = struct.Struct("<QQIB3x")
+SOCKET_OPEN_BODY = struct.Struct(f"<{SOCKET_ENDPOINT.size}s{TASK_COMM_LEN}s{SOCKET_PATH_LEN}s4x")
+SOCKET_CLOSE_BODY = struct.Struct(f"<{SOCKET_ENDPOINT.size}s")
+SOCKET_DATA_BODY = struct.Struct(f"<{SOCKET_ENDPOINT.size}sIIIBBH")
 EXEC_DATA_MAX = FILENAME_MAX_LEN * 2 + ARGV_MAX_LEN + ENV_MAX_LEN
 
 # Sizes of the C structs, checked against the compiled program by
@@ -94,6 +117,9 @@ STRUCT_SIZES = {
     "pivot_root_event": HEADER.size + PIVOT_ROOT_BODY.size,
     "cgroup_event": HEADER.size + CGROUP_BODY.size,
     "cgroup_write_event": HEADER.size + CGROUP_WRITE_BODY.size,
+    "socket_open_event": HEADER.size + SOCKET_OPEN_BODY.size,
+    "socket_close_event": HEADER.size + SOCKET_CLOSE_BODY.size,
+    "socket_data_event": HEADER.size + SOCKET_DATA_BODY.size + SOCKET_SEGMENT_LEN,
 }
 
 
@@ -226,6 +252,44 @@ class CgroupWriteEvent:
         return "/".join(reversed([n for n in self.names if n and n != "/"]))
 
 
+@dataclass(frozen=True, slots=True)
+class SocketEndpoint:
+    """One end of a CRI connection; `inode` identifies it, `peer_inode` the other end."""
+
+    inode: int
+    peer_inode: int
+    fd: int
+    side: SocketSide
+
+
+@dataclass(frozen=True, slots=True)
+class SocketOpenEvent:
+    """connect/accept on a CRI socket, or (SOCKET_SNAPSHOT) one open before tracing."""
+
+    header: Header
+    endpoint: SocketEndpoint
+    process_comm: str    # the process's name (header.comm is the thread's)
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class SocketCloseEvent:
+    header: Header
+    endpoint: SocketEndpoint
+
+
+@dataclass(frozen=True, slots=True)
+class SocketDataEvent:
+    header: Header
+    endpoint: SocketEndpoint
+    direction: SocketDirection
+    syscall_bytes: int   # bytes the whole syscall moved
+    offset: int          # of this segment within them
+    syscall: int
+    flags_raw: int
+    data: bytes
+
+
 Event = (
     ForkEvent
     | ExecEvent
@@ -235,6 +299,9 @@ Event = (
     | PivotRootEvent
     | CgroupEvent
     | CgroupWriteEvent
+    | SocketOpenEvent
+    | SocketCloseEvent
+    | SocketDataEvent
 )
 
 
@@ -336,12 +403,48 @@ def decode(raw: bytes | memoryview) -> Event:
     if etype in (EventType.CGROUP_MKDIR, EventType.CGROUP_ATTACH):
         hierarchy, level, cgid, target, path_len, _pad, path = _body(raw, CGROUP_BODY, "cgroup")
         return CgroupEvent(header, hierarchy, level, cgid, target, _cstr(path[:path_len]))
+    if etype in (EventType.SOCKET_OPEN, EventType.SOCKET_SNAPSHOT):
+        endpoint, process_comm, path = _body(raw, SOCKET_OPEN_BODY, "socket open")
+        return SocketOpenEvent(header, _endpoint(endpoint), _cstr(process_comm), _cstr(path))
+    if etype is EventType.SOCKET_CLOSE:
+        (endpoint,) = _body(raw, SOCKET_CLOSE_BODY, "socket close")
+        return SocketCloseEvent(header, _endpoint(endpoint))
+    if etype is EventType.SOCKET_DATA:
+        endpoint, syscall_bytes, offset, data_len, direction, flags, syscall = _body(
+            raw, SOCKET_DATA_BODY, "socket data")
+        start = HEADER.size + SOCKET_DATA_BODY.size
+        if data_len > SOCKET_SEGMENT_LEN or start + data_len > len(raw):
+            raise DecodeError(f"socket data event says {data_len} bytes, {len(raw) - start} arrived")
+        try:
+            kind = SocketDirection(direction)
+        except ValueError:
+            raise DecodeError(f"unknown socket direction {direction}") from None
+        return SocketDataEvent(header, _endpoint(endpoint), kind, syscall_bytes, offset, syscall, flags,
+                               bytes(raw[start:start + data_len]))
     # CGROUP_WRITE: the only type left
     magic, count, fd, data_len, _pad, names, data = _body(raw, CGROUP_WRITE_BODY, "cgroup write")
     split = tuple(
         _cstr(names[i * CGROUP_NAME_LEN:(i + 1) * CGROUP_NAME_LEN]) for i in range(CGROUP_NAME_DEPTH)
     )
     return CgroupWriteEvent(header, magic, count, fd, split, bytes(data[:min(data_len, len(data))]))
+
+
+def _endpoint(raw: bytes) -> SocketEndpoint:
+    inode, peer, fd, side = SOCKET_ENDPOINT.unpack(raw)
+    try:
+        return SocketEndpoint(inode, peer, fd, SocketSide(side))
+    except ValueError:
+        raise DecodeError(f"unknown socket side {side}") from None
+
+
+def encode_socket_open(event: SocketOpenEvent) -> bytes:
+    """The wire form of a socket-open-shaped event (used for snapshots)."""
+    e = event.endpoint
+    body = SOCKET_OPEN_BODY.pack(SOCKET_ENDPOINT.pack(e.inode, e.peer_inode, e.fd, e.side),
+                                 event.process_comm.encode()[:TASK_COMM_LEN - 1],
+                                 event.path.encode()[:SOCKET_PATH_LEN - 1])
+    header = Header(**{**_header_fields(event.header), "size": HEADER.size + len(body)})
+    return encode_header(header) + body
 
 
 def encode_header(header: Header) -> bytes:

@@ -94,7 +94,3 @@ class Clock:
                 best = (after - before, wall - (before + after) // 2)
         assert best is not None
         return cls(best[1])
-
-
-def duration_ms(ns: int) -> str:
-    return f"{ns / 1e6:.1f} ms"

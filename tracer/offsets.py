@@ -31,6 +31,7 @@ class KernelOffsets:
     task_exit_code: int
     task_files: int
     task_cgroups: int  # struct css_set *
+    task_comm: int
     nsproxy_uts_ns: int
     nsproxy_ipc_ns: int
     nsproxy_mnt_ns: int
@@ -64,6 +65,12 @@ class KernelOffsets:
     cgroup_kn: int
     kernfs_node_id: int
     memory_cgrp_id: int  # index into css_set.subsys, not an offset
+    inode_i_ino: int
+    file_private_data: int  # struct socket * for a socket's file
+    socket_sk: int
+    unix_sock_peer: int  # struct sock *: the other end of a unix stream
+    sock_sk_socket: int
+    socket_alloc_vfs_inode: int  # a socket's inode sits right after it
 
     @classmethod
     def from_btf(cls, btf: Btf) -> KernelOffsets:
@@ -94,6 +101,7 @@ MEMBER_PATHS: dict[str, tuple[str, str]] = {
     "task_exit_code": ("task_struct", "exit_code"),
     "task_files": ("task_struct", "files"),
     "task_cgroups": ("task_struct", "cgroups"),
+    "task_comm": ("task_struct", "comm"),
     "nsproxy_uts_ns": ("nsproxy", "uts_ns"),
     "nsproxy_ipc_ns": ("nsproxy", "ipc_ns"),
     "nsproxy_mnt_ns": ("nsproxy", "mnt_ns"),
@@ -126,6 +134,12 @@ MEMBER_PATHS: dict[str, tuple[str, str]] = {
     "css_cgroup": ("cgroup_subsys_state", "cgroup"),
     "cgroup_kn": ("cgroup", "kn"),
     "kernfs_node_id": ("kernfs_node", "id"),
+    "inode_i_ino": ("inode", "i_ino"),
+    "file_private_data": ("file", "private_data"),
+    "socket_sk": ("socket", "sk"),
+    "unix_sock_peer": ("unix_sock", "peer"),
+    "sock_sk_socket": ("sock", "sk_socket"),
+    "socket_alloc_vfs_inode": ("socket_alloc", "vfs_inode"),
 }
 
 

@@ -14,8 +14,18 @@ import heapq
 from collections import Counter
 from dataclasses import dataclass, field
 
+from tracer.cri.calls import CriLayer, call_record, calls_for_pod
 from tracer.enrich import Enricher
-from tracer.events import DecodeError, Event, EventType, decode, sanitize
+from tracer.events import (
+    DecodeError,
+    Event,
+    EventType,
+    SocketCloseEvent,
+    SocketDataEvent,
+    SocketOpenEvent,
+    decode,
+    sanitize,
+)
 from tracer.format import Clock
 from tracer.pods import PodAssembler, PodTrace
 from tracer.recording import RecordingWriter, RecordKind, read_recording
@@ -24,6 +34,7 @@ from tracer.spans import Trace, build_trace
 # Events from different CPUs can reach the ring buffer out of time order by
 # a few microseconds; 50 ms covers scheduling delays with a wide margin.
 REORDER_WINDOW_NS = 50_000_000
+SOCKET_EVENTS = (SocketOpenEvent, SocketDataEvent, SocketCloseEvent)
 
 
 @dataclass
@@ -45,8 +56,8 @@ class PipelineStats:
     def as_dict(self) -> dict:
         return {
             "events": self.events, "events_by_type": dict(self.events_by_type),
-            "decode_errors": self.decode_errors, "kernel_lost": dict(self.kernel_lost),
-            "truncated_recording": self.truncated_recording,
+            "decode_errors": self.decode_errors, "decode_error_samples": list(self.decode_error_samples),
+            "kernel_lost": dict(self.kernel_lost), "truncated_recording": self.truncated_recording,
         }
 
 
@@ -59,6 +70,7 @@ class Pipeline:
         self.recording = recording
         self.reorder_window_ns = reorder_window_ns
         self.assembler = PodAssembler()
+        self.cri = CriLayer(on_call=self._store_call)
         self.stats = PipelineStats()
         self._pending: list[tuple[int, int, bytes, Event]] = []
         self._sequence = 0
@@ -89,24 +101,39 @@ class Pipeline:
         self._sequence += 1
 
     def note_lost(self, lost_by_type: dict[int, int], ktime_ns: int) -> None:
-        """New kernel-side losses since the last call (by event type)."""
-        for etype, count in lost_by_type.items():
-            if count:
-                name = EventType(etype).name if etype in EventType._value2member_map_ else str(etype)
-                self.stats.kernel_lost[name] += count
-        self.assembler.note_lost(ktime_ns, sum(lost_by_type.values()))
+        """New kernel-side losses since the last call (by event type).
 
-    def flush(self, everything: bool = False) -> None:
-        """Processes pending events older than the reorder window (or all)."""
-        horizon = self._newest_ktime - self.reorder_window_ns
+        Written to the recording at once, so that a recording cut short
+        still says which pods lost events."""
+        by_name = {(EventType(t).name if t in EventType._value2member_map_ else str(t)): n
+                   for t, n in lost_by_type.items() if n}
+        if not by_name:
+            return
+        if self.recording is not None:
+            self.recording.write_json(RecordKind.STATS, {"type": "loss", "ktime_ns": ktime_ns, "lost": by_name})
+        self._apply_loss(by_name, ktime_ns)
+
+    def _apply_loss(self, by_name: dict[str, int], ktime_ns: int) -> None:
+        self.stats.kernel_lost.update(by_name)
+        self.assembler.note_lost(ktime_ns, sum(by_name.values()))
+
+    def flush(self, everything: bool = False, now_ktime_ns: int = 0) -> None:
+        """Processes pending events older than the reorder window (or all).
+
+        `now_ktime_ns` lets time move the window when no events arrive."""
+        horizon = max(self._newest_ktime, now_ktime_ns) - self.reorder_window_ns
         while self._pending and (everything or self._pending[0][0] <= horizon):
             _, _, raw, event = heapq.heappop(self._pending)
             self._process(raw, event)
 
     def _process(self, raw: bytes, event: Event) -> None:
         self.stats.events_by_type[EventType(event.header.type).name] += 1
-        if self.recording is not None:
+        # CRI payloads are not stored: the decoded, redacted calls are (below).
+        if self.recording is not None and not isinstance(event, SocketDataEvent):
             self.recording.write(RecordKind.KERNEL, raw)
+        if isinstance(event, SOCKET_EVENTS):
+            self.cri.feed(event)
+            return
         self.assembler.feed(event)
         if self.enricher is not None:
             proc = self.assembler.table.get(_subject_key(event))
@@ -114,6 +141,10 @@ class Pipeline:
                 owner = self.assembler.owner.get(proc.key)
                 for record in self.enricher.observe(event, proc, owner):
                     self.add_enrichment(record)
+
+    def _store_call(self, call, endpoint) -> None:
+        if self.recording is not None:
+            self.recording.write_json(RecordKind.ENRICHMENT, call_record(call, endpoint))
 
     def add_enrichment(self, record: dict) -> None:
         if self.recording is not None:
@@ -130,7 +161,18 @@ class Pipeline:
         return pods
 
     def traces(self) -> list[Trace]:
-        return [build_trace(pod, self.clock, self.node_name) for pod in self.pods()]
+        self.cri.finish(self._newest_ktime)
+        return [self._trace(pod) for pod in self.pods()]
+
+    def take_finished_traces(self, now_ktime_ns: int, quiet_ns: int, max_age_ns: int) -> list[Trace]:
+        """Traces of pod starts that are over, each once (daemon mode)."""
+        pods = self.assembler.take_finished(now_ktime_ns, quiet_ns, max_age_ns)
+        return [self._trace(pod) for pod in pods]
+
+    def _trace(self, pod: PodTrace) -> Trace:
+        container_ids = {c.container_id for c in pod.all_containers}
+        calls = calls_for_pod(self.cri.calls, pod.sandbox_id, container_ids, pod.uid)
+        return build_trace(pod, self.clock, self.node_name, calls)
 
 
 def _subject_key(event: Event) -> tuple[int, int]:
@@ -155,17 +197,19 @@ def replay(path: str) -> Pipeline:
             pipeline.add_kernel_bytes(record.payload)
             pipeline.flush(everything=True)  # already in processing order
         elif record.kind is RecordKind.ENRICHMENT:
-            pipeline.add_enrichment(record.json())
+            enrichment = record.json()
+            if enrichment.get("type") == "cri_call":
+                pipeline.cri.add_recorded(enrichment)
+            else:
+                pipeline.add_enrichment(enrichment)
         elif record.kind is RecordKind.STATS:
             stats = record.json()
-            for name, count in (stats.get("kernel_lost") or {}).items():
-                pipeline.stats.kernel_lost[name] += count
-            for ktime, count in stats.get("lost_windows", []):
-                pipeline.assembler.note_lost(ktime, count)
+            if stats.get("type") == "loss":
+                pipeline._apply_loss(stats["lost"], stats["ktime_ns"])
     pipeline.stats.truncated_recording = result.truncated_tail
     return pipeline
 
 
 def stats_record(pipeline: Pipeline) -> dict:
-    return {"type": "stats", **pipeline.stats.as_dict(), "lost_windows": pipeline.assembler.lost_windows}
+    return {"type": "stats", **pipeline.stats.as_dict()}
 

@@ -138,6 +138,7 @@ class PodAssembler:
         self.containers: dict[str, ContainerActivity] = {}
         self.stats = CorrelationStats()
         self.lost_windows: list[tuple[int, int]] = []  # (ktime, lost count)
+        self.emitted: set[str] = set()  # sandbox ids already handed out by take_finished
 
     def _container(self, container_id: str) -> ContainerActivity:
         activity = self.containers.get(container_id)
@@ -264,7 +265,51 @@ class PodAssembler:
 
     def build(self) -> list[PodTrace]:
         """Every pod whose sandbox was seen starting, sandbox first."""
-        sandboxes = {cid: a for cid, a in self.containers.items() if a.is_sandbox and self._started_here(a)}
+        return self._build(lambda sandbox_id: True)
+
+    def take_finished(self, now_ns: int, quiet_ns: int, max_age_ns: int) -> list[PodTrace]:
+        """Pods whose start is over, each returned once (for daemon mode).
+
+        A start is over when nothing of it (runtime calls, runc stages, an
+        entrypoint exec or exit) has happened for `quiet_ns`, which still
+        catches a crash right after start; or, for a start that keeps
+        going, `max_age_ns` after it began (then marked partial).
+        """
+        ready = set()
+        for sandbox_id, activity in self.containers.items():
+            if sandbox_id in self.emitted or not activity.is_sandbox:
+                continue
+            members = [a for a in self.containers.values() if a is activity or a.sandbox_id == sandbox_id]
+            first, last = self.start_window(members)
+            if now_ns - last >= quiet_ns or now_ns - first >= max_age_ns:
+                ready.add(sandbox_id)
+        pods = self._build(ready.__contains__)
+        for pod in pods:
+            self.emitted.add(pod.sandbox_id)
+            first, last = self.start_window([c.activity for c in pod.all_containers])
+            if now_ns - last < quiet_ns:
+                pod.partial_reasons.append("exported while still starting (max age reached)")
+        return pods
+
+    def start_window(self, activities: list[ContainerActivity]) -> tuple[int, int]:
+        """First and last moment of the pods' start activity (not of its workload)."""
+        times = []
+        for activity in activities:
+            for key in activity.processes:
+                proc = self.table.processes[key]
+                role = role_of(proc)
+                if role is Role.CONTAINER:
+                    entry = container_exec(proc)
+                    times.append(entry.ktime_ns if entry else proc.start_ns)
+                    if proc.exit_ns is not None:
+                        times.append(proc.exit_ns)
+                elif role is not Role.OTHER:
+                    times.extend([proc.start_ns, proc.exit_ns or proc.last_seen_ns])
+        return (min(times), max(times)) if times else (0, 0)
+
+    def _build(self, wanted) -> list[PodTrace]:
+        sandboxes = {cid: a for cid, a in self.containers.items()
+                     if a.is_sandbox and wanted(cid) and self._started_here(a)}
         by_uid = {a.pod_uid: cid for cid, a in sandboxes.items() if a.pod_uid}
         members: dict[str, list[ContainerActivity]] = {cid: [] for cid in sandboxes}
         for cid, activity in self.containers.items():
@@ -300,8 +345,7 @@ class PodAssembler:
             name=annotations.get(ANNOTATION + "sandbox-name", ""),
             namespace=annotations.get(ANNOTATION + "sandbox-namespace", ""),
             uid=annotations.get(ANNOTATION + "sandbox-uid", "") or sandbox_activity.pod_uid or "",
-            attempt=annotations.get(ANNOTATION + "sandbox-attempt", "")
-            or annotations.get(ANNOTATION + "attempt", ""),
+            attempt=annotations.get(ANNOTATION + "sandbox-attempt", ""),
             sandbox=sandbox,
             containers=containers,
         )
@@ -335,12 +379,3 @@ class PodAssembler:
         if lost:
             reasons.append(f"{lost} kernel events lost while this pod started")
         return reasons
-
-
-def feed_all(assembler: PodAssembler, items) -> None:
-    """Feeds a time-ordered stream of events and enrichment dicts."""
-    for item in items:
-        if isinstance(item, dict):
-            assembler.feed_enrichment(item)
-        else:
-            assembler.feed(item)

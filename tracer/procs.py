@@ -60,6 +60,8 @@ class Process:
     activity: list[Activity] = field(default_factory=list)
     first_seen_ns: int = 0
     last_seen_ns: int = 0
+    real_parent_pid: int = 0             # the kernel's parent (creator may differ: CLONE_PARENT)
+    clone_flags_raw: int | None = None
 
     @property
     def pid(self) -> int:
@@ -84,25 +86,56 @@ class Process:
         return self.fork_ns is not None or bool(self.execs and not self.execs[0].from_snapshot)
 
 
+# /proc gives a process's start time in clock ticks; the kernel's events
+# give nanoseconds.  A snapshot within this distance is the same process.
+SNAPSHOT_START_TOLERANCE_NS = 20_000_000
+
+
 class ProcessTable:
     def __init__(self) -> None:
         self.processes: dict[ProcKey, Process] = {}
+        self._snapshots: dict[int, ProcKey] = {}   # tgid → key of a /proc snapshot
 
     def get(self, key: ProcKey | None) -> Process | None:
         return self.processes.get(key) if key else None
 
+    def _adopt_snapshot(self, key: ProcKey) -> Process | None:
+        """The snapshot of this process, re-keyed to the kernel's exact start time."""
+        snapshot_key = self._snapshots.get(key[0])
+        if snapshot_key is None or abs(snapshot_key[1] - key[1]) > SNAPSHOT_START_TOLERANCE_NS:
+            return None
+        del self._snapshots[key[0]]
+        proc = self.processes.pop(snapshot_key)
+        proc.key = key
+        self.processes[key] = proc
+        for child_key in proc.children:
+            child = self.processes.get(child_key)
+            if child is not None:
+                child.parent_key = key
+        parent = self.processes.get(proc.parent_key) if proc.parent_key else None
+        if parent is not None:
+            parent.children = [key if k == snapshot_key else k for k in parent.children]
+        return proc
+
     def _ensure(self, header: Header) -> Process:
         key = header.process_key
-        proc = self.processes.get(key)
+        snapshot = header.type == EventType.PROC_SNAPSHOT
+        proc = self.processes.get(key) or (None if snapshot else self._adopt_snapshot(key))
         if proc is None:
             parent_key = header.parent_key if header.ppid else None
+            parent = None
+            if parent_key is not None:
+                parent = self.processes.get(parent_key) or self._adopt_snapshot(parent_key)
+                parent_key = parent.key if parent is not None else parent_key
             proc = Process(key, parent_key, first_seen_ns=header.ktime_ns)
             self.processes[key] = proc
-            parent = self.processes.get(parent_key) if parent_key else None
+            if snapshot:
+                self._snapshots[key[0]] = key
             if parent is not None:
                 parent.children.append(key)
                 proc.inherited = parent.image
         proc.comm = header.comm
+        proc.real_parent_pid = header.ppid
         proc.cgroup_id = header.cgroup_id
         proc.namespaces = header.ns
         proc.last_seen_ns = max(proc.last_seen_ns, header.ktime_ns)
@@ -120,6 +153,7 @@ class ProcessTable:
                 self.processes[key] = child
                 parent.children.append(key)
             child.fork_ns = header.ktime_ns
+            child.clone_flags_raw = event.clone_flags_raw
             child.inherited = parent.image
             child.comm = parent.comm
             child.last_seen_ns = header.ktime_ns
@@ -137,12 +171,3 @@ class ProcessTable:
         else:
             proc.activity.append(event)
         return proc
-
-    def ancestors(self, key: ProcKey, limit: int = 64):
-        """The parent, grandparent, … as far as the tree knows them."""
-        proc = self.processes.get(key)
-        while proc is not None and proc.parent_key is not None and limit > 0:
-            proc = self.processes.get(proc.parent_key)
-            if proc is not None:
-                yield proc
-            limit -= 1

@@ -54,7 +54,6 @@ class RuncCall:
     subcommand: str
     container_id: str
     bundle: str
-    root: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,12 +90,9 @@ def parse_runc(image: Exec) -> RuncCall | None:
     if image.basename not in RUNC_BINARIES:
         return None
     args = list(image.argv[1:])
-    root = ""
     i = 0
     while i < len(args) and args[i].startswith("-"):  # global options
         flag = args[i].split("=", 1)[0]
-        if flag == "--root":
-            root = args[i].split("=", 1)[1] if "=" in args[i] else (args[i + 1] if i + 1 < len(args) else "")
         i += 2 if flag in _RUNC_GLOBAL_VALUE_FLAGS and "=" not in args[i] else 1
     if i >= len(args):
         return None
@@ -113,7 +109,7 @@ def parse_runc(image: Exec) -> RuncCall | None:
         j += 1
     container_id = positionals[0] if positionals else ""
     bundle = _flag_value(tuple(rest), ("--bundle", "-b"))
-    return RuncCall(subcommand, container_id, bundle, root)
+    return RuncCall(subcommand, container_id, bundle)
 
 
 def parse_cni(image: Exec) -> CniCall | None:

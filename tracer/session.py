@@ -81,8 +81,23 @@ class Recorder:
             sandboxes = sum(1 for a in self.pipeline.assembler.containers.values() if a.is_sandbox)
             return LiveStatus(stats.events + self.pipeline.pending_events, stats.lost, stats.decode_errors, sandboxes)
 
-    def stop(self) -> list[Trace]:
-        """Stops capturing, processes what is left and builds the traces."""
+    def take_finished(self, quiet_ns: int, max_age_ns: int) -> list[Trace]:
+        """Traces of the pod starts that are over, each once (daemon mode).
+
+        See PodAssembler.take_finished for "over".  Events wait in the
+        pipeline's reorder window until newer events push them out; here the
+        clock moves the window instead, so that the last events of a start
+        on a node that then goes quiet are not left out of its trace.
+        """
+        with self._lock:
+            now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+            self.pipeline.flush(now_ktime_ns=now)
+            return self.pipeline.take_finished_traces(now, quiet_ns, max_age_ns)
+
+    def stop_capture(self) -> None:
+        """Stops the capture thread and processes every event left, but keeps
+        the BPF programs attached (detaching takes seconds); `stop` detaches.
+        Lets the daemon export the last pod starts before detaching."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
@@ -90,8 +105,15 @@ class Recorder:
         with self._lock:
             self.pipeline.note_lost(self.capture.new_losses(), time.clock_gettime_ns(time.CLOCK_MONOTONIC))
             self.pipeline.flush(everything=True)
+
+    def stop(self, build: bool = True) -> list[Trace]:
+        """Stops capturing, processes what is left and builds the traces
+        (all of them; none with build=False, e.g. when take_finished hands
+        them out)."""
+        self.stop_capture()
+        with self._lock:
             self.capture.close()
             if self._writer is not None:
                 self._writer.write_json(RecordKind.STATS, stats_record(self.pipeline))
                 self._writer.close()
-            return self.pipeline.traces()
+            return self.pipeline.traces() if build else []

@@ -22,7 +22,8 @@ from tracer.events import (
     NamespaceSyscall,
     PivotRootEvent,
 )
-from tracer.format import Clock, cgroup_fs_name, exit_status, namespace_names
+from tracer.format import Clock, cgroup_fs_name, clone_flag_names, exit_status, namespace_names
+from tracer.cri.calls import PairedCall, pod_keys
 from tracer.pods import ContainerTrace, PodTrace
 from tracer.procs import Activity, Process
 from tracer.runtime import container_exec, parse_runc
@@ -92,7 +93,7 @@ def activity_event(activity: Activity, clock: Clock) -> SpanEvent:
         verb = "setns" if activity.syscall is NamespaceSyscall.SETNS else "unshare"
         names = namespace_names(activity.flags_raw)
         ns = activity.header.ns
-        return SpanEvent(f"{verb} {','.join(names) or 'all'}", when, {
+        return SpanEvent(f"{verb} {','.join(names)}".rstrip(), when, {
             "tracer.syscall.ret": activity.ret, "tracer.ns.flags_raw": activity.flags_raw,
             "tracer.ns.net": ns.net, "tracer.ns.mnt": ns.mnt, "tracer.ns.pid": ns.pid,
             "tracer.ns.uts": ns.uts, "tracer.ns.ipc": ns.ipc,
@@ -125,8 +126,13 @@ def activity_event(activity: Activity, clock: Clock) -> SpanEvent:
 def process_attributes(proc: Process) -> dict[str, object]:
     image = proc.image
     attributes: dict[str, object] = {"process.pid": proc.pid}
-    if proc.parent_key:
-        attributes["process.parent_pid"] = proc.parent_key[0]
+    if proc.real_parent_pid:
+        attributes["process.parent_pid"] = proc.real_parent_pid
+    if proc.parent_key and proc.parent_key[0] != proc.real_parent_pid:
+        # runc's stages clone with CLONE_PARENT: who created it is not its parent
+        attributes["tracer.process.creator_pid"] = proc.parent_key[0]
+    if proc.clone_flags_raw:
+        attributes["tracer.process.clone_flags"] = ",".join(clone_flag_names(proc.clone_flags_raw))
     if image is not None:
         attributes["process.executable.path"] = image.filename
         attributes["process.command_line"] = " ".join(image.argv)
@@ -293,6 +299,8 @@ def _container_attributes(container: ContainerTrace) -> dict[str, object]:
         attributes["tracer.cgroup.path"] = bundle["cgroups_path"]
     netns = container.activity.netns
     if netns:
+        if netns.get("host_network"):
+            attributes["tracer.net.host_network"] = True
         if netns.get("error"):
             attributes["tracer.net.error"] = netns["error"]
         for key in ("interfaces", "addresses", "routes"):
@@ -301,7 +309,54 @@ def _container_attributes(container: ContainerTrace) -> dict[str, object]:
     return attributes
 
 
-def build_trace(pod: PodTrace, clock: Clock, node_name: str) -> Trace:
+def _cri_spans(builder: _TraceBuilder, root: Span, calls: list[PairedCall]) -> dict[tuple[str, str], Span]:
+    """A CLIENT span per call (the caller's view: request write → response
+    read) with the runtime's SERVER span inside it (request read → response
+    write).  Returns the innermost span per (method, sandbox or container
+    id it names), under which the runtime's own work for that id hangs."""
+    work_parent: dict[tuple[str, str], Span] = {}
+    for index, call in enumerate(calls):
+        view = call.any_view
+        method = call.method or "unresolved"
+        attributes: dict[str, object] = {
+            "rpc.system": "grpc", "rpc.service": view.service or "", "rpc.method": method,
+            "tracer.cri.method_resolution": view.method_resolution,
+        }
+        status_code = next((v.grpc_status for v in (call.client, call.server) if v and v.grpc_status is not None),
+                           None)
+        message = next((v.grpc_message for v in (call.client, call.server) if v and v.grpc_message), "")
+        if status_code is not None:
+            attributes["rpc.grpc.status_code"] = status_code
+        if message:
+            attributes["tracer.cri.error"] = message
+        parent = root
+        span = None
+        for view_, endpoint, kind in ((call.client, call.client_endpoint, "CLIENT"),
+                                      (call.server, call.server_endpoint, "SERVER")):
+            if view_ is None or view_.request_start_ns is None:
+                continue
+            service = endpoint.comm if endpoint else ("kubelet" if kind == "CLIENT" else "containerd")
+            end = view_.response_end_ns or view_.end_ns or view_.request_start_ns
+            span = builder.add(f"cri/{index}/{kind}", f"{service} {method}", service, parent,
+                               view_.request_start_ns, end, dict(attributes))
+            span.kind = kind
+            if endpoint is not None:
+                span.attributes["process.pid"] = endpoint.pid
+            if not view_.complete:
+                span.attributes["tracer.cri.incomplete"] = view_.incomplete_reason or ""
+            if view_.traceparent:
+                span.attributes["tracer.cri.traceparent"] = view_.traceparent
+            if status_code not in (None, 0):
+                span.status, span.status_message = "ERROR", message or f"gRPC status {status_code}"
+            parent = span
+        if span is not None:
+            sandboxes, containers, _ = pod_keys(call)
+            for ident in sandboxes | containers:
+                work_parent.setdefault((method, ident), span)
+    return work_parent
+
+
+def build_trace(pod: PodTrace, clock: Clock, node_name: str, calls: list[PairedCall] = ()) -> Trace:
     trace_id = trace_id_for(pod.sandbox_id)
     builder = _TraceBuilder(trace_id, clock)
     name = f"pod {pod.namespace or '?'}/{pod.name or short(pod.sandbox_id)}"
@@ -316,9 +371,19 @@ def build_trace(pod: PodTrace, clock: Clock, node_name: str) -> Trace:
         root_attributes["tracer.partial"] = True
         root_attributes["tracer.partial.reasons"] = "; ".join(pod.partial_reasons)
     root = builder.add("root", name, SERVICE_TRACER, None, 0, 0, root_attributes)
-    groups = [_container_span(builder, root, c) for c in pod.all_containers]
-    root.start_ns = min(g.start_ns for g in groups)
-    root.end_ns = max(g.end_ns for g in groups)
+    work_parent = _cri_spans(builder, root, list(calls))
+    groups = []
+    for container in pod.all_containers:
+        # containerd runs a sandbox within RunPodSandbox and a container's
+        # task (shim, runc) within StartContainer
+        method = "RunPodSandbox" if container.is_sandbox else "StartContainer"
+        parent = work_parent.get((method, container.container_id), root)
+        groups.append(_container_span(builder, parent, container))
+    tops = [s for s in builder.spans if s.parent_id == root.span_id]
+    root.start_ns = min(s.start_ns for s in tops)
+    root.end_ns = max(s.end_ns for s in tops)
+    # The pod start is the CRI client's work (kubelet's), once we see it.
+    root.service = next((s.service for s in builder.spans if s.kind == "CLIENT"), root.service)
     errors = [g for g in groups if g.status == "ERROR"]
     if errors:
         root.status, root.status_message = "ERROR", errors[0].status_message

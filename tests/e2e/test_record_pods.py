@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,11 +12,13 @@ import pytest
 
 from exporters.jaeger_json import JaegerJsonExporter, document
 from conftest import ENVIRONMENT_CANARY
-from tracecheck import ExpectedPod, check_pod_trace, trace_for
+from tracecheck import ExpectedPod, check_cri_calls, check_pod_trace, trace_for
+from tracer.capture import DEFAULT_CRI_SOCKETS, CaptureConfig
 from tracer.pipeline import replay
 from tracer.session import RecordConfig, Recorder
 from tracer.spans import Trace
 from tracer.testbed import PodSpec, StartedPod
+from tracer.testbed.kubelet import start_pods_as_kubelet
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(os.geteuid() != 0, reason="loads BPF programs and runs pods: needs root")]
@@ -42,31 +43,17 @@ def record_pods(testbed, tmp_path):
     started: list[StartedPod] = []
 
     def run(specs: list[PodSpec]) -> Recorded:
+        """Records while a separate "kubelet" process starts the pods
+        concurrently on a connection it opens after the tracer attached."""
         raw = tmp_path / "capture.rec"
-        recorder = Recorder(RecordConfig(raw_path=raw, node_name="test-node"))
+        capture = CaptureConfig(cri_sockets=DEFAULT_CRI_SOCKETS + (str(testbed.socket),))
+        recorder = Recorder(RecordConfig(raw_path=raw, node_name="test-node", capture=capture))
         recorder.start()
-        errors: list[BaseException] = []
-        lock = threading.Lock()
-
-        def start(spec: PodSpec) -> None:
-            try:
-                pod = testbed.start_pod(spec)
-                with lock:
-                    started.append(pod)
-            except BaseException as error:  # reported below, in the test's thread
-                errors.append(error)
-
         try:
-            threads = [threading.Thread(target=start, args=(spec,)) for spec in specs]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
+            started.extend(start_pods_as_kubelet(testbed.socket, specs, testbed.layout.pod_logs))
             time.sleep(SETTLE_S)
         finally:
             traces = recorder.stop()
-        if errors:
-            raise errors[0]
         return Recorded(traces, list(started), raw, recorder)
 
     yield run
@@ -83,7 +70,9 @@ def test_one_pod_gives_one_trace_through_every_layer(record_pods, tmp_path):
     assert recorded.recorder.pipeline.stats.lost == 0
     assert len(recorded.traces) == 1
     pod = recorded.pods[0]
-    check_pod_trace(trace_for(recorded.traces, pod.spec.uid), _expected(pod), {pod.sandbox_id, pod.container_id})
+    trace = trace_for(recorded.traces, pod.spec.uid)
+    check_pod_trace(trace, _expected(pod), {pod.sandbox_id, pod.container_id})
+    check_cri_calls(trace, pod, pod.calls)
 
     output = tmp_path / "trace.json"
     assert JaegerJsonExporter(output).export(recorded.traces).ok
@@ -113,7 +102,9 @@ def test_ten_concurrent_pods_give_ten_unmixed_traces(record_pods):
     assert len(recorded.traces) == 10
     all_ids = {cid for p in recorded.pods for cid in (p.sandbox_id, p.container_id)}
     for pod in recorded.pods:
-        check_pod_trace(trace_for(recorded.traces, pod.spec.uid), _expected(pod), all_ids)
+        trace = trace_for(recorded.traces, pod.spec.uid)
+        check_pod_trace(trace, _expected(pod), all_ids)
+        check_cri_calls(trace, pod)  # concurrent calls on one connection, each on its own pod
 
 
 def test_replay_rebuilds_exactly_the_live_traces(record_pods):

@@ -11,3 +11,6 @@ BPF_ARRAY(layout_mount, struct mount_event, 1);
 BPF_ARRAY(layout_pivot_root, struct pivot_root_event, 1);
 BPF_ARRAY(layout_cgroup, struct cgroup_event, 1);
 BPF_ARRAY(layout_cgroup_write, struct cgroup_write_event, 1);
+BPF_ARRAY(layout_socket_open, struct socket_open_event, 1);
+BPF_ARRAY(layout_socket_close, struct socket_close_event, 1);
+BPF_ARRAY(layout_socket_data, struct socket_data_event, 1);

@@ -50,9 +50,20 @@ def test_body_offsets_follow_the_header(compiled):
                                      ("namespace", events.NAMESPACE_BODY, "syscall"),
                                      ("mount", events.MOUNT_BODY, "ret"),
                                      ("cgroup", events.CGROUP_BODY, "hierarchy"),
-                                     ("cgroup_write", events.CGROUP_WRITE_BODY, "fs_magic")):
+                                     ("cgroup_write", events.CGROUP_WRITE_BODY, "fs_magic"),
+                                     ("socket_open", events.SOCKET_OPEN_BODY, "endpoint"),
+                                     ("socket_data", events.SOCKET_DATA_BODY, "endpoint")):
         assert getattr(leaf(compiled, short), first_field).offset == events.HEADER.size, short
     exec_leaf = leaf(compiled, "exec")
     assert exec_leaf.data.offset == events.HEADER.size + events.EXEC_BODY.size
     cgroup_write = leaf(compiled, "cgroup_write")
     assert cgroup_write.data.offset == events.STRUCT_SIZES["cgroup_write_event"] - events.CGROUP_WRITE_DATA_LEN
+
+
+def test_socket_data_fields(compiled):
+    data = leaf(compiled, "socket_data")
+    endpoint_size = events.SOCKET_ENDPOINT.size
+    assert data.syscall_bytes.offset == events.HEADER.size + endpoint_size
+    assert data.direction.offset == events.HEADER.size + endpoint_size + 12
+    assert data.data.offset == events.HEADER.size + events.SOCKET_DATA_BODY.size
+    assert leaf(compiled, "socket_open").path.offset == events.HEADER.size + endpoint_size + events.TASK_COMM_LEN

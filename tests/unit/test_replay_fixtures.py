@@ -58,3 +58,16 @@ def test_truncated_recording_replays_with_partial_traces(tmp_path):
     for trace in pipeline.traces():
         assert trace.root.attributes["tracer.partial"] is True
         assert "truncated" in trace.root.attributes["tracer.partial.reasons"]
+
+
+def test_take_finished_hands_out_each_pod_once_after_the_quiet_period():
+    pipeline = replay(str(FIXTURES / "ten-pods.rec"))
+    first, last = pipeline.assembler.start_window(list(pipeline.assembler.containers.values()))
+    quiet, max_age = 2_000_000_000, 300_000_000_000
+    assert pipeline.take_finished_traces(first + 1, quiet, max_age) == []
+    finished = pipeline.take_finished_traces(last + quiet, quiet, max_age)
+    assert len(finished) == 10
+    assert all("tracer.partial" not in t.root.attributes for t in finished)
+    assert pipeline.take_finished_traces(last + 10 * quiet, quiet, max_age) == []
+    golden = json.loads((FIXTURES / "ten-pods.golden.json").read_text())
+    assert {t.trace_id for t in finished} == {t["traceID"] for t in golden["data"]}

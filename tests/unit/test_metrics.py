@@ -1,0 +1,139 @@
+"""Prometheus metrics and health endpoints, from replayed real captures (no BPF)."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tracer.metrics import (
+    LAYERS,
+    DaemonMetrics,
+    EventCounts,
+    Health,
+    MetricsServer,
+    SpanCounts,
+    layer_counts,
+    layer_durations,
+    parse_address,
+    pod_status,
+    scrape_samples,
+)
+from tracer.pipeline import replay
+from tracer.spans import Span, Trace
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+
+
+def traces(name: str) -> list[Trace]:
+    return replay(str(FIXTURES / f"{name}.rec")).traces()
+
+
+def test_layers_of_one_pod_start():
+    trace = traces("one-pod")[0]
+    durations = layer_durations(trace)
+    layers = [layer for layer, _ in durations]
+    # a sandbox and one app container: two of each runtime step
+    assert sorted(layers) == sorted(["containerd", "shim", "runc_create", "runc_start", "process"] * 2)
+    spans = {s.name: s for s in trace.spans}
+    create = next(s for s in trace.spans if s.name.startswith("runc create "))
+    assert ("runc_create", (create.end_ns - create.start_ns) / 1e9) in durations
+    assert ("shim", (spans["shim start"].end_ns - spans["shim start"].start_ns) / 1e9) in durations
+    assert all(seconds >= 0 for _, seconds in durations)
+
+
+def test_kubelet_spans_count_once_at_their_outermost():
+    def span(span_id, parent, service, name="x"):
+        return Span("t", span_id, parent, name, service, 0, 2_000_000)
+
+    trace = Trace("t", "pod", [span("r", None, "tracer", "pod a/b"), span("k", "r", "kubelet", "kubelet SyncPod"),
+                               span("c", "k", "kubelet", "cri RunPodSandbox")], {})
+    assert layer_durations(trace) == [("kubelet", 0.002)]
+
+
+def test_pod_status():
+    assert pod_status(traces("one-pod")[0]) == "ok"
+    # its entrypoint exits with 3, but the start itself went through
+    assert pod_status(traces("exiting-pod")[0]) == "ok"
+    failed = traces("one-pod")[0]
+    failed.root.status = "ERROR"
+    assert pod_status(failed) == "error"
+    partial = traces("one-pod")[0]
+    partial.root.attributes["tracer.partial"] = True
+    assert pod_status(partial) == "partial"
+
+
+def test_exposition_has_histograms_per_layer_and_the_counters():
+    metrics = DaemonMetrics(lambda: EventCounts(100, 3, 1), lambda: SpanCounts(queued=5, sent=40, failed=2,
+                                                                                dropped=7))
+    metrics.observe(traces("ten-pods"))
+    text = metrics.exposition().decode()
+    counts = layer_counts(text)
+    assert set(counts) == set(LAYERS)
+    assert counts["kubelet"] == 0
+    for layer in ("containerd", "shim", "runc_create", "runc_start", "process"):
+        assert counts[layer] == 20, layer
+    assert scrape_samples(text, "tracer_pod_start_duration_seconds_count") == {(): 10}
+    assert scrape_samples(text, "tracer_pod_starts_total")[(("status", "ok"),)] == 10
+    assert scrape_samples(text, "tracer_events_total") == {(): 100}
+    assert scrape_samples(text, "tracer_events_lost_total") == {(): 3}
+    assert scrape_samples(text, "tracer_events_undecodable_total") == {(): 1}
+    assert scrape_samples(text, "tracer_spans_exported_total") == {(): 40}
+    assert scrape_samples(text, "tracer_spans_dropped_total") == {(("reason", "queue_full"),): 7,
+                                                                  (("reason", "export_failed"),): 2}
+    assert scrape_samples(text, "tracer_spans_queued") == {(): 5}
+
+
+def test_sources_not_there_yet_are_left_out():
+    text = DaemonMetrics(lambda: None, None).exposition().decode()
+    assert "tracer_events_total" not in text
+    assert "tracer_spans_exported_total" not in text
+    assert "tracer_pod_start_layer_duration_seconds_count" in text
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def test_server_serves_metrics_health_and_readiness():
+    health = Health(stale_after_s=30)
+    server = MetricsServer(("127.0.0.1", 0), DaemonMetrics(), health).start()
+    try:
+        base = "http://{}:{}".format(*server.address)
+        assert _get(base + "/healthz")[0] == 200
+        assert _get(base + "/readyz") == (503, "not ready\n")
+        health.set_ready(True)
+        assert _get(base + "/readyz") == (200, "ready\n")
+        status, text = _get(base + "/metrics")
+        assert status == 200 and "tracer_pod_start_layer_duration_seconds_bucket" in text
+        assert _get(base + "/nothing")[0] == 404
+    finally:
+        server.stop()
+
+
+def test_health_goes_stale_without_beats():
+    health = Health(stale_after_s=0.0)
+    assert not health.live
+    health = Health(stale_after_s=60)
+    health.beat()
+    assert health.live
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("127.0.0.1:9464", ("127.0.0.1", 9464)), ("0.0.0.0:0", ("0.0.0.0", 0)), ("[::1]:9464", ("::1", 9464)),
+    ("off", None), ("", None),
+])
+def test_parse_address(text, expected):
+    assert parse_address(text) == expected
+
+
+@pytest.mark.parametrize("text", ["9464", "host:", ":9464", "host:99999", "host:port"])
+def test_parse_address_refuses(text):
+    with pytest.raises(ValueError):
+        parse_address(text)

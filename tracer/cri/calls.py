@@ -1,0 +1,239 @@
+"""CRI calls from socket events: endpoints, decoding, client/server pairing.
+
+The BPF programs report every read and write on a CRI connection, from
+both processes: the client's (kubelet) and the server's (containerd).
+Each endpoint is decoded on its own (tracer.cri.wire), so each call is
+seen twice, with each side's own timing; the two views are paired by the
+connection (an endpoint's peer inode is the other endpoint) and the
+HTTP/2 stream id.  Pairing and pod identity both come from facts, never
+from timing guesses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Callable
+
+from tracer.cri.wire import C2S, S2C, Chunk, CriCall, CriDecoder
+from tracer.events import (
+    EventType,
+    SocketCloseEvent,
+    SocketDataEvent,
+    SocketDirection,
+    SocketOpenEvent,
+    SocketSide,
+)
+
+
+@dataclass
+class Endpoint:
+    inode: int
+    peer_inode: int
+    side: SocketSide
+    pid: int
+    comm: str                 # the process's name as the kernel knew it at open
+    path: str
+    opened_before_tracing: bool
+
+
+@dataclass
+class PairedCall:
+    """One CRI call: the client's view and the server's view, when seen."""
+
+    client: CriCall | None = None
+    server: CriCall | None = None
+    client_endpoint: Endpoint | None = None
+    server_endpoint: Endpoint | None = None
+
+    @property
+    def any_view(self) -> CriCall:
+        view = self.client or self.server
+        assert view is not None
+        return view
+
+    @property
+    def method(self) -> str:
+        return self.any_view.method or (self.server.method if self.server else "")
+
+    def message(self, part: str) -> dict:
+        """The request or response, from whichever view decoded it."""
+        for view in (self.client, self.server):
+            if view is not None and getattr(view, part):
+                return getattr(view, part)
+        return {}
+
+    @property
+    def start_ns(self) -> int:
+        times = [v.request_start_ns for v in (self.client, self.server) if v and v.request_start_ns]
+        return min(times) if times else 0
+
+
+@dataclass
+class _Syscall:
+    ktime_ns: int
+    syscall_bytes: int
+    direction: SocketDirection
+    data: bytearray = field(default_factory=bytearray)
+
+
+@dataclass
+class CriStats:
+    endpoints: int = 0
+    data_events: int = 0
+    data_without_endpoint: int = 0
+    segments_out_of_order: int = 0
+    calls: int = 0
+    unpaired_client_views: int = 0
+    unpaired_server_views: int = 0
+
+
+class CriLayer:
+    """`on_call(call, endpoint)` hears of every call view as it completes:
+    the pipeline stores those (redacted) instead of the raw bytes, which
+    may carry secrets (credentials, environment values)."""
+
+    def __init__(self, on_call: Callable[[CriCall, Endpoint], None] | None = None) -> None:
+        self.on_call = on_call
+        self.decoder = CriDecoder()
+        self.endpoints: dict[int, Endpoint] = {}
+        self.calls: list[PairedCall] = []
+        self._pairs: dict[tuple[int, int, int], PairedCall] = {}
+        self._pending: dict[tuple[int, SocketDirection], _Syscall] = {}
+        self.stats = CriStats()
+
+    def feed(self, event: SocketOpenEvent | SocketDataEvent | SocketCloseEvent) -> None:
+        if isinstance(event, SocketOpenEvent):
+            self._open(event)
+        elif isinstance(event, SocketDataEvent):
+            self._data(event)
+        else:
+            self._close(event)
+
+    def _open(self, event: SocketOpenEvent) -> None:
+        e = event.endpoint
+        self.endpoints[e.inode] = Endpoint(
+            e.inode, e.peer_inode, e.side, event.header.tgid, event.process_comm, event.path,
+            opened_before_tracing=event.header.type == EventType.SOCKET_SNAPSHOT)
+        self.stats.endpoints += 1
+        peer = self.endpoints.get(e.peer_inode)
+        if peer is not None and not peer.peer_inode:
+            peer.peer_inode = e.inode  # a client end learns its peer when it is accepted
+
+    def _endpoint_for(self, event: SocketDataEvent | SocketCloseEvent) -> Endpoint | None:
+        e = event.endpoint
+        endpoint = self.endpoints.get(e.inode)
+        if endpoint is not None and e.peer_inode and not endpoint.peer_inode:
+            endpoint.peer_inode = e.peer_inode
+        return endpoint
+
+    def _data(self, event: SocketDataEvent) -> None:
+        """Reassembles one syscall's segments into one chunk for the decoder.
+
+        The kernel sends a syscall's bytes as segments in order; a segment
+        at offset 0 while the previous syscall is still short means that the
+        kernel stopped copying (its copy budget ran out): a gap of known size.
+        """
+        self.stats.data_events += 1
+        endpoint = self._endpoint_for(event)
+        if endpoint is None:
+            self.stats.data_without_endpoint += 1
+            return
+        key = (endpoint.inode, event.direction)
+        pending = self._pending.get(key)
+        if event.offset == 0 and pending is not None:
+            self._flush(endpoint, key)
+            pending = None
+        if pending is None:
+            if event.offset != 0:
+                self.stats.segments_out_of_order += 1
+                return
+            pending = self._pending[key] = _Syscall(event.header.ktime_ns, event.syscall_bytes, event.direction)
+        if event.offset != len(pending.data):
+            self.stats.segments_out_of_order += 1
+            return
+        pending.data.extend(event.data)
+        if len(pending.data) >= pending.syscall_bytes:
+            self._flush(endpoint, key)
+
+    def _flush(self, endpoint: Endpoint, key: tuple[int, SocketDirection]) -> None:
+        pending = self._pending.pop(key)
+        client = endpoint.side is SocketSide.CLIENT
+        outgoing = pending.direction is SocketDirection.OUT
+        truncated = len(pending.data) < pending.syscall_bytes
+        chunk = Chunk(connection=endpoint.inode, side="client" if client else "server",
+                      direction=C2S if client == outgoing else S2C, ktime_ns=pending.ktime_ns,
+                      data=bytes(pending.data), truncated=truncated,
+                      original_len=pending.syscall_bytes if truncated else None)
+        for call in self.decoder.feed(chunk):
+            self._add(call, endpoint)
+
+    def _close(self, event: SocketCloseEvent) -> None:
+        endpoint = self._endpoint_for(event)
+        if endpoint is None:
+            return
+        for key in [k for k in self._pending if k[0] == endpoint.inode]:
+            self._flush(endpoint, key)
+        for call in self.decoder.close_connection(endpoint.inode, event.header.ktime_ns):
+            self._add(call, endpoint)
+
+    def _add(self, call: CriCall, endpoint: Endpoint) -> None:
+        if self.on_call is not None:
+            self.on_call(call, endpoint)
+        self._pair(call, endpoint)
+
+    def add_recorded(self, record: dict) -> None:
+        """A call view stored by a recording (see call_record)."""
+        endpoint_fields = dict(record["endpoint"])
+        endpoint_fields["side"] = SocketSide(endpoint_fields["side"])
+        endpoint = self.endpoints.setdefault(endpoint_fields["inode"], Endpoint(**endpoint_fields))
+        self._pair(CriCall(**record["call"]), endpoint)
+
+    def _pair(self, call: CriCall, endpoint: Endpoint) -> None:
+        key = (*sorted((endpoint.inode, endpoint.peer_inode or -endpoint.inode)), call.stream_id)
+        pair = self._pairs.get(key)
+        if pair is None:
+            pair = self._pairs[key] = PairedCall()
+            self.calls.append(pair)
+            self.stats.calls += 1
+        if endpoint.side is SocketSide.CLIENT:
+            pair.client, pair.client_endpoint = call, endpoint
+        else:
+            pair.server, pair.server_endpoint = call, endpoint
+
+    def finish(self, ktime_ns: int) -> None:
+        """Flushes calls still open (their endpoints are closed as of now)."""
+        for key in list(self._pending):
+            self._flush(self.endpoints[key[0]], key)
+        for inode, endpoint in list(self.endpoints.items()):
+            for call in self.decoder.close_connection(inode, ktime_ns):
+                self._add(call, endpoint)
+        self.stats.unpaired_client_views = sum(1 for p in self.calls if p.server is None)
+        self.stats.unpaired_server_views = sum(1 for p in self.calls if p.client is None)
+
+
+def pod_keys(call: PairedCall) -> tuple[set[str], set[str], str | None]:
+    """(sandbox ids, container ids, pod uid) that a call's messages name."""
+    request, response = call.message("request"), call.message("response")
+    sandboxes = {v for v in (request.get("pod_sandbox_id"), response.get("pod_sandbox_id")) if v}
+    containers = {v for v in (request.get("container_id"), response.get("container_id")) if v}
+    metadata = ((request.get("config") or {}).get("metadata") or {}) if call.method == "RunPodSandbox" else \
+        ((request.get("sandbox_config") or {}).get("metadata") or {})
+    return sandboxes, containers, metadata.get("uid")
+
+
+def calls_for_pod(calls: list[PairedCall], sandbox_id: str, container_ids: set[str], uid: str) -> list[PairedCall]:
+    """The calls whose messages name this pod, in time order."""
+    chosen = []
+    for call in calls:
+        sandboxes, containers, call_uid = pod_keys(call)
+        if sandbox_id in sandboxes or containers & container_ids or (uid and call_uid == uid):
+            chosen.append(call)
+    return sorted(chosen, key=lambda c: c.start_ns)
+
+
+def call_record(call: CriCall, endpoint: Endpoint) -> dict:
+    """A call view as a JSON-able record; the messages in it are already redacted."""
+    endpoint_fields = dataclasses.asdict(endpoint)
+    endpoint_fields["side"] = int(endpoint.side)
+    return {"type": "cri_call", "endpoint": endpoint_fields, "call": dataclasses.asdict(call)}

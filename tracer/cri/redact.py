@@ -1,0 +1,123 @@
+"""Turn a decoded CRI message into a plain dict without its secrets.
+
+This is the only way a decoded protobuf leaves :mod:`tracer.cri.wire`: the
+decoder never hands out message objects or raw payload bytes. What is
+removed (replaced by the string ``"[redacted]"`` so that a reader sees that
+something was there):
+
+* ``REDACTED_FIELDS``: whole fields, by message type and field name;
+* every value of a ``map<string,string>`` field named in ``REDACTED_MAPS``
+  (the verbose ``info`` maps carry runtime configs and OCI specs, which
+  include environment values and registry credentials);
+* values of label, annotation and label-selector maps whose *key* looks like
+  a credential (``credential_key``) or is in ``REDACTED_MAP_KEYS`` (the
+  last-applied-configuration annotation is the whole pod manifest, env
+  values included);
+* environment variable values (``ContainerConfig.envs[].value``): keys stay.
+
+Commands and arguments (``ContainerConfig.command/args``, ``ExecSync.cmd``)
+are kept: they are also visible to the tracer through execve.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
+
+REDACTED = "[redacted]"
+
+# (message full name, field name): the field's value never leaves the decoder.
+REDACTED_FIELDS: frozenset[tuple[str, str]] = frozenset({
+    ("runtime.v1.AuthConfig", "username"),
+    ("runtime.v1.AuthConfig", "password"),
+    ("runtime.v1.AuthConfig", "auth"),
+    ("runtime.v1.AuthConfig", "identity_token"),
+    ("runtime.v1.AuthConfig", "registry_token"),
+    # environment values: the KeyValue messages of ContainerConfig.envs
+    ("runtime.v1.KeyValue", "value"),
+    # output of exec probes can print anything the container knows
+    ("runtime.v1.ExecSyncResponse", "stdout"),
+    ("runtime.v1.ExecSyncResponse", "stderr"),
+})
+
+# map fields (by field name) whose every value is redacted; keys stay
+REDACTED_MAPS: frozenset[str] = frozenset({"info"})
+
+# map fields (by field name) whose values are redacted when the key looks
+# like a credential
+KEY_CHECKED_MAPS: frozenset[str] = frozenset({"labels", "annotations", "label_selector"})
+
+REDACTED_MAP_KEYS: frozenset[str] = frozenset({
+    "kubectl.kubernetes.io/last-applied-configuration",
+})
+
+_CREDENTIAL_KEY = re.compile(
+    r"token|passw|pwd|secret|credential|auth|key|cert|session|cookie|bearer|signature|private",
+    re.IGNORECASE,
+)
+
+# Every redacted field path, for documentation and tests.
+REDACTED_FIELD_PATHS: tuple[str, ...] = (
+    *sorted(f"{msg}.{name}" for msg, name in REDACTED_FIELDS),
+    *sorted(f"*.{name}[*]" for name in REDACTED_MAPS),
+    *sorted(f"*.{name}[<credential-like key>]" for name in KEY_CHECKED_MAPS),
+)
+
+
+def credential_key(key: str) -> bool:
+    """True when a label or annotation key looks like it names a secret."""
+    return key in REDACTED_MAP_KEYS or _CREDENTIAL_KEY.search(key) is not None
+
+
+def redact(message: Message) -> dict[str, Any]:
+    """A plain dict of the set fields of ``message``, secrets removed.
+
+    Field names are the proto names; enums become their names, int64 stays
+    int, bytes become text when they are UTF-8 (else ``"0x…"`` hex).
+    """
+    return _message(message)
+
+
+def _message(message: Message) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    type_name = message.DESCRIPTOR.full_name
+    for fd, value in message.ListFields():
+        if (type_name, fd.name) in REDACTED_FIELDS:
+            out[fd.name] = [REDACTED for _ in value] if fd.is_repeated else REDACTED
+            continue
+        if fd.type == FieldDescriptor.TYPE_MESSAGE and fd.message_type.GetOptions().map_entry:
+            out[fd.name] = _map(fd, value)
+        elif fd.is_repeated:
+            out[fd.name] = [_scalar_or_message(fd, v) for v in value]
+        else:
+            out[fd.name] = _scalar_or_message(fd, value)
+    return out
+
+
+def _map(fd: FieldDescriptor, value: Any) -> dict[str, Any]:
+    value_fd = fd.message_type.fields_by_name["value"]
+    result: dict[str, Any] = {}
+    for key in value:
+        k = str(key)
+        if fd.name in REDACTED_MAPS or (fd.name in KEY_CHECKED_MAPS and credential_key(k)):
+            result[k] = REDACTED
+        else:
+            result[k] = _scalar_or_message(value_fd, value[key])
+    return result
+
+
+def _scalar_or_message(fd: FieldDescriptor, value: Any) -> Any:
+    if fd.type == FieldDescriptor.TYPE_MESSAGE:
+        return _message(value)
+    if fd.type == FieldDescriptor.TYPE_ENUM:
+        enum_value = fd.enum_type.values_by_number.get(value)
+        return enum_value.name if enum_value is not None else int(value)
+    if fd.type == FieldDescriptor.TYPE_BYTES:
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            return "0x" + bytes(value).hex()
+    return value

@@ -1,0 +1,305 @@
+"""Prometheus metrics and health endpoints of the daemon.
+
+One small HTTP server (loopback by default) serves:
+
+- ``/metrics``: pod-start durations per layer (histograms), the capture's
+  event and lost-event counters, and what became of the exported spans;
+- ``/healthz``: 200 while the daemon's loop is turning;
+- ``/readyz``: 200 once the BPF programs are attached, until shutdown.
+
+Layer durations come from the spans of each exported trace (see
+`layer_of`), so they show exactly what the traces show.  Counters owned by
+other parts (the pipeline's event counts, the OTLP exporter's span counts)
+are read when Prometheus scrapes, not copied.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from tracer.spans import (
+    SERVICE_CONTAINER,
+    SERVICE_CONTAINERD,
+    SERVICE_RUNC,
+    SERVICE_SHIM,
+    Span,
+    Trace,
+)
+
+SERVICE_KUBELET = "kubelet"
+LAYER_KUBELET = "kubelet"
+LAYER_CONTAINERD = "containerd"
+LAYER_SHIM = "shim"
+LAYER_RUNC_CREATE = "runc_create"
+LAYER_RUNC_START = "runc_start"
+LAYER_PROCESS = "process"
+LAYERS = (LAYER_KUBELET, LAYER_CONTAINERD, LAYER_SHIM, LAYER_RUNC_CREATE, LAYER_RUNC_START, LAYER_PROCESS)
+
+# Pod-start steps take from a millisecond (runc start) to minutes (an image pull).
+BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+
+def layer_of(span: Span, parent: Span | None) -> str | None:
+    """The layer a span's duration counts for, or None (sub-steps, CNI, the root).
+
+    - kubelet: the outermost spans of service "kubelet" (the kubelet/CRI side);
+    - containerd: "containerd sandbox …" / "containerd container …";
+    - shim: "shim start" (the shim binary's start, until it is ready);
+    - runc_create / runc_start: "runc create …" / "runc start …";
+    - process: the container process span "exec …" (exec to exit; a process
+      still running when the trace is exported ends at its exec).
+    """
+    if span.service == SERVICE_KUBELET:
+        return LAYER_KUBELET if parent is None or parent.service != SERVICE_KUBELET else None
+    if span.service == SERVICE_CONTAINERD and span.name.startswith(("containerd sandbox ", "containerd container ")):
+        return LAYER_CONTAINERD
+    if span.service == SERVICE_SHIM and span.name == "shim start":
+        return LAYER_SHIM
+    if span.service == SERVICE_RUNC and span.name.startswith("runc create "):
+        return LAYER_RUNC_CREATE
+    if span.service == SERVICE_RUNC and span.name.startswith("runc start "):
+        return LAYER_RUNC_START
+    if span.service == SERVICE_CONTAINER:
+        return LAYER_PROCESS
+    return None
+
+
+def layer_durations(trace: Trace) -> list[tuple[str, float]]:
+    """(layer, seconds) for every span of the trace that stands for a layer."""
+    by_id = {span.span_id: span for span in trace.spans}
+    result = []
+    for span in trace.spans:
+        layer = layer_of(span, by_id.get(span.parent_id) if span.parent_id else None)
+        if layer is not None:
+            result.append((layer, max(0, span.end_ns - span.start_ns) / 1e9))
+    return result
+
+
+def pod_status(trace: Trace) -> str:
+    if trace.root.status == "ERROR":
+        return "error"
+    if trace.root.attributes.get("tracer.partial"):
+        return "partial"
+    return "ok"
+
+
+@dataclass(frozen=True)
+class EventCounts:
+    events: int
+    lost: int
+    decode_errors: int
+
+
+@dataclass(frozen=True)
+class SpanCounts:
+    queued: int
+    sent: int
+    failed: int
+    dropped: int
+
+
+class _Sources(Collector):
+    """Counters read at scrape time from the parts that own them."""
+
+    def __init__(self, metrics: DaemonMetrics):
+        self.metrics = metrics
+
+    def describe(self):
+        return []  # names are checked by collect(); these families vary with the sources
+
+    def collect(self):
+        events = self.metrics.event_source() if self.metrics.event_source else None
+        if events is not None:
+            yield CounterMetricFamily("tracer_events", "Kernel events received from the BPF programs.",
+                                      value=events.events)
+            yield CounterMetricFamily("tracer_events_lost", "Kernel events lost (ring buffer full).",
+                                      value=events.lost)
+            yield CounterMetricFamily("tracer_events_undecodable", "Kernel events that could not be decoded.",
+                                      value=events.decode_errors)
+        spans = self.metrics.span_source() if self.metrics.span_source else None
+        if spans is not None:
+            yield CounterMetricFamily("tracer_spans_exported", "Spans the OTLP backend accepted.",
+                                      value=spans.sent)
+            dropped = CounterMetricFamily("tracer_spans_dropped", "Spans never delivered, by reason.",
+                                          labels=["reason"])
+            dropped.add_metric(["queue_full"], spans.dropped)
+            dropped.add_metric(["export_failed"], spans.failed)
+            yield dropped
+            yield GaugeMetricFamily("tracer_spans_queued", "Spans waiting to be exported.", value=spans.queued)
+
+
+class DaemonMetrics:
+    """The daemon's Prometheus registry (its own, so tests can make several)."""
+
+    def __init__(self, event_source: Callable[[], EventCounts | None] | None = None,
+                 span_source: Callable[[], SpanCounts | None] | None = None):
+        self.event_source = event_source
+        self.span_source = span_source
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.layer_seconds = Histogram(
+            "tracer_pod_start_layer_duration_seconds",
+            "Time spent in each layer of a pod start (one observation per span of that layer).",
+            ["layer"], buckets=BUCKETS_S, registry=self.registry)
+        self.pod_seconds = Histogram("tracer_pod_start_duration_seconds",
+                                     "Whole pod start, from the first runtime step to the last container running.",
+                                     buckets=BUCKETS_S, registry=self.registry)
+        self.pod_starts = Counter("tracer_pod_starts", "Pod-start traces exported, by outcome.", ["status"],
+                                  registry=self.registry)
+        for layer in LAYERS:
+            self.layer_seconds.labels(layer=layer)
+        for status in ("ok", "error", "partial"):
+            self.pod_starts.labels(status=status)
+        self.registry.register(_Sources(self))
+
+    def observe(self, traces: Iterable[Trace]) -> None:
+        for trace in traces:
+            self.pod_starts.labels(status=pod_status(trace)).inc()
+            self.pod_seconds.observe(max(0, trace.root.end_ns - trace.root.start_ns) / 1e9)
+            for layer, seconds in layer_durations(trace):
+                self.layer_seconds.labels(layer=layer).observe(seconds)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class Health:
+    """Liveness (the loop beats) and readiness (BPF attached, not stopping)."""
+
+    def __init__(self, stale_after_s: float = 30.0):
+        self.stale_after_s = stale_after_s
+        self._ready = False
+        self._last_beat = time.monotonic()
+        self._lock = threading.Lock()
+
+    def beat(self) -> None:
+        with self._lock:
+            self._last_beat = time.monotonic()
+
+    def set_ready(self, ready: bool) -> None:
+        with self._lock:
+            self._ready = ready
+
+    @property
+    def live(self) -> bool:
+        with self._lock:
+            return time.monotonic() - self._last_beat < self.stale_after_s
+
+    @property
+    def ready(self) -> bool:
+        with self._lock:
+            return self._ready
+
+
+def parse_address(text: str) -> tuple[str, int] | None:
+    """"HOST:PORT" ("[::1]:9464" for IPv6) to (host, port); "" or "off" → None."""
+    text = text.strip()
+    if text.lower() in ("", "off", "none"):
+        return None
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    number = int(port)
+    if not 0 <= number <= 65535:
+        raise ValueError(f"port out of range in {text!r}")
+    return host, number
+
+
+class MetricsServer:
+    """/metrics, /healthz and /readyz over HTTP, in a daemon thread."""
+
+    def __init__(self, address: tuple[str, int], metrics: DaemonMetrics, health: Health):
+        self.metrics = metrics
+        self.health = health
+        server_self = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    self._reply(200, server_self.metrics.exposition(), CONTENT_TYPE_LATEST)
+                elif path == "/healthz":
+                    live = server_self.health.live
+                    self._reply(200 if live else 503, b"ok\n" if live else b"stalled\n")
+                elif path == "/readyz":
+                    ready = server_self.health.ready
+                    self._reply(200 if ready else 503, b"ready\n" if ready else b"not ready\n")
+                else:
+                    self._reply(404, b"not found\n")
+
+            def _reply(self, code: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        family = _family(address[0])
+        server_class = type("Server", (ThreadingHTTPServer,), {"address_family": family, "daemon_threads": True})
+        self._server = server_class(address, Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
+                                        name="tracer-metrics", daemon=True)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self._server.server_address[:2]
+        return host, port
+
+    def start(self) -> MetricsServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def scrape_samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    """Samples of one metric from an exposition text: {sorted labels: value} (for tests and tools)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    result: dict[tuple[tuple[str, str], ...], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                result[tuple(sorted(sample.labels.items()))] = sample.value
+    return result
+
+
+def layer_counts(text: str) -> dict[str, float]:
+    """Observations per layer in an exposition text."""
+    samples = scrape_samples(text, "tracer_pod_start_layer_duration_seconds_count")
+    return {dict(labels)["layer"]: value for labels, value in samples.items()}
+
+
+__all__ = [
+    "LAYERS",
+    "DaemonMetrics",
+    "EventCounts",
+    "Health",
+    "MetricsServer",
+    "SpanCounts",
+    "layer_counts",
+    "layer_durations",
+    "layer_of",
+    "parse_address",
+    "pod_status",
+    "scrape_samples",
+]

@@ -1,0 +1,117 @@
+"""Finding CRI connections that already exist when tracing begins.
+
+kubelet opens its connection to the runtime once and keeps it, so the
+connect(2)/accept(2) that the BPF programs watch for happened long ago.
+The kernel still knows every unix socket, its bound path and its peer
+(sock_diag, read here with pyroute2), and /proc says which process holds
+which socket.  From that we seed the in-kernel maps and record one
+snapshot event per existing endpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from dataclasses import dataclass
+
+UDIAG_SHOW_NAME = 0x1
+UDIAG_SHOW_PEER = 0x4
+TCP_ESTABLISHED = 1
+TCP_LISTEN = 10
+_SOCKET_LINK = re.compile(r"^socket:\[(\d+)\]$")
+
+
+def normalize_socket_path(path: str) -> str:
+    """One spelling per path: "unix:///run/x.sock" and "//run/x.sock" are "/run/x.sock"."""
+    path = path.removeprefix("unix://")
+    if path.startswith("/"):
+        path = "/" + path.lstrip("/")
+    return path
+
+
+def path_variants(path: str) -> list[str]:
+    """The spellings a client may connect with: /var/run is /run on modern systems."""
+    path = normalize_socket_path(path)
+    variants = [path]
+    if path.startswith("/run/"):
+        variants.append("/var" + path)
+    elif path.startswith("/var/run/"):
+        variants.append(path.removeprefix("/var"))
+    return variants
+
+
+@dataclass(frozen=True)
+class UnixSocket:
+    inode: int
+    peer_inode: int
+    path: str
+    state: int
+
+
+@dataclass(frozen=True)
+class ExistingEndpoint:
+    inode: int
+    peer_inode: int
+    side: str            # "client" or "server"
+    path: str
+    pid: int
+    fd: int
+
+
+def unix_sockets() -> list[UnixSocket]:
+    from pyroute2 import DiagSocket  # netlink sock_diag
+
+    found = []
+    with DiagSocket() as diag:
+        diag.bind()
+        for message in diag.get_sock_stats(family=socket.AF_UNIX, states=0xFFFFFFFF,
+                                           show=UDIAG_SHOW_NAME | UDIAG_SHOW_PEER):
+            attrs = dict(message["attrs"])
+            found.append(UnixSocket(message["udiag_ino"], attrs.get("UNIX_DIAG_PEER", 0),
+                                    normalize_socket_path(attrs.get("UNIX_DIAG_NAME", "") or ""),
+                                    message["udiag_state"]))
+    return found
+
+
+def socket_holders(inodes: set[int]) -> dict[int, tuple[int, int]]:
+    """socket inode → (pid, fd) of a process holding it, for the given inodes."""
+    holders: dict[int, tuple[int, int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fds = os.listdir(f"/proc/{entry}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                match = _SOCKET_LINK.match(os.readlink(f"/proc/{entry}/fd/{fd}"))
+            except OSError:
+                continue
+            if match and int(match.group(1)) in inodes:
+                holders.setdefault(int(match.group(1)), (int(entry), int(fd)))
+    return holders
+
+
+def scan_cri_sockets(paths: list[str]) -> tuple[set[int], list[ExistingEndpoint]]:
+    """The listening inodes of the runtime sockets, and every open endpoint.
+
+    A server end is an accepted socket that carries the listener's path; its
+    peer is the client end, which has no path of its own.
+    """
+    wanted = {variant for path in paths for variant in path_variants(path)}
+    sockets = unix_sockets()
+    listeners = {s.inode for s in sockets if s.path in wanted and s.state == TCP_LISTEN}
+    servers = [s for s in sockets if s.path in wanted and s.state == TCP_ESTABLISHED]
+    inodes = {s.inode for s in servers} | {s.peer_inode for s in servers if s.peer_inode}
+    holders = socket_holders(inodes)
+    endpoints = []
+    for server in servers:
+        if server.inode in holders:
+            pid, fd = holders[server.inode]
+            endpoints.append(ExistingEndpoint(server.inode, server.peer_inode, "server", server.path, pid, fd))
+        if server.peer_inode in holders:
+            pid, fd = holders[server.peer_inode]
+            endpoints.append(ExistingEndpoint(server.peer_inode, server.inode, "client", server.path, pid, fd))
+    return listeners, endpoints

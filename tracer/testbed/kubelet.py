@@ -1,0 +1,76 @@
+"""A CRI client in its own process, named "kubelet", as on a real node.
+
+Tests and the demo start pods through this process rather than from
+their own: the tracer then sees the client exactly as it sees kubelet
+(another process, its own connection), and the client's timings are not
+disturbed by the tracer sharing its interpreter.
+
+    python -m tracer.testbed.kubelet SOCKET LOG_ROOT < specs.json > pods.json
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from tracer.testbed.client import RuntimeClient
+from tracer.testbed.pods import CallTiming, PodSpec, PodStartError, StartedPod, sandbox_config, start_pod
+
+PR_SET_NAME = 15
+
+
+def _spec_from_json(fields: dict) -> PodSpec:
+    for key in ("command", "args"):
+        fields[key] = tuple(fields.get(key, ()))
+    return PodSpec(**fields)
+
+
+def _pod_json(pod: StartedPod) -> dict:
+    return {"spec": dataclasses.asdict(pod.spec), "sandbox_id": pod.sandbox_id, "container_id": pod.container_id,
+            "calls": [dataclasses.asdict(c) for c in pod.calls]}
+
+
+def main() -> None:
+    socket, log_root = sys.argv[1], Path(sys.argv[2])
+    # comm "kubelet": the name the tracer shows for the CRI client's layer
+    ctypes.CDLL(None).prctl(PR_SET_NAME, b"kubelet", 0, 0, 0)
+    specs = [_spec_from_json(fields) for fields in json.load(sys.stdin)]
+    results: list[dict] = []
+    with RuntimeClient(socket) as client, ThreadPoolExecutor(max_workers=max(1, len(specs))) as pool:
+        # kubelet asks for the runtime's version first; this also opens the
+        # connection, so that pod calls are not timed with its set-up
+        client.version()
+        futures = [pool.submit(start_pod, client, spec, log_root) for spec in specs]
+        for future in futures:
+            try:
+                results.append(_pod_json(future.result()))
+            except PodStartError as error:
+                results.append({"error": str(error), "spec": dataclasses.asdict(error.spec),
+                                "sandbox_id": error.sandbox_id,
+                                "calls": [dataclasses.asdict(c) for c in error.calls]})
+    json.dump(results, sys.stdout)
+
+
+def start_pods_as_kubelet(socket: str | Path, specs: list[PodSpec], log_root: Path) -> list[StartedPod]:
+    """Starts the pods concurrently from a separate "kubelet" process."""
+    run = subprocess.run([sys.executable, "-m", "tracer.testbed.kubelet", str(socket), str(log_root)],
+                         input=json.dumps([dataclasses.asdict(s) for s in specs]), capture_output=True,
+                         text=True, check=True, timeout=300)
+    pods = []
+    for result in json.loads(run.stdout):
+        spec = _spec_from_json(result["spec"])
+        calls = [CallTiming(**c) for c in result["calls"]]
+        if "error" in result:
+            raise PodStartError(spec, calls, result.get("sandbox_id", ""), RuntimeError(result["error"]))
+        pods.append(StartedPod(spec, result["sandbox_id"], result["container_id"],
+                               sandbox_config(spec, log_root), calls))
+    return pods
+
+
+if __name__ == "__main__":
+    main()
