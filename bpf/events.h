@@ -204,7 +204,9 @@ struct socket_data_event {
 	__u8 direction;             /* enum socket_direction */
 	__u8 flags;
 	__u16 syscall;              /* the syscall's number, for the record */
-	char data[SOCKET_SEGMENT_LEN];
+	/* twice the segment: the gathering copy bounds an offset and a length
+	 * below SOCKET_SEGMENT_LEN each, which the verifier adds up */
+	char data[SOCKET_SEGMENT_LEN * 2];
 };
 
 #endif /* TRACER_EVENTS_H */

@@ -38,7 +38,7 @@
 #define SOCKET_MAX_SEGMENTS 8       /* per syscall: 8 segments of up to 8 KiB - 1 */
 #endif
 #define SOCKET_MAX_IOV 64
-#define SOCKET_GATHER_LEN 4095      /* a mask: offsets and lengths below 4 KiB */
+#define SOCKET_GATHER_LEN (SOCKET_SEGMENT_LEN - 1)  /* a mask: offsets and lengths below 8 KiB */
 #define AF_UNIX_FAMILY 1
 #define EINPROGRESS_ERRNO 115
 
@@ -64,6 +64,7 @@ struct socket_path_key {
 /* A read or write on a CRI connection, kept from entry to exit: the bytes
  * are copied at exit, when the syscall says how many moved. */
 struct pending_io {
+	__u64 entry_ns;             /* when the syscall began */
 	__u64 buffer;               /* the buffer, or the iovec array */
 	__u64 count;                /* bytes asked for, or iovec count */
 	__u32 fd;
@@ -839,6 +840,7 @@ static __always_inline void remember_io(__u32 fd, __u64 buffer, __u64 count, __u
 	inode = file_inode_number(file);
 	if (!cri_endpoints.lookup(&inode))
 		return;
+	pending.entry_ns = bpf_ktime_get_ns();
 	pending.buffer = buffer;
 	pending.count = count;
 	pending.fd = fd;
@@ -873,7 +875,6 @@ static __always_inline __u32 emit_segments(struct socket_data_event *event, __u6
 			break;
 		event->offset = offset + sent;
 		event->data_len = chunk;
-		event->hdr.ktime_ns = bpf_ktime_get_ns();
 		size = offsetof(struct socket_data_event, data) + chunk;
 		event->hdr.size = size;
 		submit(event, size, EVENT_SOCKET_DATA);
@@ -921,7 +922,6 @@ static __always_inline __u32 emit_gathered(struct socket_data_event *event, __u6
 	used &= SOCKET_SEGMENT_LEN - 1;
 	event->offset = 0;
 	event->data_len = used;
-	event->hdr.ktime_ns = bpf_ktime_get_ns();
 	size = offsetof(struct socket_data_event, data) + used;
 	event->hdr.size = size;
 	submit(event, size, EVENT_SOCKET_DATA);
@@ -959,6 +959,11 @@ static __always_inline void emit_io(long ret, const int vectored)
 	event = &space->socket_data;
 	total = ret;
 	fill_header(&event->hdr, EVENT_SOCKET_DATA, 0);
+	/* Written bytes are the peer's to read from the moment the write
+	 * begins, read bytes are ours when the read returns: time each so, and
+	 * a reply never seems to arrive before it was sent. */
+	if (io.direction == SOCKET_DIRECTION_OUT)
+		event->hdr.ktime_ns = io.entry_ns;
 	event->endpoint = *found;
 	event->syscall_bytes = total;
 	event->direction = io.direction;

@@ -145,7 +145,8 @@ def check_cri_calls(trace: Trace, pod, client_timings=None) -> None:
             assert span.attributes["rpc.grpc.status_code"] == 0
             assert span.attributes["tracer.cri.method_resolution"] == "decoded"
         assert server.name == f"containerd {method}"
-        assert client.start_ns <= server.start_ns <= server.end_ns <= client.end_ns, method
+        assert client.start_ns <= server.start_ns <= server.end_ns <= client.end_ns, \
+            (method, client.start_ns, server.start_ns, server.end_ns, client.end_ns, client.attributes, server.attributes)
         assert by_id[client.parent_id] is trace.root
         if client_timings is not None:
             timing = next(t for t in client_timings if t.method == method)

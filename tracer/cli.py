@@ -49,9 +49,19 @@ def doctor(as_json: bool, sockets: tuple[str, ...]) -> None:
 def _record_options(function):
     function = click.option("--ringbuf-mb", type=click.IntRange(1, 1024), default=32, show_default=True,
                             help="Ring buffer size.")(function)
+    function = click.option("--cri-socket", "cri_sockets", multiple=True, envvar="TRACER_CRI_SOCKETS",
+                            help="Another runtime socket to trace CRI calls on (the defaults of containerd, "
+                            "CRI-O and cri-dockerd always are); repeatable, or space-separated in the "
+                            "environment.")(function)
     function = click.option("--node-name", envvar=["TRACER_NODE_NAME", "NODE_NAME"], default=None,
                             help="k8s.node.name of the traces (default: the host name).")(function)
     return function
+
+
+def capture_config_for(ringbuf_mb: int, cri_sockets: tuple[str, ...]):
+    from tracer.capture import DEFAULT_CRI_SOCKETS, CaptureConfig
+
+    return CaptureConfig(ring_buffer_bytes=ringbuf_mb << 20, cri_sockets=DEFAULT_CRI_SOCKETS + tuple(cri_sockets))
 
 
 def _otlp_options(function):
@@ -96,17 +106,20 @@ def _otlp_config(otlp_endpoint: str | None, otlp_protocol: str | None, otlp_time
 @_record_options
 def record(duration: float | None, output: Path | None, raw: Path | None, quiet: bool, use_otlp: bool,
            print_bpf: bool, otlp_endpoint: str | None, otlp_protocol: str | None, otlp_timeout: float,
-           service_name: str | None, ringbuf_mb: int, node_name: str | None) -> None:
+           service_name: str | None, ringbuf_mb: int, cri_sockets: tuple[str, ...], node_name: str | None) -> None:
     """Record pod starts until Ctrl-C (or --duration) and show one trace per pod."""
-    from tracer.capture import CaptureConfig, final_source
+    from tracer.capture import final_source
 
-    capture_config = CaptureConfig(ring_buffer_bytes=ringbuf_mb << 20)
+    capture_config = capture_config_for(ringbuf_mb, cri_sockets)
     if print_bpf:
         click.echo(final_source(capture_config))
         return
     otlp = _otlp_config(otlp_endpoint, otlp_protocol, otlp_timeout, service_name) if use_otlp else None
-    traces, _ = record_traces(capture_config, raw, node_name, duration, show_status=not quiet)
+    traces, recorder = record_traces(capture_config, raw, node_name, duration, show_status=not quiet)
     _export_files(traces, output, quiet)
+    click.echo(f"traces written {1000 * (time.monotonic() - recorder.stop_requested_at):.0f} ms after "
+               f"recording stopped", err=True)
+    recorder.detach()
     if otlp is not None:
         _export_otlp(traces, otlp)
 
@@ -161,7 +174,7 @@ def record_traces(capture_config, raw: Path | None, node_name: str | None, durat
             click.echo("", err=True)
         if worker is not None:
             worker.join()
-        traces = recorder.stop()
+        traces = recorder.stop(detach=False)
     stats = recorder.pipeline.stats
     click.echo(f"events {stats.events}, lost {stats.lost}, undecodable {stats.decode_errors}", err=True)
     return traces, recorder
@@ -200,7 +213,7 @@ def daemon(quiet_seconds: float, max_age_seconds: float, poll_interval: float, d
            metrics_address: str, queue_size: int, batch_size: int, schedule_delay_ms: int,
            shutdown_timeout: float, use_otlp: bool, console: bool, log_level: str, print_config: bool,
            otlp_endpoint: str | None, otlp_protocol: str | None, otlp_timeout: float, service_name: str | None,
-           ringbuf_mb: int, node_name: str | None) -> None:
+           ringbuf_mb: int, cri_sockets: tuple[str, ...], node_name: str | None) -> None:
     """Trace every pod start on this node, continuously, and export each over OTLP.
 
     Stops on SIGTERM, flushing what is pending, with exit code 0.
@@ -208,7 +221,6 @@ def daemon(quiet_seconds: float, max_age_seconds: float, poll_interval: float, d
     import logging
     import socket
 
-    from tracer.capture import CaptureConfig
     from tracer.daemon import DaemonConfig, run_daemon
     from tracer.metrics import parse_address
 
@@ -228,7 +240,7 @@ def daemon(quiet_seconds: float, max_age_seconds: float, poll_interval: float, d
         node_name=node_name or socket.gethostname(), otlp=otlp, quiet_s=quiet_seconds, max_age_s=max_age_seconds,
         poll_interval_s=poll_interval, duration_s=duration, metrics_address=address,
         shutdown_timeout_s=shutdown_timeout, console=console,
-        capture=CaptureConfig(ring_buffer_bytes=ringbuf_mb << 20))
+        capture=capture_config_for(ringbuf_mb, cri_sockets))
     if print_config:
         click.echo(json.dumps(config.describe(), default=str, indent=1, sort_keys=True))
         return

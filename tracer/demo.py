@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from tracer.testbed import PodSpec, Testbed
+from tracer.testbed.kubelet import start_pods_as_kubelet
 
 # After StartContainer returns, the last events still have to leave the
 # ring buffer and the reorder window before the recording stops.
@@ -27,7 +28,8 @@ def run_demo(output_dir: Path, node_name: str | None) -> None:
 
         def start_pod() -> None:
             time.sleep(0.2)
-            pod = bed.start_pod(PodSpec(name="demo", namespace="default", command=("sleep", "3600")))
+            spec = PodSpec(name="demo", namespace="default", command=("sleep", "3600"))
+            pod = start_pods_as_kubelet(bed.socket, [spec], bed.layout.pod_logs)[0]
             started.append(pod)
             click.echo(f"started pod default/demo: sandbox {pod.sandbox_id[:12]}, container "
                        f"{pod.container_id[:12]} in {(pod.end_ns - pod.start_ns) / 1e6:.0f} ms (client view)",
@@ -36,9 +38,10 @@ def run_demo(output_dir: Path, node_name: str | None) -> None:
 
         try:
             capture = CaptureConfig(cri_sockets=DEFAULT_CRI_SOCKETS + (str(bed.socket),))
-            traces, _ = record_traces(capture, output_dir / "demo.rec", node_name, None,
-                                      show_status=False, during=start_pod)
+            traces, recorder = record_traces(capture, output_dir / "demo.rec", node_name, None,
+                                             show_status=False, during=start_pod)
             _export_files(traces, output_dir / "demo-trace.json", quiet=False)
+            recorder.detach()
             click.echo(f"open {output_dir / 'demo-trace.json'} in the Jaeger UI (Search → JSON File); "
                        f"replay with: tracer replay {output_dir / 'demo.rec'}", err=True)
         finally:

@@ -119,7 +119,7 @@ STRUCT_SIZES = {
     "cgroup_write_event": HEADER.size + CGROUP_WRITE_BODY.size,
     "socket_open_event": HEADER.size + SOCKET_OPEN_BODY.size,
     "socket_close_event": HEADER.size + SOCKET_CLOSE_BODY.size,
-    "socket_data_event": HEADER.size + SOCKET_DATA_BODY.size + SOCKET_SEGMENT_LEN,
+    "socket_data_event": HEADER.size + SOCKET_DATA_BODY.size + 2 * SOCKET_SEGMENT_LEN,
 }
 
 

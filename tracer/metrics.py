@@ -35,7 +35,6 @@ from tracer.spans import (
     Trace,
 )
 
-SERVICE_KUBELET = "kubelet"
 LAYER_KUBELET = "kubelet"
 LAYER_CONTAINERD = "containerd"
 LAYER_SHIM = "shim"
@@ -51,15 +50,17 @@ BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 
 def layer_of(span: Span, parent: Span | None) -> str | None:
     """The layer a span's duration counts for, or None (sub-steps, CNI, the root).
 
-    - kubelet: the outermost spans of service "kubelet" (the kubelet/CRI side);
+    - kubelet: the CRI client's spans (kubelet's calls: request write → response read);
     - containerd: "containerd sandbox …" / "containerd container …";
     - shim: "shim start" (the shim binary's start, until it is ready);
     - runc_create / runc_start: "runc create …" / "runc start …";
     - process: the container process span "exec …" (exec to exit; a process
       still running when the trace is exported ends at its exec).
     """
-    if span.service == SERVICE_KUBELET:
-        return LAYER_KUBELET if parent is None or parent.service != SERVICE_KUBELET else None
+    if parent is None:
+        return None  # the root: the whole pod start
+    if span.kind == "CLIENT":
+        return LAYER_KUBELET
     if span.service == SERVICE_CONTAINERD and span.name.startswith(("containerd sandbox ", "containerd container ")):
         return LAYER_CONTAINERD
     if span.service == SERVICE_SHIM and span.name == "shim start":

@@ -34,6 +34,8 @@ ANNOTATION = "io.kubernetes.cri."
 _POD_UID_IN_CGROUP = re.compile(r"pod([0-9a-fA-F]{8}[-_][0-9a-fA-F]{4}[-_][0-9a-fA-F]{4}[-_][0-9a-fA-F]{4}[-_][0-9a-fA-F]{12})")
 START_PHASE_RUNC = ("create", "start", "run")
 START_PHASE_CNI = ("ADD",)
+# Exited processes are kept this long after a pod's export, for late events.
+PRUNE_GRACE_NS = 60_000_000_000
 
 
 @dataclass
@@ -275,12 +277,15 @@ class PodAssembler:
         catches a crash right after start; or, for a start that keeps
         going, `max_age_ns` after it began (then marked partial).
         """
+        members: dict[str, list[ContainerActivity]] = {}
+        for activity in self.containers.values():
+            if activity.sandbox_id and activity.sandbox_id not in self.emitted:
+                members.setdefault(activity.sandbox_id, []).append(activity)
         ready = set()
-        for sandbox_id, activity in self.containers.items():
-            if sandbox_id in self.emitted or not activity.is_sandbox:
+        for sandbox_id, activities in members.items():
+            if sandbox_id not in self.containers or not self.containers[sandbox_id].is_sandbox:
                 continue
-            members = [a for a in self.containers.values() if a is activity or a.sandbox_id == sandbox_id]
-            first, last = self.start_window(members)
+            first, last = self.start_window(activities)
             if now_ns - last >= quiet_ns or now_ns - first >= max_age_ns:
                 ready.add(sandbox_id)
         pods = self._build(ready.__contains__)
@@ -288,8 +293,29 @@ class PodAssembler:
             self.emitted.add(pod.sandbox_id)
             first, last = self.start_window([c.activity for c in pod.all_containers])
             if now_ns - last < quiet_ns:
-                pod.partial_reasons.append("exported while still starting (max age reached)")
+                pod.partial_reasons.append("exported before its start went quiet (max age reached)")
+        self.prune(now_ns - PRUNE_GRACE_NS)
         return pods
+
+    def prune(self, before_ns: int) -> None:
+        """Forgets processes that exited before `before_ns` and are not part
+        of a pod start still to be exported, and containers left empty, so
+        that a long-running daemon's memory stays flat."""
+        def exported_or_unowned(key: ProcKey) -> bool:
+            owner = self.owner.get(key)
+            if owner is None:
+                return True
+            sandbox = self.containers[owner].sandbox_id if owner in self.containers else None
+            return sandbox in self.emitted
+        gone = [key for key, proc in self.table.processes.items()
+                if proc.exit_ns is not None and proc.exit_ns < before_ns and exported_or_unowned(key)]
+        for key in gone:
+            self.table.forget(key)
+            owner = self.owner.pop(key, None)
+            if owner is not None and owner in self.containers:
+                self.containers[owner].processes.remove(key)
+        for cid in [cid for cid, a in self.containers.items() if not a.processes and a.sandbox_id in self.emitted]:
+            del self.containers[cid]
 
     def start_window(self, activities: list[ContainerActivity]) -> tuple[int, int]:
         """First and last moment of the pods' start activity (not of its workload)."""

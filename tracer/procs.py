@@ -99,6 +99,16 @@ class ProcessTable:
     def get(self, key: ProcKey | None) -> Process | None:
         return self.processes.get(key) if key else None
 
+    def forget(self, key: ProcKey) -> None:
+        proc = self.processes.pop(key, None)
+        if proc is None:
+            return
+        parent = self.processes.get(proc.parent_key) if proc.parent_key else None
+        if parent is not None and key in parent.children:
+            parent.children.remove(key)
+        if self._snapshots.get(key[0]) == key:
+            del self._snapshots[key[0]]
+
     def _adopt_snapshot(self, key: ProcKey) -> Process | None:
         """The snapshot of this process, re-keyed to the kernel's exact start time."""
         snapshot_key = self._snapshots.get(key[0])

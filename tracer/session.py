@@ -48,6 +48,7 @@ class Recorder:
         self._lock = threading.Lock()
         self._last_loss_check = 0.0
         self.started_at = 0.0
+        self.stop_requested_at = 0.0
         self.stopped_at = 0.0
 
     def start(self) -> None:
@@ -98,6 +99,7 @@ class Recorder:
         """Stops the capture thread and processes every event left, but keeps
         the BPF programs attached (detaching takes seconds); `stop` detaches.
         Lets the daemon export the last pod starts before detaching."""
+        self.stop_requested_at = time.monotonic()
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
@@ -106,14 +108,21 @@ class Recorder:
             self.pipeline.note_lost(self.capture.new_losses(), time.clock_gettime_ns(time.CLOCK_MONOTONIC))
             self.pipeline.flush(everything=True)
 
-    def stop(self, build: bool = True) -> list[Trace]:
+    def stop(self, build: bool = True, detach: bool = True) -> list[Trace]:
         """Stops capturing, processes what is left and builds the traces
         (all of them; none with build=False, e.g. when take_finished hands
-        them out)."""
+        them out).  With detach=False the caller detaches later (`detach`),
+        once it has written its output: detaching takes seconds."""
         self.stop_capture()
         with self._lock:
-            self.capture.close()
+            traces = self.pipeline.traces() if build else []
             if self._writer is not None:
                 self._writer.write_json(RecordKind.STATS, stats_record(self.pipeline))
                 self._writer.close()
-            return self.pipeline.traces() if build else []
+                self._writer = None
+        if detach:
+            self.detach()
+        return traces
+
+    def detach(self) -> None:
+        self.capture.close()

@@ -316,7 +316,7 @@ def _cri_spans(builder: _TraceBuilder, root: Span, calls: list[PairedCall]) -> d
     id it names), under which the runtime's own work for that id hangs."""
     work_parent: dict[tuple[str, str], Span] = {}
     for index, call in enumerate(calls):
-        view = call.any_view
+        view = call.best_view
         method = call.method or "unresolved"
         attributes: dict[str, object] = {
             "rpc.system": "grpc", "rpc.service": view.service or "", "rpc.method": method,
@@ -344,6 +344,8 @@ def _cri_spans(builder: _TraceBuilder, root: Span, calls: list[PairedCall]) -> d
                 span.attributes["process.pid"] = endpoint.pid
             if not view_.complete:
                 span.attributes["tracer.cri.incomplete"] = view_.incomplete_reason or ""
+            if view_.method_resolution != view.method_resolution:
+                span.attributes["tracer.cri.own_method_resolution"] = view_.method_resolution
             if view_.traceparent:
                 span.attributes["tracer.cri.traceparent"] = view_.traceparent
             if status_code not in (None, 0):

@@ -35,8 +35,11 @@ def test_layers_of_one_pod_start():
     trace = traces("one-pod")[0]
     durations = layer_durations(trace)
     layers = [layer for layer, _ in durations]
-    # a sandbox and one app container: two of each runtime step
-    assert sorted(layers) == sorted(["containerd", "shim", "runc_create", "runc_start", "process"] * 2)
+    # a sandbox and one app container: two of each runtime step, and
+    # kubelet's four CRI calls of the start (RunPodSandbox, PodSandboxStatus,
+    # CreateContainer, StartContainer)
+    assert sorted(layers) == sorted(["containerd", "shim", "runc_create", "runc_start", "process"] * 2
+                                    + ["kubelet"] * 4)
     spans = {s.name: s for s in trace.spans}
     create = next(s for s in trace.spans if s.name.startswith("runc create "))
     assert ("runc_create", (create.end_ns - create.start_ns) / 1e9) in durations
@@ -44,12 +47,13 @@ def test_layers_of_one_pod_start():
     assert all(seconds >= 0 for _, seconds in durations)
 
 
-def test_kubelet_spans_count_once_at_their_outermost():
-    def span(span_id, parent, service, name="x"):
-        return Span("t", span_id, parent, name, service, 0, 2_000_000)
+def test_kubelet_layer_is_the_cri_client_spans_not_the_root():
+    def span(span_id, parent, service, name, kind="INTERNAL"):
+        return Span("t", span_id, parent, name, service, 0, 2_000_000, kind=kind)
 
-    trace = Trace("t", "pod", [span("r", None, "tracer", "pod a/b"), span("k", "r", "kubelet", "kubelet SyncPod"),
-                               span("c", "k", "kubelet", "cri RunPodSandbox")], {})
+    trace = Trace("t", "pod", [span("r", None, "kubelet", "pod a/b"),
+                               span("k", "r", "kubelet", "kubelet RunPodSandbox", "CLIENT"),
+                               span("c", "k", "containerd", "containerd RunPodSandbox", "SERVER")], {})
     assert layer_durations(trace) == [("kubelet", 0.002)]
 
 
@@ -72,7 +76,7 @@ def test_exposition_has_histograms_per_layer_and_the_counters():
     text = metrics.exposition().decode()
     counts = layer_counts(text)
     assert set(counts) == set(LAYERS)
-    assert counts["kubelet"] == 0
+    assert counts["kubelet"] == 10 * 4  # four CRI calls per pod start
     for layer in ("containerd", "shim", "runc_create", "runc_start", "process"):
         assert counts[layer] == 20, layer
     assert scrape_samples(text, "tracer_pod_start_duration_seconds_count") == {(): 10}

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from exporters.jaeger_json import document
-from tracecheck import ExpectedPod, check_pod_trace, trace_for
+from tracecheck import ExpectedPod, check_cri_calls, check_pod_trace, trace_for
 from tracer.pipeline import replay
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -41,7 +41,9 @@ def test_replayed_traces_match_the_started_pods(name):
     assert len(traces) == len(pods)
     all_ids = {cid for p in pods for cid in (p.sandbox_id, p.container_id)}
     for pod in pods:
-        check_pod_trace(trace_for(traces, pod.uid), pod, all_ids)
+        trace = trace_for(traces, pod.uid)
+        check_pod_trace(trace, pod, all_ids)
+        check_cri_calls(trace, pod)
 
 
 def test_replay_is_deterministic():
@@ -71,3 +73,16 @@ def test_take_finished_hands_out_each_pod_once_after_the_quiet_period():
     assert pipeline.take_finished_traces(last + 10 * quiet, quiet, max_age) == []
     golden = json.loads((FIXTURES / "ten-pods.golden.json").read_text())
     assert {t.trace_id for t in finished} == {t["traceID"] for t in golden["data"]}
+
+
+def test_prune_after_export_keeps_the_tables_flat():
+    pipeline = replay(str(FIXTURES / "ten-pods.rec"))
+    assembler = pipeline.assembler
+    _, last = assembler.start_window(list(assembler.containers.values()))
+    processes_before = len(assembler.table.processes)
+    pipeline.take_finished_traces(last + 2_000_000_000, 2_000_000_000, 300_000_000_000)
+    assembler.prune(last + 10**12)  # long after: every exited process of an exported pod goes
+    remaining = assembler.table.processes.values()
+    assert len(assembler.table.processes) < processes_before
+    assert all(p.exit_ns is None for p in remaining)
+    assert set(assembler.owner) <= set(assembler.table.processes)

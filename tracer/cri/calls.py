@@ -47,14 +47,17 @@ class PairedCall:
     server_endpoint: Endpoint | None = None
 
     @property
-    def any_view(self) -> CriCall:
-        view = self.client or self.server
-        assert view is not None
-        return view
+    def best_view(self) -> CriCall:
+        """The view that decoded the most: a client that attached late, or
+        lost bytes, may not resolve a method that the server's view did."""
+        views = [v for v in (self.server, self.client) if v is not None]
+        assert views
+        rank = {"decoded": 0, "inferred": 1, "unresolved": 2}
+        return min(views, key=lambda v: rank.get(v.method_resolution, 3))
 
     @property
     def method(self) -> str:
-        return self.any_view.method or (self.server.method if self.server else "")
+        return self.best_view.method
 
     def message(self, part: str) -> dict:
         """The request or response, from whichever view decoded it."""

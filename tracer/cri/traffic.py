@@ -53,6 +53,7 @@ class CallSpec:
     traceparent: str | None = None
     trailers_only: bool = True  # for failures: one HEADERS frame with END_STREAM
     extra_headers: list[tuple[str, str]] = field(default_factory=list)
+    gzip: bool = False  # compress the request message (grpc-encoding: gzip)
 
 
 @dataclass
@@ -165,6 +166,8 @@ class H2Session:
                 headers.append(("grpc-timeout", spec.timeout))
         if spec.traceparent:
             headers.append(("traceparent", spec.traceparent))
+        if spec.gzip:
+            headers.append(("grpc-encoding", "gzip"))
         headers.extend(spec.extra_headers)
         return headers
 
@@ -180,8 +183,14 @@ class H2Session:
         self.client.send_headers(sid, self.request_headers(spec))
         if flush_each_frame:
             self._flush(self.client, C2S)
-        self._send_body(self.client, C2S, sid, grpc_frame(spec.request.SerializeToString()), True, pad,
-                        flush_each_frame)
+        body = spec.request.SerializeToString()
+        if spec.gzip:
+            import gzip
+
+            body = grpc_frame(gzip.compress(body), compressed=True)
+        else:
+            body = grpc_frame(body)
+        self._send_body(self.client, C2S, sid, body, True, pad, flush_each_frame)
         self._flush(self.client, C2S)
         self._call = None
         return sent
@@ -210,6 +219,31 @@ class H2Session:
         self._flush(self.server, S2C)
         self.pump()
         self._call = None
+
+    def finish_interleaved(self, calls: list[SentCall], piece: int = 4000) -> None:
+        """Answer several started calls at once, their DATA frames alternating."""
+        server = self.server
+        bodies: dict[int, bytes] = {}
+        for sent in calls:
+            self._call = self.calls.index(sent)
+            server.send_headers(sent.stream_id, [(":status", "200"), ("content-type", "application/grpc")])
+            assert sent.spec.response is not None
+            bodies[sent.stream_id] = grpc_frame(sent.spec.response.SerializeToString())
+        self._call = None
+        while any(bodies.values()):
+            for sid, body in bodies.items():
+                if not body:
+                    continue
+                n = min(len(body), piece, server.local_flow_control_window(sid), server.max_outbound_frame_size)
+                if n == 0:
+                    self.pump()
+                    continue
+                server.send_data(sid, body[:n])
+                bodies[sid] = body[n:]
+                self._flush(server, S2C)
+        for sent in calls:
+            server.send_headers(sent.stream_id, [("grpc-status", str(sent.spec.status))], end_stream=True)
+        self.pump()
 
     def call(self, spec: CallSpec, **kw: Any) -> SentCall:
         sent = self.start(spec, **kw)

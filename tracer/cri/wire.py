@@ -41,6 +41,28 @@ Layers (per endpoint and direction)
 Timing fields are kernel times (``Chunk.ktime_ns``) of the chunk holding
 the first byte of a HEADERS frame (``*_start_ns``) or the last byte of the
 frame carrying END_STREAM (``*_end_ns``), from this endpoint's point of view.
+
+Never wrong rather than always decoded
+    * A method comes from a decoded ``:path``, or is "inferred" from a
+      complete, untouched unary request that fits exactly one CRI request
+      type (:func:`tracer.cri.infer.infer_method`); otherwise it is "".
+    * Bytes a gRPC peer never sends mark the stream "tainted" (no messages
+      decoded, no inference) and reset the HPACK table they may have fed: a
+      second request HEADERS on a stream, a stream id going backwards,
+      HEADERS on a closed stream, DATA after END_STREAM, a second message in
+      a unary call, malformed pseudo-headers. When framing breaks on bytes
+      that looked valid, request headers decoded from the same or the
+      previous chunk are distrusted too.
+    * Lost bytes: a known-size gap inside a frame payload is skipped exactly
+      (only that call is hurt); any other gap resets the direction (hunt,
+      HPACK unknown, open calls incomplete).
+    * Without ``Chunk.stream_offset``, duplicated or reordered chunks, and
+      chunks lost without a truncation flag, cannot be detected in general;
+      a chunk whose ktime goes backwards is dropped and treated as a gap.
+      With offsets, all of them are exact.
+    * grpc-status is "inferred" 0 when the trailers' status field is an
+      unresolved index but a complete unary response message arrived (gRPC
+      servers send the message of a unary call only on success).
 """
 
 from __future__ import annotations
@@ -520,7 +542,7 @@ class _Stream:
         "request_start", "request_end", "response_start", "response_end", "end",
         "grpc_timeout", "traceparent", "user_agent", "req_encoding", "resp_encoding",
         "http_status", "grpc_status", "grpc_message", "trailer_unresolved",
-        "unresolved", "path_unresolved", "incomplete_reason", "tainted",
+        "unresolved", "path_unresolved", "incomplete_reason", "tainted", "headers_seq",
     )
 
     def __init__(self, ep: _Endpoint, sid: int, orphan: bool) -> None:
@@ -556,6 +578,7 @@ class _Stream:
         # bytes that no gRPC peer sends arrived on this stream (injected or
         # duplicated data): its messages are not decoded, nor inferred from
         self.tainted = False
+        self.headers_seq = -1  # request direction's chunk_seq when the request headers were decoded
 
     def damage(self, reason: str) -> None:
         if self.incomplete_reason is None:
@@ -599,6 +622,7 @@ class _Dir:
         self.max_frame_setting: int | None = None  # from the other peer's SETTINGS
         self.settings_unknown = False  # SETTINGS governing this direction may have been lost
         self.last_ktime: int | None = None
+        self.chunk_seq = 0
         self.next_offset: int | None = None  # expected Chunk.stream_offset
         self.offset_gap_pending = False  # a truncated chunk of unknown size came last
         # frame parser
@@ -672,6 +696,7 @@ class _Dir:
     # ------------------------------------------------------------ input
 
     def receive(self, data: bytes, ktime: int) -> None:
+        self.chunk_seq += 1
         first = self.first_chunk
         self.first_chunk = False
         if self.mode == "dead":
@@ -705,12 +730,12 @@ class _Dir:
             self.ep.error("capture_gap_while_hunting")
             return
         if missing is None:
-            self._desync("capture_gap_unknown_size", 0)
+            self._desync("capture_gap_unknown_size", 0, misaligned=False)
             return
         n = missing
         while n > 0:
             if self.remaining < 0:
-                self._desync("capture_gap", len(self.hdr))
+                self._desync("capture_gap", len(self.hdr), misaligned=False)
                 return
             take = min(n, self.remaining)
             self._payload_lost(take)
@@ -737,6 +762,8 @@ class _Dir:
         self.from_start = True
         self.hpack.start_from_connection_start()
         self.ep.maybe_promote_s2c()
+        self.ep.max_request_sid = -1  # the first request is stream 1
+        self.ep.sid_sequence_known = True
         skip = len(PREFACE)
         for chunk, t in pending:
             if skip >= len(chunk):
@@ -853,7 +880,11 @@ class _Dir:
         segs = list(self.hsegs)
         buf = bytes(self.hbuf)
         base = self.hbase
-        clean = bool(segs) and segs[0][2] and segs[0][0] == c.start == 0 and c.first_type == SETTINGS and not c.first_flags & ACK
+        # the direction's very first byte began a server SETTINGS frame
+        clean = (
+            bool(segs) and segs[0][2] and segs[0][0] == c.start == 0
+            and c.first_type == SETTINGS and not c.first_flags & ACK
+        )
         self.hbuf.clear()
         self.hbase += len(buf)
         self.hsegs.clear()
@@ -891,10 +922,18 @@ class _Dir:
         self.hb = None
         self.hb_damaged = False
 
-    def _desync(self, reason: str, dropped: int) -> None:
-        """Framing is lost: hunt for a boundary; forget HPACK state."""
+    def _desync(self, reason: str, dropped: int, misaligned: bool = True) -> None:
+        """Framing is lost: hunt for a boundary; forget HPACK state.
+
+        ``misaligned``: the bytes just parsed broke the framing (rather than
+        the capture reporting a gap), so they may not have been frames at
+        all: request headers decoded from this chunk or the previous one are
+        not trusted either.
+        """
         ep = self.ep
         ep.error(reason)
+        if misaligned and self.direction is C2S:
+            ep.distrust_recent_headers(self.chunk_seq - 1)
         ep.dec.stats.dropped_bytes += dropped
         if self.hb is not None:
             sid, start = self.hb_sid, self.hb_start
@@ -1155,6 +1194,9 @@ class _Endpoint:
         self.abandoned = False
         self.goaway_last: dict[Direction, int] = {}
         self.max_request_sid = 0
+        # the next request stream id is max_request_sid + 2: no request
+        # HEADERS can have been missed (seen from the preface, no gap since)
+        self.sid_sequence_known = False
 
     def error(self, kind: str) -> None:
         self.dec.stats.errors[kind] += 1
@@ -1229,6 +1271,10 @@ class _Endpoint:
             return "headers_on_closed_stream"
         if sid <= self.max_request_sid:
             return "stream_id_not_increasing"
+        if self.sid_sequence_known and sid != self.max_request_sid + 2:
+            # gRPC clients number their streams 1, 3, 5, ... as they send
+            # them; a jump without lost bytes means a block not from this client
+            return "stream_id_skipped"
         return None
 
     def on_anomalous_headers(self, direction: Direction, sid: int, anomaly: str, start_ns: int, end_ns: int) -> None:
@@ -1241,9 +1287,15 @@ class _Endpoint:
             stream.headers_lost = True
             stream.tainted = True
             stream.damage("conflicting_headers")
-        elif anomaly == "stream_id_not_increasing":
-            # which stream id was genuine is unknown; count on from this one
+        elif anomaly in ("stream_id_not_increasing", "stream_id_skipped"):
+            # Either this block or the one that raised the highest stream id
+            # was not the client's: distrust both, count on from this one.
+            previous = self.streams.get(self.max_request_sid)
+            if previous is not None:
+                previous.tainted = True
+                previous.damage("conflicting_headers")
             self.max_request_sid = sid
+            self.sid_sequence_known = False
             self.on_headers(direction, sid, None, False, start_ns, end_ns)
 
     def on_headers(
@@ -1263,6 +1315,7 @@ class _Endpoint:
             stream = self._new_stream(sid, orphan=direction is S2C)
             if direction is C2S:
                 self.max_request_sid = max(self.max_request_sid, sid)
+                self.sid_sequence_known = True  # frames are contiguous from here on
             last = self.goaway_last.get(S2C)
             if direction is C2S and last is not None and sid > last:
                 self.error("stream_after_goaway")
@@ -1280,6 +1333,7 @@ class _Endpoint:
                     stream.damage("request_headers_lost")
                 else:
                     self._request_headers(stream, block)
+                    stream.headers_seq = self.dirs[C2S].chunk_seq
                 types = message_types_for_path(stream.path) if stream.path else None
                 unresolved = stream.path is None
                 stream.req.store = types is not None or unresolved
@@ -1408,8 +1462,18 @@ class _Endpoint:
                     s.damage("refused_by_goaway")
                     self.finish(s)
 
+    def distrust_recent_headers(self, since_seq: int) -> None:
+        for s in self.streams.values():
+            if s.headers_seq >= since_seq and s.path is not None:
+                s.path = None
+                s.path_unresolved = True
+                s.tainted = True
+                s.damage("headers_before_misaligned_bytes")
+
     def direction_lost(self, direction: Direction) -> None:
         """Bytes of ``direction`` were lost: damage streams still using it."""
+        if direction is C2S:
+            self.sid_sequence_known = False
         for s in list(self.streams.values()):
             if direction is C2S and not s.req_ended:
                 s.req.lose("capture_gap")
@@ -1463,6 +1527,10 @@ class _Endpoint:
         self.dec._out.append(call)
 
     def _build(self, s: _Stream) -> CriCall:
+        if s.tainted:
+            # bytes no peer sends reached this stream: its headers may be
+            # someone else's too
+            s.path = None
         path = s.path or ""
         resolution: MethodResolution = "decoded" if s.path is not None else "unresolved"
         service, method = _split_path(path) if path else ("", "")

@@ -6,6 +6,7 @@ their own: the tracer then sees the client exactly as it sees kubelet
 disturbed by the tracer sharing its interpreter.
 
     python -m tracer.testbed.kubelet SOCKET LOG_ROOT < specs.json > pods.json
+    python -m tracer.testbed.kubelet SOCKET --calls N > timings.json
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import dataclasses
 import json
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -35,10 +37,37 @@ def _pod_json(pod: StartedPod) -> dict:
             "calls": [dataclasses.asdict(c) for c in pod.calls]}
 
 
+# What kubelet asks over and over (its relist, status and image checks).
+PERIODIC_CALLS = ("Version", "Status", "ListPodSandbox", "ListContainers", "ImageStatus")
+
+
+def periodic_calls(client: RuntimeClient, count: int) -> list[CallTiming]:
+    """`count` of kubelet's periodic calls, one after the other, each timed
+    by the client around the library call (wall clock)."""
+    from tracer.testbed.images import PAUSE_IMAGE
+
+    calls = {
+        "Version": client.version, "Status": client.status, "ListPodSandbox": client.list_pod_sandbox,
+        "ListContainers": client.list_containers, "ImageStatus": lambda: client.image_status(PAUSE_IMAGE),
+    }
+    timings = []
+    for index in range(count):
+        method = PERIODIC_CALLS[index % len(PERIODIC_CALLS)]
+        start = time.time_ns()
+        calls[method]()
+        timings.append(CallTiming(method, start, time.time_ns()))
+    return timings
+
+
 def main() -> None:
-    socket, log_root = sys.argv[1], Path(sys.argv[2])
     # comm "kubelet": the name the tracer shows for the CRI client's layer
     ctypes.CDLL(None).prctl(PR_SET_NAME, b"kubelet", 0, 0, 0)
+    if sys.argv[2] == "--calls":
+        with RuntimeClient(sys.argv[1]) as client:
+            client.version()  # opens the connection
+            json.dump([dataclasses.asdict(t) for t in periodic_calls(client, int(sys.argv[3]))], sys.stdout)
+        return
+    socket, log_root = sys.argv[1], Path(sys.argv[2])
     specs = [_spec_from_json(fields) for fields in json.load(sys.stdin)]
     results: list[dict] = []
     with RuntimeClient(socket) as client, ThreadPoolExecutor(max_workers=max(1, len(specs))) as pool:
@@ -74,3 +103,9 @@ def start_pods_as_kubelet(socket: str | Path, specs: list[PodSpec], log_root: Pa
 
 if __name__ == "__main__":
     main()
+
+
+def periodic_calls_as_kubelet(socket: str | Path, count: int) -> list[CallTiming]:
+    run = subprocess.run([sys.executable, "-m", "tracer.testbed.kubelet", str(socket), "--calls", str(count)],
+                         capture_output=True, text=True, check=True, timeout=300)
+    return [CallTiming(**t) for t in json.loads(run.stdout)]
