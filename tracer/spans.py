@@ -11,6 +11,7 @@ same pod start (a replay, a restart of the tracer) never duplicates it.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 
 from tracer.events import (
@@ -358,8 +359,25 @@ def _cri_spans(builder: _TraceBuilder, root: Span, calls: list[PairedCall]) -> d
     return work_parent
 
 
+_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
+
+
+def kubelet_context(calls: list[PairedCall]) -> tuple[str, str] | None:
+    """(trace id, span id) of kubelet's own trace, when its calls carry W3C
+    trace context (kubelet sends it when its tracing is on)."""
+    for call in calls:
+        for view in (call.client, call.server):
+            match = _TRACEPARENT.match((view.traceparent or "").strip()) if view else None
+            if match and match.group(1) != "0" * 32 and match.group(2) != "0" * 16:
+                return match.group(1), match.group(2)
+    return None
+
+
 def build_trace(pod: PodTrace, clock: Clock, node_name: str, calls: list[PairedCall] = ()) -> Trace:
-    trace_id = trace_id_for(pod.sandbox_id)
+    # The pod's trace joins kubelet's own trace when kubelet propagates one:
+    # same trace id, and the root hangs under kubelet's span of the first call.
+    context = kubelet_context(list(calls))
+    trace_id = context[0] if context else trace_id_for(pod.sandbox_id)
     builder = _TraceBuilder(trace_id, clock)
     name = f"pod {pod.namespace or '?'}/{pod.name or short(pod.sandbox_id)}"
     root_attributes: dict[str, object] = {
@@ -373,6 +391,9 @@ def build_trace(pod: PodTrace, clock: Clock, node_name: str, calls: list[PairedC
         root_attributes["tracer.partial"] = True
         root_attributes["tracer.partial.reasons"] = "; ".join(pod.partial_reasons)
     root = builder.add("root", name, SERVICE_TRACER, None, 0, 0, root_attributes)
+    if context:
+        root.parent_id = context[1]
+        root.attributes["tracer.kubelet.trace_joined"] = True
     work_parent = _cri_spans(builder, root, list(calls))
     groups = []
     for container in pod.all_containers:

@@ -86,3 +86,17 @@ def test_prune_after_export_keeps_the_tables_flat():
     assert len(assembler.table.processes) < processes_before
     assert all(p.exit_ns is None for p in remaining)
     assert set(assembler.owner) <= set(assembler.table.processes)
+
+
+def test_pod_trace_joins_kubelets_trace_when_it_sends_traceparent():
+    pipeline = replay(str(FIXTURES / "one-pod.rec"))
+    run = next(c for c in pipeline.cri.calls if c.method == "RunPodSandbox")
+    run.client.traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    trace = pipeline.traces()[0]
+    assert trace.trace_id == "0af7651916cd43dd8448eb211c80319c"
+    assert all(s.trace_id == trace.trace_id for s in trace.spans)
+    assert trace.root.parent_id == "b7ad6b7169203331"
+    assert trace.root.attributes["tracer.kubelet.trace_joined"] is True
+    # an all-zero (invalid) context is ignored
+    run.client.traceparent = "00-" + "0" * 32 + "-b7ad6b7169203331-01"
+    assert pipeline.traces()[0].trace_id != "0" * 32

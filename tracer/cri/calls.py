@@ -225,10 +225,16 @@ def pod_keys(call: PairedCall) -> tuple[set[str], set[str], str | None]:
     return sandboxes, containers, metadata.get("uid")
 
 
+# A pod's teardown is not part of its start.
+TEARDOWN_METHODS = frozenset({"StopContainer", "RemoveContainer", "StopPodSandbox", "RemovePodSandbox"})
+
+
 def calls_for_pod(calls: list[PairedCall], sandbox_id: str, container_ids: set[str], uid: str) -> list[PairedCall]:
-    """The calls whose messages name this pod, in time order."""
+    """The calls of the pod's start whose messages name this pod, in time order."""
     chosen = []
     for call in calls:
+        if call.method in TEARDOWN_METHODS:
+            continue
         sandboxes, containers, call_uid = pod_keys(call)
         if sandbox_id in sandboxes or containers & container_ids or (uid and call_uid == uid):
             chosen.append(call)

@@ -25,7 +25,10 @@ class RuntimeClient:
     def __init__(self, socket_path: Path | str, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         self.socket_path = Path(socket_path)
         self.timeout_s = timeout_s
-        self._channel = grpc.insecure_channel(f"unix://{self.socket_path}")
+        # Its own connection, like kubelet's: grpc-core would otherwise share
+        # one between clients of the same socket in this process.
+        self._channel = grpc.insecure_channel(f"unix://{self.socket_path}",
+                                              options=[("grpc.use_local_subchannel_pool", 1)])
         self._runtime = api_pb2_grpc.RuntimeServiceStub(self._channel)
         self._images = api_pb2_grpc.ImageServiceStub(self._channel)
 
@@ -110,9 +113,11 @@ class RuntimeClient:
     # ----------------------------------------------------------- images
 
     def pull_image(
-        self, image: str, sandbox_config: api_pb2.PodSandboxConfig | None = None
+        self, image: str, sandbox_config: api_pb2.PodSandboxConfig | None = None,
+        auth: api_pb2.AuthConfig | None = None,
     ) -> api_pb2.PullImageResponse:
-        request = api_pb2.PullImageRequest(image=api_pb2.ImageSpec(image=image), sandbox_config=sandbox_config)
+        request = api_pb2.PullImageRequest(image=api_pb2.ImageSpec(image=image), sandbox_config=sandbox_config,
+                                           auth=auth)
         return self._images.PullImage(request, timeout=self.timeout_s)
 
     def image_status(self, image: str, verbose: bool = False) -> api_pb2.ImageStatusResponse:

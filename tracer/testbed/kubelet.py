@@ -41,9 +41,13 @@ def _pod_json(pod: StartedPod) -> dict:
 PERIODIC_CALLS = ("Version", "Status", "ListPodSandbox", "ListContainers", "ImageStatus")
 
 
-def periodic_calls(client: RuntimeClient, count: int) -> list[CallTiming]:
+def periodic_calls(client: RuntimeClient, count: int, varying_deadlines: bool = False) -> list[CallTiming]:
     """`count` of kubelet's periodic calls, one after the other, each timed
-    by the client around the library call (wall clock)."""
+    by the client around the library call (wall clock).
+
+    With `varying_deadlines` each call gets its own deadline, as probes and
+    exec calls do: each sends a new grpc-timeout value, which HPACK adds to
+    its table, so the table turns over (a steady deadline adds nothing)."""
     from tracer.testbed.images import PAUSE_IMAGE
 
     calls = {
@@ -51,11 +55,15 @@ def periodic_calls(client: RuntimeClient, count: int) -> list[CallTiming]:
         "ListContainers": client.list_containers, "ImageStatus": lambda: client.image_status(PAUSE_IMAGE),
     }
     timings = []
+    steady_timeout = client.timeout_s
     for index in range(count):
         method = PERIODIC_CALLS[index % len(PERIODIC_CALLS)]
+        if varying_deadlines:
+            client.timeout_s = 10 + index * 0.731
         start = time.time_ns()
         calls[method]()
         timings.append(CallTiming(method, start, time.time_ns()))
+    client.timeout_s = steady_timeout
     return timings
 
 
