@@ -4,7 +4,9 @@
 Runs `tracer record` as its own process while a separate "kubelet" process
 starts 10 pods concurrently on the project's test bed, then stops it with
 SIGINT, and reports:
-  - the tracer's CPU time (user + system) and peak RSS over the recording,
+  - the tracer's CPU time (user + system) while the pods start, and over
+    its whole life (which includes compiling the BPF program), its RSS
+    after attaching and its peak RSS,
   - the time from the end of recording to the trace file being written,
   - attach time, and whether every pod got its trace.
 
@@ -37,6 +39,21 @@ def start_latencies(pods) -> list[float]:
     return [(p.timing("StartContainer").end_ns - p.timing("RunPodSandbox").start_ns) / 1e6 for p in pods]
 
 
+def cpu_seconds(pid: int) -> float:
+    """user + system CPU time of a running process."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
 def run_pods(bed: Testbed, tag: str) -> list:
     specs = [PodSpec(name=f"{tag}-{i}", namespace="bench", command=("sleep", "3600")) for i in range(PODS)]
     pods = start_pods_as_kubelet(bed.socket, specs, bed.layout.pod_logs)
@@ -53,8 +70,10 @@ def traced_run(bed: Testbed, work: Path) -> dict:
     attach_s = time.monotonic() - started
     if not first_line.startswith("recording"):
         raise SystemExit(f"tracer did not start: {first_line}{process.stderr.read()}")
+    cpu_at_ready, rss_at_ready = cpu_seconds(process.pid), rss_mb(process.pid)
     pods = run_pods(bed, "on")
     time.sleep(0.5)
+    cpu_during = cpu_seconds(process.pid) - cpu_at_ready
     process.send_signal(signal.SIGINT)
     _, status, usage = os.wait4(process.pid, 0)
     stderr = process.stderr.read()
@@ -64,6 +83,7 @@ def traced_run(bed: Testbed, work: Path) -> dict:
             if tag["key"] == "k8s.pod.uid"}
     result = {
         "exit_status": status, "attach_s": round(attach_s, 3),
+        "tracer_cpu_during_pod_starts_s": round(cpu_during, 3), "tracer_rss_after_attach_mb": rss_at_ready,
         "tracer_cpu_s": round(usage.ru_utime + usage.ru_stime, 3), "tracer_peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
         "write_after_stop_ms": int(written.group(1)) if written else None,
         "traces": len(traces), "pods_with_trace": sum(p.spec.uid in uids for p in pods),
@@ -74,9 +94,12 @@ def traced_run(bed: Testbed, work: Path) -> dict:
 
 def main() -> None:
     with Testbed() as bed, tempfile.TemporaryDirectory() as tmp:
+        # the same state for both: no other pods running
         baseline = run_pods(bed, "off")
+        for pod in baseline:
+            bed.stop_pod(pod)
         traced = traced_run(bed, Path(tmp))
-        for pod in baseline + traced.pop("pods"):
+        for pod in traced.pop("pods"):
             bed.stop_pod(pod)
     off, on = start_latencies(baseline), traced.pop("latency_ms")
     report = {
