@@ -978,58 +978,6 @@ static __always_inline void emit_io(long ret, const int vectored)
 		count_stat(STAT_IO_TRUNCATED);
 }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_write)
-{
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-
-	remember_io(args->fd, (__u64)args->buf, args->count, 0, SOCKET_DIRECTION_OUT, 1);
-	if (is_tracked(tgid))
-		cgroup_write(args->fd, args->buf, args->count);
-	return 0;
-}
-
-TRACEPOINT_PROBE(syscalls, sys_exit_write) { emit_io(args->ret, 0); return 0; }
-
-TRACEPOINT_PROBE(syscalls, sys_enter_read)
-{
-	remember_io(args->fd, (__u64)args->buf, args->count, 0, SOCKET_DIRECTION_IN, 0);
-	return 0;
-}
-
-TRACEPOINT_PROBE(syscalls, sys_exit_read) { emit_io(args->ret, 0); return 0; }
-
-TRACEPOINT_PROBE(syscalls, sys_enter_writev)
-{
-	remember_io(args->fd, (__u64)args->vec, args->vlen, 1, SOCKET_DIRECTION_OUT, 20);
-	return 0;
-}
-
-TRACEPOINT_PROBE(syscalls, sys_exit_writev) { emit_io(args->ret, 1); return 0; }
-
-TRACEPOINT_PROBE(syscalls, sys_enter_readv)
-{
-	remember_io(args->fd, (__u64)args->vec, args->vlen, 1, SOCKET_DIRECTION_IN, 19);
-	return 0;
-}
-
-TRACEPOINT_PROBE(syscalls, sys_exit_readv) { emit_io(args->ret, 1); return 0; }
-
-TRACEPOINT_PROBE(syscalls, sys_enter_sendto)
-{
-	remember_io(args->fd, (__u64)args->buff, args->len, 0, SOCKET_DIRECTION_OUT, 44);
-	return 0;
-}
-
-TRACEPOINT_PROBE(syscalls, sys_exit_sendto) { emit_io(args->ret, 0); return 0; }
-
-TRACEPOINT_PROBE(syscalls, sys_enter_recvfrom)
-{
-	remember_io(args->fd, (__u64)args->ubuf, args->size, 0, SOCKET_DIRECTION_IN, 45);
-	return 0;
-}
-
-TRACEPOINT_PROBE(syscalls, sys_exit_recvfrom) { emit_io(args->ret, 0); return 0; }
-
 /* struct user_msghdr: msg_iov at byte 16, msg_iovlen at byte 24 */
 static __always_inline void remember_msg(__u32 fd, const void *msg, __u8 direction, __u16 syscall)
 {
@@ -1042,18 +990,87 @@ static __always_inline void remember_msg(__u32 fd, const void *msg, __u8 directi
 	remember_io(fd, iov[0], iov[1], 1, direction, syscall);
 }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg)
+/* The read and write families go through the raw sys_enter/sys_exit
+ * tracepoints: one cheap program for every syscall, which returns at once
+ * for all but these eight.  Per-syscall trace events would build a record
+ * of the arguments for every read and write on the node before our filter
+ * even runs; that doubled the cost of small reads and writes.  Arguments
+ * come from pt_regs at BTF offsets (x86-64 calling convention). */
+#define NR_READ 0
+#define NR_WRITE 1
+#define NR_READV 19
+#define NR_WRITEV 20
+#define NR_SENDTO 44
+#define NR_RECVFROM 45
+#define NR_SENDMSG 46
+#define NR_RECVMSG 47
+
+RAW_TRACEPOINT_PROBE(sys_enter)
 {
-	remember_msg(args->fd, args->msg, SOCKET_DIRECTION_OUT, 46);
+	const void *regs = (const void *)ctx->args[0];
+	long id = ctx->args[1];
+	__u32 tgid;
+	__u64 fd, buf, count;
+
+	if (id != NR_READ && id != NR_WRITE && id != NR_READV && id != NR_WRITEV && id != NR_SENDTO &&
+	    id != NR_RECVFROM && id != NR_SENDMSG && id != NR_RECVMSG)
+		return 0;
+	/* The common case, anyone's I/O: one or two lookups, then out. */
+	tgid = bpf_get_current_pid_tgid() >> 32;
+	if (!holds_cri_socket(tgid)) {
+		/* runc writes the cgroup files (a CRI server never does for a pod) */
+		if (id != NR_WRITE || !is_tracked(tgid))
+			return 0;
+		fd = read_u64(regs, OFF_PT_REGS_DI);
+		buf = read_u64(regs, OFF_PT_REGS_SI);
+		count = read_u64(regs, OFF_PT_REGS_DX);
+		cgroup_write(fd, (const char *)buf, count);
+		return 0;
+	}
+	fd = read_u64(regs, OFF_PT_REGS_DI);
+	buf = read_u64(regs, OFF_PT_REGS_SI);
+	count = read_u64(regs, OFF_PT_REGS_DX);
+	switch (id) {
+	case NR_READ:
+		remember_io(fd, buf, count, 0, SOCKET_DIRECTION_IN, id);
+		break;
+	case NR_WRITE:
+		remember_io(fd, buf, count, 0, SOCKET_DIRECTION_OUT, id);
+		break;
+	case NR_READV:
+		remember_io(fd, buf, count, 1, SOCKET_DIRECTION_IN, id);
+		break;
+	case NR_WRITEV:
+		remember_io(fd, buf, count, 1, SOCKET_DIRECTION_OUT, id);
+		break;
+	case NR_SENDTO:
+		remember_io(fd, buf, count, 0, SOCKET_DIRECTION_OUT, id);
+		break;
+	case NR_RECVFROM:
+		remember_io(fd, buf, count, 0, SOCKET_DIRECTION_IN, id);
+		break;
+	case NR_SENDMSG:
+		remember_msg(fd, (const void *)buf, SOCKET_DIRECTION_OUT, id);
+		break;
+	case NR_RECVMSG:
+		remember_msg(fd, (const void *)buf, SOCKET_DIRECTION_IN, id);
+		break;
+	}
 	return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg) { emit_io(args->ret, 1); return 0; }
-
-TRACEPOINT_PROBE(syscalls, sys_enter_recvmsg)
+RAW_TRACEPOINT_PROBE(sys_exit)
 {
-	remember_msg(args->fd, args->msg, SOCKET_DIRECTION_IN, 47);
+	const void *regs = (const void *)ctx->args[0];
+	long ret = ctx->args[1];
+	long id;
+
+	if (!holds_cri_socket(bpf_get_current_pid_tgid() >> 32))
+		return 0;
+	id = read_u64(regs, OFF_PT_REGS_ORIG_AX);
+	if (id == NR_READ || id == NR_WRITE || id == NR_SENDTO || id == NR_RECVFROM)
+		emit_io(ret, 0);
+	else if (id == NR_READV || id == NR_WRITEV || id == NR_SENDMSG || id == NR_RECVMSG)
+		emit_io(ret, 1);
 	return 0;
 }
-
-TRACEPOINT_PROBE(syscalls, sys_exit_recvmsg) { emit_io(args->ret, 1); return 0; }

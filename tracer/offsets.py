@@ -71,6 +71,11 @@ class KernelOffsets:
     unix_sock_peer: int  # struct sock *: the other end of a unix stream
     sock_sk_socket: int
     socket_alloc_vfs_inode: int  # a socket's inode sits right after it
+    pt_regs_di: int  # x86-64 syscall arguments 1-4 and the syscall number
+    pt_regs_si: int
+    pt_regs_dx: int
+    pt_regs_r10: int
+    pt_regs_orig_ax: int
 
     @classmethod
     def from_btf(cls, btf: Btf) -> KernelOffsets:
@@ -140,6 +145,11 @@ MEMBER_PATHS: dict[str, tuple[str, str]] = {
     "unix_sock_peer": ("unix_sock", "peer"),
     "sock_sk_socket": ("sock", "sk_socket"),
     "socket_alloc_vfs_inode": ("socket_alloc", "vfs_inode"),
+    "pt_regs_di": ("pt_regs", "di"),
+    "pt_regs_si": ("pt_regs", "si"),
+    "pt_regs_dx": ("pt_regs", "dx"),
+    "pt_regs_r10": ("pt_regs", "r10"),
+    "pt_regs_orig_ax": ("pt_regs", "orig_ax"),
 }
 
 
