@@ -27,7 +27,7 @@ from tracer.events import (
     sanitize,
 )
 from tracer.format import Clock
-from tracer.pods import PodAssembler, PodTrace
+from tracer.pods import PRUNE_GRACE_NS, PodAssembler, PodTrace
 from tracer.recording import RecordingWriter, RecordKind, read_recording
 from tracer.spans import Trace, build_trace
 
@@ -167,7 +167,10 @@ class Pipeline:
     def take_finished_traces(self, now_ktime_ns: int, quiet_ns: int, max_age_ns: int) -> list[Trace]:
         """Traces of pod starts that are over, each once (daemon mode)."""
         pods = self.assembler.take_finished(now_ktime_ns, quiet_ns, max_age_ns)
-        return [self._trace(pod) for pod in pods]
+        traces = [self._trace(pod) for pod in pods]
+        # a pod start still to be exported began at most max_age ago
+        self.cri.prune(now_ktime_ns - max_age_ns - PRUNE_GRACE_NS)
+        return traces
 
     def _trace(self, pod: PodTrace) -> Trace:
         container_ids = {c.container_id for c in pod.all_containers}

@@ -100,3 +100,11 @@ def test_pod_trace_joins_kubelets_trace_when_it_sends_traceparent():
     # an all-zero (invalid) context is ignored
     run.client.traceparent = "00-" + "0" * 32 + "-b7ad6b7169203331-01"
     assert pipeline.traces()[0].trace_id != "0" * 32
+
+
+def test_daemon_forgets_old_cri_calls():
+    pipeline = replay(str(FIXTURES / "one-pod.rec"))
+    assert pipeline.cri.calls
+    last = max(c.start_ns for c in pipeline.cri.calls)
+    pipeline.cri.prune(last + 1)
+    assert pipeline.cri.calls == [] and pipeline.cri._pairs == {}

@@ -179,6 +179,7 @@ class CriLayer:
             self._flush(endpoint, key)
         for call in self.decoder.close_connection(endpoint.inode, event.header.ktime_ns):
             self._add(call, endpoint)
+        del self.endpoints[endpoint.inode]  # its calls keep what they need of it
 
     def _add(self, call: CriCall, endpoint: Endpoint) -> None:
         if self.on_call is not None:
@@ -203,6 +204,13 @@ class CriLayer:
             pair.client, pair.client_endpoint = call, endpoint
         else:
             pair.server, pair.server_endpoint = call, endpoint
+
+    def prune(self, before_ns: int) -> None:
+        """Forgets calls that began before `before_ns` (daemon mode: no pod
+        start still to be exported can need them)."""
+        self.calls = [c for c in self.calls if c.start_ns >= before_ns]
+        kept = {id(c) for c in self.calls}
+        self._pairs = {k: p for k, p in self._pairs.items() if id(p) in kept}
 
     def finish(self, ktime_ns: int) -> None:
         """Flushes calls still open (their endpoints are closed as of now)."""
