@@ -177,6 +177,11 @@ def record_traces(capture_config, raw: Path | None, node_name: str | None, durat
         traces = recorder.stop(detach=False)
     stats = recorder.pipeline.stats
     click.echo(f"events {stats.events}, lost {stats.lost}, undecodable {stats.decode_errors}", err=True)
+    cri, decoder = recorder.pipeline.cri.stats, recorder.pipeline.cri.decoder.stats
+    dropped = {k: v for k, v in recorder.capture.stats.kernel_stats.items() if v}
+    click.echo(f"CRI calls {cri.calls} (unpaired {cri.unpaired_client_views + cri.unpaired_server_views}), "
+               f"decoder errors {sum(decoder.errors.values())}, bytes lost {decoder.lost_bytes}"
+               + (f", kernel counters {dropped}" if dropped else ""), err=True)
     return traces, recorder
 
 
@@ -270,7 +275,7 @@ def replay(recording: Path, output: Path | None, quiet: bool, use_otlp: bool, ot
         click.echo(f"warning: {recording} ends in a truncated record; traces may be partial", err=True)
     traces = pipeline.traces()
     _export_files(traces, output, quiet)
-    click.echo(json.dumps(pipeline.stats.as_dict()), err=True)
+    click.echo(json.dumps(pipeline.summary()), err=True)
     if otlp is not None:
         _export_otlp(traces, otlp)
 

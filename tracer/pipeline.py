@@ -10,6 +10,7 @@ position in that order.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 from collections import Counter
 from dataclasses import dataclass, field
@@ -153,6 +154,11 @@ class Pipeline:
 
     # ---- output ------------------------------------------------------------
 
+    def summary(self) -> dict:
+        """Every counter of the pipeline: events, losses, what was dropped."""
+        return {**self.stats.as_dict(), "unowned_events": self.assembler.stats.unowned_events,
+                "cri": dataclasses.asdict(self.cri.stats), "cri_decoder": self.cri.decoder.stats.as_dict()}
+
     def pods(self) -> list[PodTrace]:
         pods = self.assembler.build()
         if self.stats.truncated_recording:
@@ -214,5 +220,5 @@ def replay(path: str) -> Pipeline:
 
 
 def stats_record(pipeline: Pipeline) -> dict:
-    return {"type": "stats", **pipeline.stats.as_dict()}
+    return {"type": "stats", **pipeline.summary()}
 
