@@ -1,0 +1,101 @@
+"""The tracer as its own process, and what /proc says about it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def tracer_command() -> list[str]:
+    script = Path(sys.executable).with_name("tracer")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "from tracer.cli import main; main()"]
+
+
+def cpu_seconds(pid: int) -> float:
+    """user + system CPU time of a running process (/proc/<pid>/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_mb(pid: int) -> float:
+    """VmRSS of a running process (/proc/<pid>/status), in MB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+class CpuWindow:
+    """The CPU a process used over a wall-clock window, as % of one core."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.cpu0, self.wall0 = cpu_seconds(pid), time.monotonic()
+
+    def stop(self) -> dict:
+        cpu, wall = cpu_seconds(self.pid) - self.cpu0, time.monotonic() - self.wall0
+        return {"cpu_s": round(cpu, 3), "wall_s": round(wall, 3), "cpu_pct_core": round(100 * cpu / wall, 2),
+                "rss_mb": rss_mb(self.pid)}
+
+
+def _default_sigint() -> None:
+    # A background job of a non-interactive shell inherits SIGINT ignored,
+    # and Python then keeps ignoring it: the tracer would never stop on it.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@dataclass
+class RecordingTracer:
+    """`tracer record --quiet` running until stop(); times its attach and detach."""
+
+    cri_socket: Path
+    raw: Path | None = None
+    process: subprocess.Popen | None = None
+    attach_s: float = 0.0
+    detach_s: float = 0.0
+    stderr: str = ""
+    extra: list[str] = field(default_factory=list)
+
+    def start(self) -> RecordingTracer:
+        command = [*tracer_command(), "record", "--quiet", "--cri-socket", str(self.cri_socket), *self.extra]
+        if self.raw is not None:
+            command += ["--raw", str(self.raw)]
+        started = time.monotonic()
+        self.process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                                        preexec_fn=_default_sigint)
+        first_line = self.process.stderr.readline()
+        self.attach_s = time.monotonic() - started
+        if not first_line.startswith("recording"):
+            self.process.kill()
+            rest = self.process.communicate()[1]
+            raise RuntimeError(f"tracer did not start: {first_line}{rest}")
+        return self
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop(self, sig: int = signal.SIGINT) -> str:
+        stopped = time.monotonic()
+        self.process.send_signal(sig)
+        _, self.stderr = self.process.communicate(timeout=120)
+        self.detach_s = time.monotonic() - stopped
+        if self.process.returncode != 0:
+            raise RuntimeError(f"tracer exited with {self.process.returncode}: {self.stderr}")
+        return self.stderr
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.communicate()

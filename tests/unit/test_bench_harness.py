@@ -1,0 +1,50 @@
+"""The benchmark harness (`python -m bench --quick`) runs and writes every figure.
+
+Needs root and the containerd test bed (real BPF, real pods), so it is an
+end-to-end test.  It checks only that the harness runs and that its JSON is
+well-formed with every figure present: no speed asserts (see
+docs/performance.md for the figures themselves).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+pytestmark = [pytest.mark.e2e,
+              pytest.mark.skipif(os.geteuid() != 0, reason="loads BPF programs and runs pods: needs root"),
+              pytest.mark.skipif(shutil.which("containerd") is None, reason="containerd is not installed")]
+
+
+def test_quick_run_writes_every_figure(tmp_path: Path) -> None:
+    from bench.__main__ import BUDGETS
+
+    output = tmp_path / "bench.json"
+    run = subprocess.run([sys.executable, "-m", "bench", "--quick", "--output", str(output)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=1800)
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(output.read_text())
+    assert set(report["figures"]) == set(BUDGETS)
+    for name, figure in report["figures"].items():
+        assert isinstance(figure["value"], (int, float)), (name, figure)
+        assert figure["budget"] == BUDGETS[name][0]
+        assert isinstance(figure["met"], bool)
+    for key in ("nproc", "memory_gb", "kernel"):
+        assert report["machine"][key]
+    for section in ("pod_start", "fork_exec", "pipe_rw"):
+        assert report["interleaved"][section]["off"] and report["interleaved"][section]["on"]
+    assert report["burst"]["pods"] == report["config"]["burst"]
+    assert report["export"]["pods"] == report["config"]["export_pods"]
+    # the table, one line per figure with its budget and verdict
+    for figure in report["figures"].values():
+        assert figure["what"] in run.stderr
