@@ -296,28 +296,25 @@ def table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pods", type=int, default=None, help="pods each tracer-on and tracer-off (default 30)")
-    parser.add_argument("--quick", action="store_true", help="small counts, for tests")
-    parser.add_argument("--output", type=Path, default=None, help="write the JSON here (default: stdout)")
-    args = parser.parse_args(argv)
-    if os.geteuid() != 0:
-        parser.error("needs root (BPF and the containerd test bed)")
-    if args.quick:
+def make_config(quick: bool, pods: int | None = None) -> dict:
+    if quick:
         config = {"pods": 2, "rounds": 2, "batch": 1, "fork_execs": 50, "pipe_roundtrips": 10_000, "idle_s": 1.0,
                   "busy_seconds": 1, "busy_per_second": 3, "burst": 3, "export_pods": 2}
     else:
         config = {"pods": 30, "rounds": 6, "batch": 2, "fork_execs": 2000, "pipe_roundtrips": 500_000,
                   "idle_s": 5.0, "busy_seconds": 3, "busy_per_second": 10, "burst": 50, "export_pods": 20}
-    if args.pods is not None:
-        config["pods"] = args.pods
+    if pods is not None:
+        config["pods"] = pods
     config["rounds"] = max(1, min(config["rounds"], config["pods"]))
-    config["quick"] = args.quick
+    config["quick"] = quick
+    return config
+
+
+def run(config: dict, bed: Testbed) -> dict:
+    """Every benchmark on a running test bed; the report with its figures."""
     report: dict = {"machine": machine(), "config": config}
     tracers: list[RecordingTracer] = []
     resources: dict = {"rss_mb": [], "rss_after_attach_mb": []}
-    bed = open_testbed()
     try:
         with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
             work = Path(tmp)
@@ -328,11 +325,27 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for tracer in tracers:
             tracer.kill()
-        bed.stop()
     report["resources"] = resources
     report["attach_detach"] = {"attach_s": [round(t.attach_s, 3) for t in tracers],
                                "detach_s": [round(t.detach_s, 3) for t in tracers]}
     report["figures"] = figures(report)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pods", type=int, default=None, help="pods each tracer-on and tracer-off (default 30)")
+    parser.add_argument("--quick", action="store_true", help="small counts, for tests")
+    parser.add_argument("--output", type=Path, default=None, help="write the JSON here (default: stdout)")
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        parser.error("needs root (BPF and the containerd test bed)")
+    config = make_config(args.quick, args.pods)
+    bed = open_testbed()
+    try:
+        report = run(config, bed)
+    finally:
+        bed.stop()
     text = json.dumps(report, indent=1)
     if args.output:
         args.output.write_text(text + "\n")
