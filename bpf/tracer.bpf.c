@@ -1011,51 +1011,31 @@ RAW_TRACEPOINT_PROBE(sys_enter)
 	long id = ctx->args[1];
 	__u32 tgid;
 	__u64 fd, buf, count;
+	__u8 direction;
+	int cri;
 
 	if (id != NR_READ && id != NR_WRITE && id != NR_READV && id != NR_WRITEV && id != NR_SENDTO &&
 	    id != NR_RECVFROM && id != NR_SENDMSG && id != NR_RECVMSG)
 		return 0;
 	/* The common case, anyone's I/O: one or two lookups, then out. */
 	tgid = bpf_get_current_pid_tgid() >> 32;
-	if (!holds_cri_socket(tgid)) {
-		/* runc writes the cgroup files (a CRI server never does for a pod) */
-		if (id != NR_WRITE || !is_tracked(tgid))
-			return 0;
-		fd = read_u64(regs, OFF_PT_REGS_DI);
-		buf = read_u64(regs, OFF_PT_REGS_SI);
-		count = read_u64(regs, OFF_PT_REGS_DX);
-		cgroup_write(fd, (const char *)buf, count);
+	cri = holds_cri_socket(tgid);
+	/* runc writes the cgroup files (a CRI server never does for a pod) */
+	if (!cri && (id != NR_WRITE || !is_tracked(tgid)))
 		return 0;
-	}
 	fd = read_u64(regs, OFF_PT_REGS_DI);
 	buf = read_u64(regs, OFF_PT_REGS_SI);
 	count = read_u64(regs, OFF_PT_REGS_DX);
-	switch (id) {
-	case NR_READ:
-		remember_io(fd, buf, count, 0, SOCKET_DIRECTION_IN, id);
-		break;
-	case NR_WRITE:
-		remember_io(fd, buf, count, 0, SOCKET_DIRECTION_OUT, id);
-		break;
-	case NR_READV:
-		remember_io(fd, buf, count, 1, SOCKET_DIRECTION_IN, id);
-		break;
-	case NR_WRITEV:
-		remember_io(fd, buf, count, 1, SOCKET_DIRECTION_OUT, id);
-		break;
-	case NR_SENDTO:
-		remember_io(fd, buf, count, 0, SOCKET_DIRECTION_OUT, id);
-		break;
-	case NR_RECVFROM:
-		remember_io(fd, buf, count, 0, SOCKET_DIRECTION_IN, id);
-		break;
-	case NR_SENDMSG:
-		remember_msg(fd, (const void *)buf, SOCKET_DIRECTION_OUT, id);
-		break;
-	case NR_RECVMSG:
-		remember_msg(fd, (const void *)buf, SOCKET_DIRECTION_IN, id);
-		break;
+	if (!cri) {
+		cgroup_write(fd, (const char *)buf, count);
+		return 0;
 	}
+	direction = (id == NR_WRITE || id == NR_WRITEV || id == NR_SENDTO || id == NR_SENDMSG) ?
+			    SOCKET_DIRECTION_OUT : SOCKET_DIRECTION_IN;
+	if (id == NR_SENDMSG || id == NR_RECVMSG)
+		remember_msg(fd, (const void *)buf, direction, id);
+	else
+		remember_io(fd, buf, count, id == NR_READV || id == NR_WRITEV, direction, id);
 	return 0;
 }
 

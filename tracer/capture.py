@@ -34,7 +34,7 @@ from tracer.events import (
 )
 from tracer.offsets import kernel_offsets
 from tracer.runtime import DEFAULT_CNI_BIN_DIRS
-from tracer.sockets import ExistingEndpoint, path_variants, scan_cri_sockets
+from tracer.sockets import ExistingEndpoint, cri_listeners, path_variants, scan_cri_sockets
 
 BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
 BPF_SOURCE = BPF_DIR / "tracer.bpf.c"
@@ -113,7 +113,8 @@ class Capture:
         self._configure_filters()
         self._bpf[b"events"].open_ring_buffer(self._on_event)
         self._self_check()
-        snapshot = self._seed_runtime_processes() + self._seed_cri_sockets()
+        processes = scan_proc()
+        snapshot = self._seed_runtime_processes(processes) + self._seed_cri_sockets(processes)
         self.stats.attach_seconds = time.monotonic() - started
         return snapshot
 
@@ -155,7 +156,7 @@ class Capture:
             self.drain()
             if time.monotonic() >= next_rescan:
                 # a runtime that restarts listens on a new socket inode
-                self._register_listeners(scan_cri_sockets(list(self.config.cri_sockets))[0])
+                self._register_listeners(cri_listeners(list(self.config.cri_sockets)))
                 next_rescan = time.monotonic() + LISTENER_RESCAN_S
             stop.wait(self.config.drain_interval_s)
         self.drain()
@@ -213,9 +214,8 @@ class Capture:
 
     # ---- seeding -----------------------------------------------------------
 
-    def _seed_runtime_processes(self) -> list[bytes]:
+    def _seed_runtime_processes(self, processes: dict[int, "ProcInfo"]) -> list[bytes]:
         """Tracks runtime daemons that already run, and all their descendants."""
-        processes = scan_proc()
         roots = {pid for pid, p in processes.items() if p.comm in self.config.runtime_comms}
         children: dict[int, list[int]] = {}
         for pid, p in processes.items():
@@ -237,13 +237,12 @@ class Capture:
         self.stats.seeded_processes = len(seeded)
         return snapshot
 
-
     def _register_listeners(self, listeners: set[int]) -> None:
         table = self._bpf[b"cri_listeners"]
         for inode in listeners:
             table[ctypes.c_uint64(inode)] = ctypes.c_uint8(1)
 
-    def _seed_cri_sockets(self) -> list[bytes]:
+    def _seed_cri_sockets(self, processes: dict[int, "ProcInfo"]) -> list[bytes]:
         """Watches the runtime sockets; returns snapshot events for the
         connections that are already open (kubelet's, typically)."""
         paths = self._bpf[b"cri_paths"]
@@ -255,7 +254,6 @@ class Capture:
         listeners, endpoints = scan_cri_sockets(list(self.config.cri_sockets))
         self._register_listeners(listeners)
         table, holders = self._bpf[b"cri_endpoints"], self._bpf[b"cri_tgids"]
-        processes = scan_proc() if endpoints else {}
         now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
         snapshot = []
         for existing in endpoints:

@@ -9,25 +9,20 @@ from __future__ import annotations
 import functools
 import os
 
+from tracer.kernel import CgroupLayout, cgroup_layout
+
 
 @functools.cache
-def mounts() -> tuple[tuple[str, str, str], ...]:
-    """(fstype, mount point, options) of every cgroup/cgroup2 mount."""
-    found = []
-    with open("/proc/self/mounts") as f:
-        for line in f:
-            _, mountpoint, fstype, options = line.split()[:4]
-            if fstype in ("cgroup", "cgroup2"):
-                found.append((fstype, mountpoint, options))
-    return tuple(found)
+def _layout() -> CgroupLayout:
+    return cgroup_layout()
 
 
 def cgroup2_mount() -> str | None:
-    return next((m for fstype, m, _ in mounts() if fstype == "cgroup2"), None)
+    return _layout().v2
 
 
 def v1_mount(controller: str) -> str | None:
-    return next((m for fstype, m, opts in mounts() if fstype == "cgroup" and controller in opts.split(",")), None)
+    return next((m.mountpoint for m in _layout().v1 if controller in m.options), None)
 
 
 def _cgroup_path(pid: int | str, controller: str | None) -> str | None:

@@ -150,9 +150,9 @@ def role_of(proc: Process) -> Role:
         return Role.CONTAINER
     if is_runc_init(image):
         return Role.RUNC_INIT
-    if parse_shim(image) is not None:
-        return {"start": Role.SHIM_START, "daemon": Role.SHIM_DAEMON}.get(
-            parse_shim(image).action, Role.SHIM_OTHER)
+    shim = parse_shim(image)
+    if shim is not None:
+        return {"start": Role.SHIM_START, "daemon": Role.SHIM_DAEMON}.get(shim.action, Role.SHIM_OTHER)
     if parse_runc(image) is not None:
         return Role.RUNC
     if parse_cni(image) is not None:

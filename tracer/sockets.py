@@ -94,15 +94,28 @@ def socket_holders(inodes: set[int]) -> dict[int, tuple[int, int]]:
     return holders
 
 
+def _wanted(paths: list[str]) -> set[str]:
+    return {variant for path in paths for variant in path_variants(path)}
+
+
+def _listeners(sockets: list[UnixSocket], wanted: set[str]) -> set[int]:
+    return {s.inode for s in sockets if s.path in wanted and s.state == TCP_LISTEN}
+
+
+def cri_listeners(paths: list[str]) -> set[int]:
+    """The listening inodes of the runtime sockets (cheap: no /proc walk)."""
+    return _listeners(unix_sockets(), _wanted(paths))
+
+
 def scan_cri_sockets(paths: list[str]) -> tuple[set[int], list[ExistingEndpoint]]:
     """The listening inodes of the runtime sockets, and every open endpoint.
 
     A server end is an accepted socket that carries the listener's path; its
     peer is the client end, which has no path of its own.
     """
-    wanted = {variant for path in paths for variant in path_variants(path)}
+    wanted = _wanted(paths)
     sockets = unix_sockets()
-    listeners = {s.inode for s in sockets if s.path in wanted and s.state == TCP_LISTEN}
+    listeners = _listeners(sockets, wanted)
     servers = [s for s in sockets if s.path in wanted and s.state == TCP_ESTABLISHED]
     inodes = {s.inode for s in servers} | {s.peer_inode for s in servers if s.peer_inode}
     holders = socket_holders(inodes)
