@@ -42,6 +42,8 @@ enum event_type {
 	EVENT_SOCKET_OPEN = 10,   /* a CRI connection: connect(2) or accept(2) */
 	EVENT_SOCKET_DATA = 11,   /* bytes read from or written to a CRI connection */
 	EVENT_SOCKET_CLOSE = 12,
+	EVENT_EXEC_FAILED = 13,   /* execve(2) or execveat(2) failed */
+	EVENT_OOM_KILL = 14,      /* the OOM killer chose a tracked process */
 	/* Types >= 64 are made by userspace, never by the kernel. */
 	EVENT_PROC_SNAPSHOT = 64, /* a process that existed when tracing began */
 	EVENT_TYPE_MAX = 128,
@@ -104,6 +106,28 @@ struct exit_event {
 	struct event_header hdr;
 	__u32 exit_code;            /* task->exit_code: (status << 8) | signal */
 	__u32 _pad0;
+};
+
+/* Why a program did not start: runc's stage 2 reports only "exit 1". */
+struct exec_failed_event {
+	struct event_header hdr;
+	__s32 ret;                  /* -errno */
+	__u16 filename_len;         /* bytes used, including the NUL */
+	__u16 _pad0;
+	char filename[FILENAME_MAX_LEN];
+};
+
+/* From oom:mark_victim; sizes are the tracepoint's, in KiB. */
+struct oom_kill_event {
+	struct event_header hdr;    /* the task whose allocation ran the OOM killer */
+	__u32 victim_pid;           /* the victim's tgid */
+	__s16 victim_oom_score_adj;
+	__u16 _pad0;
+	__u64 total_vm_kb;
+	__u64 anon_rss_kb;
+	__u64 file_rss_kb;
+	__u64 shmem_rss_kb;
+	char victim_comm[TASK_COMM_LEN];
 };
 
 enum namespace_syscall {

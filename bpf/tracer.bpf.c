@@ -81,6 +81,7 @@ union scratch_event {
 	struct cgroup_write_event cgroup_write;
 	struct socket_data_event socket_data;
 	struct socket_open_event socket_open;
+	struct exec_failed_event exec_failed;
 };
 
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
@@ -351,6 +352,7 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 	__u64 arg_start, arg_end, env_start, env_end, argv_len, env_len;
 	unsigned short filename_offset = args->data_loc_filename & 0xFFFF;
 	long filename_len;
+	__u64 pid_tgid;
 	__u32 size;
 
 	if (!is_tracked(tgid)) {
@@ -358,6 +360,8 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 			return 0;
 		track(tgid);
 	}
+	pid_tgid = bpf_get_current_pid_tgid();
+	pending_syscalls.delete(&pid_tgid);  /* the execve entry: it did not fail */
 	space = scratch_space();
 	if (!space)
 		return 0;
@@ -429,6 +433,49 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 	submit(&event, sizeof(event), EVENT_EXIT);
 	tracked.delete(&tgid);
 	return 0;
+}
+
+/* ---- why a start failed ------------------------------------------------- */
+
+/* The OOM killer's choice; the victim's SIGKILL exit follows. */
+TRACEPOINT_PROBE(oom, mark_victim)
+{
+	__u32 victim = args->pid;
+	struct oom_kill_event event = {};
+
+	if (!is_tracked(victim) && !is_tracked(bpf_get_current_pid_tgid() >> 32))
+		return 0;
+	fill_header(&event.hdr, EVENT_OOM_KILL, sizeof(event));
+	event.victim_pid = victim;
+	event.victim_oom_score_adj = args->oom_score_adj;
+	event.total_vm_kb = args->total_vm;
+	event.anon_rss_kb = args->anon_rss;
+	event.file_rss_kb = args->file_rss;
+	event.shmem_rss_kb = args->shmem_rss;
+	bpf_probe_read_kernel_str(event.victim_comm, sizeof(event.victim_comm),
+				  (const char *)args + (args->data_loc_comm & 0xFFFF));
+	submit(&event, sizeof(event), EVENT_OOM_KILL);
+	return 0;
+}
+
+/* At exit of a failed execve: the kernel copied the filename in at entry,
+ * so the user page is present now (at entry, in a fresh child, it may not be). */
+static __always_inline void exec_failed(long ret)
+{
+	struct pending_syscall call;
+	struct exec_failed_event *event;
+	int len;
+
+	if (!recall_syscall(&call))
+		return;
+	event = scratch_space();
+	if (!event)
+		return;
+	fill_header(&event->hdr, EVENT_EXEC_FAILED, sizeof(*event));
+	event->ret = ret;
+	len = bpf_probe_read_user_str(event->filename, sizeof(event->filename), (const char *)call.args[0]);
+	event->filename_len = len > 0 ? len : 0;
+	submit(event, sizeof(*event), EVENT_EXEC_FAILED);
 }
 
 /* ---- namespaces --------------------------------------------------------- */
@@ -1004,6 +1051,9 @@ static __always_inline void remember_msg(__u32 fd, const void *msg, __u8 directi
 #define NR_RECVFROM 45
 #define NR_SENDMSG 46
 #define NR_RECVMSG 47
+#define NR_EXECVE 59
+#define NR_EXECVEAT 322
+#define MAX_ERRNO 4095
 
 RAW_TRACEPOINT_PROBE(sys_enter)
 {
@@ -1014,6 +1064,12 @@ RAW_TRACEPOINT_PROBE(sys_enter)
 	__u8 direction;
 	int cri;
 
+	if (id == NR_EXECVE || id == NR_EXECVEAT) {
+		/* for exec_failed(), tracked processes only; sched_process_exec
+		 * forgets it when the exec succeeds */
+		remember_syscall(read_u64(regs, id == NR_EXECVE ? OFF_PT_REGS_DI : OFF_PT_REGS_SI), 0, 0, 0);
+		return 0;
+	}
 	if (id != NR_READ && id != NR_WRITE && id != NR_READV && id != NR_WRITEV && id != NR_SENDTO &&
 	    id != NR_RECVFROM && id != NR_SENDMSG && id != NR_RECVMSG)
 		return 0;
@@ -1045,8 +1101,15 @@ RAW_TRACEPOINT_PROBE(sys_exit)
 	long ret = ctx->args[1];
 	long id;
 
-	if (!holds_cri_socket(bpf_get_current_pid_tgid() >> 32))
+	if (!holds_cri_socket(bpf_get_current_pid_tgid() >> 32)) {
+		/* only failures go on: one compare for everything else */
+		if (ret >= 0 || ret < -MAX_ERRNO)
+			return 0;
+		id = read_u64(regs, OFF_PT_REGS_ORIG_AX);
+		if (id == NR_EXECVE || id == NR_EXECVEAT)
+			exec_failed(ret);
 		return 0;
+	}
 	id = read_u64(regs, OFF_PT_REGS_ORIG_AX);
 	if (id == NR_READ || id == NR_WRITE || id == NR_SENDTO || id == NR_RECVFROM)
 		emit_io(ret, 0);

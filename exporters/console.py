@@ -36,12 +36,19 @@ def render(trace: Trace) -> str:
     lines = [f"{trace.name}  {total / 1e6:.1f} ms  trace {trace.trace_id}"]
     if root.attributes.get("tracer.partial"):
         lines.append(f"  partial: {root.attributes.get('tracer.partial.reasons', '')}")
+    if root.attributes.get("tracer.diagnosis"):
+        lines.append(f"  diagnosis ({root.attributes.get('tracer.failed_layer')}): {root.attributes['tracer.diagnosis']}")
+    for link in root.links:
+        lines.append(f"  {root.attributes.get('tracer.trace.kind', 'follows')} "
+                     f"{root.attributes.get('k8s.container.restart_count', '')}: follows trace {link.trace_id}")
 
     def walk(span: Span, depth: int) -> None:
         label = ("  " * depth + span.name)[:NAME_WIDTH].ljust(NAME_WIDTH)
         offset = (span.start_ns - origin) / 1e6
         duration = (span.end_ns - span.start_ns) / 1e6
-        status = "  ERROR " + span.status_message if span.status == "ERROR" else ""
+        # the one-line diagnosis says more than the raw error text
+        reason = str(span.attributes.get("tracer.diagnosis") or span.status_message)
+        status = "  ERROR " + reason if span.status == "ERROR" else ""
         lines.append(f"{label} |{_bar(span, origin, total)}| +{offset:7.1f} {duration:7.1f} ms{status}")
         for child in children.get(span.span_id, []):
             walk(child, depth + 1)

@@ -39,6 +39,9 @@ def _span_json(span: Span, process_id: str) -> dict:
     references = []
     if span.parent_id:
         references.append({"refType": "CHILD_OF", "traceID": span.trace_id, "spanID": span.parent_id})
+    # Another trace this one follows (a restart's previous attempt).
+    references.extend({"refType": "FOLLOWS_FROM", "traceID": link.trace_id, "spanID": link.span_id}
+                      for link in span.links)
     return {
         "traceID": span.trace_id,
         "spanID": span.span_id,

@@ -58,7 +58,7 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from exporters.base import ExportResult
 from tracer.spans import SERVICE_TRACER, Span, Trace
@@ -229,6 +229,7 @@ def readable_span(span: Span, resource: Resource) -> ReadableSpan:
         resource=resource,
         attributes=attributes(span.attributes),
         events=tuple(Event(e.name, attributes(e.attributes), e.time_ns) for e in span.events),
+        links=tuple(Link(_context(link.trace_id, link.span_id), attributes(link.attributes)) for link in span.links),
         kind=_KINDS.get(span.kind, SpanKind.INTERNAL),
         status=Status(_STATUS.get(span.status, StatusCode.UNSET),
                       span.status_message if span.status == "ERROR" and span.status_message else None),

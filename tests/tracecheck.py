@@ -54,7 +54,11 @@ def check_pod_trace(trace: Trace, pod: ExpectedPod, all_container_ids: set[str])
     assert root.attributes["k8s.pod.uid"] == pod.uid
     assert root.attributes["tracer.sandbox.id"] == pod.sandbox_id
     assert "tracer.partial" not in root.attributes, root.attributes.get("tracer.partial.reasons")
-    assert root.status != "ERROR", root.status_message
+    # a container that exits non-zero right after start is the pod's failure
+    failed = pod.app_exit_code not in (None, 0)
+    assert (root.status == "ERROR") == failed, root.status_message
+    if failed:
+        assert root.attributes["tracer.failed_layer"] == "container", root.attributes
 
     by_id = {s.span_id: s for s in trace.spans}
     for span in trace.spans[1:]:

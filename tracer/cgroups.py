@@ -47,3 +47,83 @@ def cgroup_id(pid: int | str, controller: str | None = None) -> int:
         return os.stat(mount + path).st_ino
     except OSError:
         return 0
+
+
+def _key_values(path: str) -> dict[str, int]:
+    """A flat-keyed cgroup file ("nr_throttled 3" per line) as ints."""
+    values = {}
+    with open(path) as f:
+        for line in f:
+            key, _, value = line.partition(" ")
+            if value.strip().isdigit():
+                values[key] = int(value)
+    return values
+
+
+def _pressure_totals(path: str) -> dict[str, int]:
+    """A PSI file's total stall time in microseconds, by line ("some", "full")."""
+    totals = {}
+    with open(path) as f:
+        for line in f:
+            kind, *fields = line.split()
+            for field in fields:
+                if field.startswith("total="):
+                    totals[kind] = int(field.removeprefix("total="))
+    return totals
+
+
+def start_pressure(pid: int) -> dict[str, int]:
+    """CPU throttling and memory pressure of the process's cgroup so far:
+    for a container's entrypoint, what its start went through.  Reads what
+    this node has (cgroup v2 files, v1 cpu and memory controllers, PSI);
+    absent files are left out."""
+    stats: dict[str, int] = {}
+
+    def read(reader, path: str) -> dict[str, int]:
+        try:
+            return reader(path)
+        except (OSError, ValueError):
+            return {}
+
+    v2, v2_path = cgroup2_mount(), _safe_path(pid, None)
+    if v2 and v2_path is not None:
+        base = v2 + v2_path
+        cpu = read(_key_values, f"{base}/cpu.stat")
+        if "nr_throttled" in cpu:
+            stats.update(cpu_periods=cpu.get("nr_periods", 0), cpu_throttled=cpu["nr_throttled"],
+                         cpu_throttled_usec=cpu.get("throttled_usec", 0))
+        events = read(_key_values, f"{base}/memory.events")
+        if events:
+            stats.update(memory_limit_hits=events.get("max", 0), memory_oom_kills=events.get("oom_kill", 0))
+        peak = read(lambda p: {"peak": int(open(p).read())}, f"{base}/memory.peak")
+        if peak:
+            stats["memory_peak_bytes"] = peak["peak"]
+        for resource in ("cpu", "memory", "io"):
+            for kind, total in read(_pressure_totals, f"{base}/{resource}.pressure").items():
+                stats[f"{resource}_pressure_{kind}_usec"] = total
+    cpu_mount, cpu_path = v1_mount("cpu"), _safe_path(pid, "cpu")
+    if cpu_mount and cpu_path is not None and "cpu_throttled" not in stats:
+        cpu = read(_key_values, f"{cpu_mount}{cpu_path}/cpu.stat")
+        if "nr_throttled" in cpu:
+            stats.update(cpu_periods=cpu.get("nr_periods", 0), cpu_throttled=cpu["nr_throttled"],
+                         cpu_throttled_usec=cpu.get("throttled_time", 0) // 1000)
+    memory_mount, memory_path = v1_mount("memory"), _safe_path(pid, "memory")
+    if memory_mount and memory_path is not None and "memory_peak_bytes" not in stats:
+        base = f"{memory_mount}{memory_path}"
+        peak = read(lambda p: {"peak": int(open(p).read())}, f"{base}/memory.max_usage_in_bytes")
+        if peak:
+            stats["memory_peak_bytes"] = peak["peak"]
+        hits = read(lambda p: {"hits": int(open(p).read())}, f"{base}/memory.failcnt")
+        if hits:
+            stats["memory_limit_hits"] = hits["hits"]
+        oom = read(_key_values, f"{base}/memory.oom_control")
+        if "oom_kill" in oom:
+            stats["memory_oom_kills"] = oom["oom_kill"]
+    return stats
+
+
+def _safe_path(pid: int, controller: str | None) -> str | None:
+    try:
+        return _cgroup_path(pid, controller)
+    except (OSError, ValueError):
+        return None

@@ -19,7 +19,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable
 
-from tracer.events import Event, EventType, ExecEvent
+from tracer.cgroups import start_pressure
+from tracer.events import Event, EventType, ExecEvent, ExitEvent
 from tracer.procs import Exec, Process
 from tracer.runtime import RuncCall, container_exec, parse_runc
 
@@ -30,6 +31,10 @@ ANNOTATION_KEYS = frozenset(ANNOTATION_PREFIX + key for key in (
     "container-name", "image-name", "sandbox-log-directory", "sandbox-attempt",
 ))
 MAX_CONFIG_BYTES = 4 << 20
+# `runc create`s whose exit is awaited; more means exits were lost.
+MAX_RUNNING_CREATES = 1024
+# runc's log.json grows by a line per message; its error is at the end.
+RUNC_LOG_TAIL_BYTES = 64 << 10
 
 
 def read_bundle(bundle: str, container_id: str) -> dict:
@@ -52,6 +57,29 @@ def read_bundle(bundle: str, container_id: str) -> dict:
     linux = config.get("linux") or {}
     record["cgroups_path"] = str(linux.get("cgroupsPath", ""))
     record["resources"] = resource_limits(linux.get("resources") or {})
+    return record
+
+
+def read_runc_log(bundle: str, container_id: str) -> dict:
+    """The last error runc wrote to the bundle's log.json (runc's own
+    words for a failed create), or {"error_read": …} when it is gone."""
+    record: dict = {"type": "runc_log", "container_id": container_id}
+    path = os.path.join(bundle, "log.json")
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - RUNC_LOG_TAIL_BYTES))
+            lines = f.read(RUNC_LOG_TAIL_BYTES).splitlines()
+    except OSError as error:
+        record["error_read"] = f"{type(error).__name__}: {error}"
+        return record
+    for line in reversed(lines):
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue  # the first line of the tail may be cut
+        if isinstance(entry, dict) and entry.get("level") in ("error", "fatal") and entry.get("msg"):
+            record["error"] = str(entry["msg"])[:4096]
+            break
     return record
 
 
@@ -109,24 +137,41 @@ class Enricher:
 
     bundle_reader: Callable[[str, str], dict] = read_bundle
     netns_reader: Callable[[int], dict] = read_netns
+    pressure_reader: Callable[[int], dict] = start_pressure
+    runc_log_reader: Callable[[str, str], dict] = read_runc_log
     sandboxes: set[str] = field(default_factory=set)
     netns_done: set[str] = field(default_factory=set)
     _prefetched: dict[str, dict] = field(default_factory=dict)
+    _runc_creates: dict[tuple[int, int], RuncCall] = field(default_factory=dict)  # running `runc create`s
+    _runc_logs: dict[tuple[int, int], dict] = field(default_factory=dict)
 
     def on_arrival(self, event: Event) -> None:
         """Reads a bundle as soon as its `runc create` arrives, before the
         reorder window: a container that exits at once takes its bundle
-        with it within milliseconds."""
+        with it within milliseconds.  Likewise runc's log.json when a
+        `runc create` fails: containerd deletes the bundle right after."""
+        key = event.header.process_key
+        if isinstance(event, ExitEvent):
+            call = self._runc_creates.pop(key, None)
+            if call is not None and event.exit_code_raw != 0:
+                self._runc_logs[key] = self.runc_log_reader(call.bundle, call.container_id)
+            return
         if not isinstance(event, ExecEvent) or event.header.type != EventType.EXEC:
             return
         call = _bundle_call(Exec(event.header.ktime_ns, event.filename, event.argv, {}, event.argv_truncated))
         if call is not None:
             self._prefetched[call.container_id] = self.bundle_reader(call.bundle, call.container_id)
+            self._runc_creates[key] = call
+            if len(self._runc_creates) > MAX_RUNNING_CREATES:  # their exits were lost
+                del self._runc_creates[next(iter(self._runc_creates))]
 
     def observe(self, event: Event, proc: Process, owner: str | None) -> list[dict]:
-        if not isinstance(event, ExecEvent) or event.header.type != EventType.EXEC:
+        if isinstance(event, ExitEvent) and event.header.process_key in self._runc_logs:
+            records = [self._runc_logs.pop(event.header.process_key)]
+        elif not isinstance(event, ExecEvent) or event.header.type != EventType.EXEC:
             return []
-        records = self._records_for(event, proc, owner)
+        else:
+            records = self._records_for(event, proc, owner)
         for record in records:
             record["ktime_ns"] = event.header.ktime_ns
         return records
@@ -138,12 +183,17 @@ class Enricher:
             if (record.get("annotations") or {}).get(ANNOTATION_PREFIX + "container-type") == "sandbox":
                 self.sandboxes.add(runc.container_id)
             return [record]
-        if owner in self.sandboxes and owner not in self.netns_done and container_exec(proc) is not None:
+        if owner is None or container_exec(proc) is None:
+            return []
+        # The entrypoint runs: what the start cost in CPU throttling and
+        # memory pressure is in its cgroup now.
+        records = [{"type": "cgroup_stats", "container_id": owner, "stats": self.pressure_reader(proc.pid)}]
+        if owner in self.sandboxes and owner not in self.netns_done:
             self.netns_done.add(owner)
             record = self.netns_reader(proc.pid)
             record["container_id"] = owner
-            return [record]
-        return []
+            records.append(record)
+        return records
 
 
 def _bundle_call(image: Exec) -> RuncCall | None:

@@ -58,6 +58,8 @@ class EventType(IntEnum):
     SOCKET_OPEN = 10
     SOCKET_DATA = 11
     SOCKET_CLOSE = 12
+    EXEC_FAILED = 13
+    OOM_KILL = 14
     PROC_SNAPSHOT = 64
     SOCKET_SNAPSHOT = 65
 
@@ -104,6 +106,8 @@ SOCKET_OPEN_BODY = struct.Struct(f"<{SOCKET_ENDPOINT.size}s{TASK_COMM_LEN}s{SOCK
 SOCKET_CLOSE_BODY = struct.Struct(f"<{SOCKET_ENDPOINT.size}s")
 SOCKET_DATA_BODY = struct.Struct(f"<{SOCKET_ENDPOINT.size}sIIIBBH")
 EXEC_DATA_MAX = FILENAME_MAX_LEN * 2 + ARGV_MAX_LEN + ENV_MAX_LEN
+EXEC_FAILED_BODY = struct.Struct(f"<iHH{FILENAME_MAX_LEN}s")
+OOM_KILL_BODY = struct.Struct(f"<IhHQQQQ{TASK_COMM_LEN}s")
 
 # Sizes of the C structs, checked against the compiled program by
 # tests/kernel/test_layout.py.
@@ -120,6 +124,8 @@ STRUCT_SIZES = {
     "socket_open_event": HEADER.size + SOCKET_OPEN_BODY.size,
     "socket_close_event": HEADER.size + SOCKET_CLOSE_BODY.size,
     "socket_data_event": HEADER.size + SOCKET_DATA_BODY.size + 2 * SOCKET_SEGMENT_LEN,
+    "exec_failed_event": HEADER.size + EXEC_FAILED_BODY.size,
+    "oom_kill_event": HEADER.size + OOM_KILL_BODY.size,
 }
 
 
@@ -192,6 +198,25 @@ class ExecEvent:
 class ExitEvent:
     header: Header
     exit_code_raw: int
+
+
+@dataclass(frozen=True, slots=True)
+class ExecFailedEvent:
+    header: Header
+    ret: int                          # -errno
+    filename: str
+
+
+@dataclass(frozen=True, slots=True)
+class OomKillEvent:
+    header: Header                    # the task whose allocation ran the OOM killer
+    victim_pid: int
+    victim_oom_score_adj: int
+    total_vm_kb: int
+    anon_rss_kb: int
+    file_rss_kb: int
+    shmem_rss_kb: int
+    victim_comm: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,6 +319,8 @@ Event = (
     ForkEvent
     | ExecEvent
     | ExitEvent
+    | ExecFailedEvent
+    | OomKillEvent
     | NamespaceEvent
     | MountEvent
     | PivotRootEvent
@@ -387,6 +414,12 @@ def decode(raw: bytes | memoryview) -> Event:
     if etype is EventType.EXIT:
         code, _pad = _body(raw, EXIT_BODY, "exit")
         return ExitEvent(header, code)
+    if etype is EventType.EXEC_FAILED:
+        ret, filename_len, _pad, filename = _body(raw, EXEC_FAILED_BODY, "exec failed")
+        return ExecFailedEvent(header, ret, _cstr(filename[:filename_len]))
+    if etype is EventType.OOM_KILL:
+        victim, adj, _pad, total_vm, anon, file, shmem, comm = _body(raw, OOM_KILL_BODY, "oom kill")
+        return OomKillEvent(header, victim, adj, total_vm, anon, file, shmem, _cstr(comm))
     if etype is EventType.NAMESPACE:
         syscall, fd, flags, ret = _body(raw, NAMESPACE_BODY, "namespace")
         try:

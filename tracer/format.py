@@ -6,6 +6,8 @@ wait-status exit codes); spans and printouts call these functions.
 
 from __future__ import annotations
 
+import errno
+import os
 import signal
 import time
 from dataclasses import dataclass
@@ -94,3 +96,24 @@ class Clock:
                 best = (after - before, wall - (before + after) // 2)
         assert best is not None
         return cls(best[1])
+
+
+def errno_text(ret: int) -> str:
+    """A syscall's negative return as 'ENOEXEC (Exec format error)'."""
+    number = -ret
+    name = errno.errorcode.get(number, f"errno {number}")
+    return f"{name} ({os.strerror(number)})"
+
+
+def size_text(value: int) -> str:
+    """Bytes as the largest binary unit that keeps it whole-ish: '16 MiB'."""
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if value >= scale:
+            return f"{value / scale:.3g} {unit}"
+    return f"{value} B"
+
+
+def duration_text(ns: int) -> str:
+    if ns >= 1_000_000_000:
+        return f"{ns / 1e9:.2f} s"
+    return f"{ns / 1e6:.1f} ms"

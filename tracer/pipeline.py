@@ -180,8 +180,11 @@ class Pipeline:
 
     def _trace(self, pod: PodTrace) -> Trace:
         container_ids = {c.container_id for c in pod.all_containers}
-        calls = calls_for_pod(self.cri.calls, pod.sandbox_id, container_ids, pod.uid)
-        return build_trace(pod, self.clock, self.node_name, calls)
+        if pod.restart is None:
+            calls = calls_for_pod(self.cri.calls, pod.sandbox_id, container_ids, pod.uid, pod.other_container_ids)
+        else:
+            calls = calls_for_pod(self.cri.calls, "", container_ids, "")
+        return build_trace(pod, self.clock, self.node_name, calls, self.assembler.table.processes)
 
 
 def _subject_key(event: Event) -> tuple[int, int]:

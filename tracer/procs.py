@@ -16,17 +16,19 @@ from tracer.events import (
     Event,
     EventType,
     ExecEvent,
+    ExecFailedEvent,
     ExitEvent,
     ForkEvent,
     Header,
     MountEvent,
     Namespaces,
     NamespaceEvent,
+    OomKillEvent,
     PivotRootEvent,
 )
 
 ProcKey = tuple[int, int]
-Activity = NamespaceEvent | MountEvent | PivotRootEvent | CgroupEvent | CgroupWriteEvent
+Activity = NamespaceEvent | MountEvent | PivotRootEvent | CgroupEvent | CgroupWriteEvent | ExecFailedEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +64,11 @@ class Process:
     last_seen_ns: int = 0
     real_parent_pid: int = 0             # the kernel's parent (creator may differ: CLONE_PARENT)
     clone_flags_raw: int | None = None
+    oom_kill: OomKillEvent | None = None  # the OOM killer chose it
+
+    @property
+    def exec_failures(self) -> list[ExecFailedEvent]:
+        return [a for a in self.activity if isinstance(a, ExecFailedEvent)]
 
     @property
     def pid(self) -> int:
@@ -95,6 +102,7 @@ class ProcessTable:
     def __init__(self) -> None:
         self.processes: dict[ProcKey, Process] = {}
         self._snapshots: dict[int, ProcKey] = {}   # tgid → key of a /proc snapshot
+        self._running: dict[int, ProcKey] = {}     # tgid → key of the live process
 
     def get(self, key: ProcKey | None) -> Process | None:
         return self.processes.get(key) if key else None
@@ -108,6 +116,8 @@ class ProcessTable:
             parent.children.remove(key)
         if self._snapshots.get(key[0]) == key:
             del self._snapshots[key[0]]
+        if self._running.get(key[0]) == key:
+            del self._running[key[0]]
 
     def _adopt_snapshot(self, key: ProcKey) -> Process | None:
         """The snapshot of this process, re-keyed to the kernel's exact start time."""
@@ -144,6 +154,8 @@ class ProcessTable:
             if parent is not None:
                 parent.children.append(key)
                 proc.inherited = parent.image
+        if proc.exit_ns is None:
+            self._running[key[0]] = proc.key
         proc.comm = header.comm
         proc.real_parent_pid = header.ppid
         proc.cgroup_id = header.cgroup_id
@@ -167,6 +179,7 @@ class ProcessTable:
             child.inherited = parent.image
             child.comm = parent.comm
             child.last_seen_ns = header.ktime_ns
+            self._running[key[0]] = key
             return child
         proc = self._ensure(header)
         if isinstance(event, ExecEvent):
@@ -178,6 +191,15 @@ class ProcessTable:
         elif isinstance(event, ExitEvent):
             proc.exit_ns = header.ktime_ns
             proc.exit_code_raw = event.exit_code_raw
+            if self._running.get(proc.pid) == proc.key:
+                del self._running[proc.pid]
+        elif isinstance(event, OomKillEvent):
+            # The victim is named by pid only; it is alive until its SIGKILL.
+            victim = self.get(self._running.get(event.victim_pid))
+            if victim is not None:
+                victim.oom_kill = event
+                return victim
+            return proc
         else:
             proc.activity.append(event)
         return proc

@@ -124,6 +124,14 @@ def parse_cni(image: Exec) -> CniCall | None:
     )
 
 
+def cni_pod_identity(image: Exec) -> dict[str, str]:
+    """The pod a CNI plugin works for, from the K8S_* keys of CNI_ARGS
+    (K8S_POD_NAME, K8S_POD_NAMESPACE, K8S_POD_UID): the only place that
+    names the pod when RunPodSandbox fails in CNI, before any bundle exists."""
+    pairs = (pair.partition("=") for pair in image.env.get("CNI_ARGS", "").split(";"))
+    return {key: value for key, sep, value in pairs if sep and key.startswith("K8S_POD_")}
+
+
 def is_runc_init(image: Exec | None) -> bool:
     return image is not None and image.basename in RUNC_BINARIES and image.argv[1:2] == ("init",)
 

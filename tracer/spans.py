@@ -18,15 +18,19 @@ from tracer.events import (
     CgroupEvent,
     CgroupWriteEvent,
     EventType,
+    ExecFailedEvent,
     MountEvent,
     NamespaceEvent,
     NamespaceSyscall,
     PivotRootEvent,
 )
-from tracer.format import Clock, cgroup_fs_name, clone_flag_names, exit_status, namespace_names
-from tracer.cri.calls import PairedCall, pod_keys
+from collections.abc import Mapping
+
+from tracer.format import Clock, cgroup_fs_name, clone_flag_names, errno_text, exit_status, namespace_names
+from tracer.cri.calls import PairedCall, image_annotations, pod_keys
+from tracer.diagnosis import Finding, diagnose
 from tracer.pods import ContainerTrace, PodTrace
-from tracer.procs import Activity, Process
+from tracer.procs import Activity, Process, ProcKey
 from tracer.runtime import container_exec, parse_runc
 
 SERVICE_TRACER = "tracer"
@@ -48,6 +52,15 @@ class SpanEvent:
 
 
 @dataclass
+class SpanLink:
+    """A span of another trace this one follows (a restart's previous attempt)."""
+
+    trace_id: str
+    span_id: str
+    attributes: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass
 class Span:
     trace_id: str
     span_id: str
@@ -61,6 +74,7 @@ class Span:
     events: list[SpanEvent] = field(default_factory=list)
     status: str = "UNSET"             # UNSET, OK or ERROR
     status_message: str = ""
+    links: list[SpanLink] = field(default_factory=list)
 
 
 @dataclass
@@ -76,7 +90,17 @@ class Trace:
 
 
 def trace_id_for(sandbox_id: str) -> str:
+    """A pod start's trace id."""
     return hashlib.sha256(f"tracer/pod-start/{sandbox_id}".encode()).hexdigest()[:32]
+
+
+def restart_trace_id_for(container_id: str) -> str:
+    """The trace id of a container start that has a trace of its own."""
+    return hashlib.sha256(f"tracer/container-start/{container_id}".encode()).hexdigest()[:32]
+
+
+def root_span_id(trace_id: str) -> str:
+    return _span_id(trace_id, "root")
 
 
 def _span_id(trace_id: str, key: str) -> str:
@@ -103,6 +127,11 @@ def activity_event(activity: Activity, clock: Clock) -> SpanEvent:
         return SpanEvent(f"mount {activity.target}", when, {
             "tracer.mount.source": activity.source, "tracer.mount.fstype": activity.fstype,
             "tracer.mount.flags_raw": activity.flags_raw, "tracer.syscall.ret": activity.ret,
+        })
+    if isinstance(activity, ExecFailedEvent):
+        return SpanEvent(f"execve failed {activity.filename}", when, {
+            "process.executable.path": activity.filename, "tracer.syscall.ret": activity.ret,
+            "tracer.syscall.error": errno_text(activity.ret),
         })
     if isinstance(activity, PivotRootEvent):
         return SpanEvent("pivot_root", when, {
@@ -152,6 +181,8 @@ class _TraceBuilder:
         self.trace_id = trace_id
         self.clock = clock
         self.spans: list[Span] = []
+        self.by_process: dict[ProcKey, Span] = {}      # the last span made for a process
+        self.by_call: dict[int, list[Span]] = {}       # id(PairedCall) → its CLIENT, SERVER spans
 
     def add(self, key: str, name: str, service: str, parent: Span | None,
             start_ktime: int, end_ktime: int, attributes: dict | None = None) -> Span:
@@ -175,6 +206,14 @@ class _TraceBuilder:
                         process_attributes(proc))
         span.events.extend(activity_event(a, self.clock) for a in proc.activity
                            if start <= a.header.ktime_ns <= max(start, end))
+        if proc.oom_kill is not None:
+            kill = proc.oom_kill
+            span.events.append(SpanEvent("oom kill", self.clock.wall_ns(kill.header.ktime_ns), {
+                "tracer.oom.victim_pid": kill.victim_pid, "tracer.oom.victim_comm": kill.victim_comm,
+                "tracer.oom.anon_rss_kb": kill.anon_rss_kb, "tracer.oom.total_vm_kb": kill.total_vm_kb,
+                "tracer.oom.file_rss_kb": kill.file_rss_kb, "tracer.oom.shmem_rss_kb": kill.shmem_rss_kb,
+            }))
+        self.by_process[proc.key] = span
         if proc.exit_code_raw is not None and exit_status(proc.exit_code_raw).code != 0:
             span.status = "ERROR"
             span.status_message = f"exited with {exit_status(proc.exit_code_raw).code}"
@@ -298,6 +337,8 @@ def _container_attributes(container: ContainerTrace) -> dict[str, object]:
         attributes[f"tracer.resources.{key}"] = value
     if bundle.get("cgroups_path"):
         attributes["tracer.cgroup.path"] = bundle["cgroups_path"]
+    for key, value in sorted(container.activity.start_pressure.items()):
+        attributes[f"tracer.start.{key}"] = value
     netns = container.activity.netns
     if netns:
         if netns.get("host_network"):
@@ -319,13 +360,15 @@ def _cri_spans(builder: _TraceBuilder, root: Span, calls: list[PairedCall]) -> d
     for index, call in enumerate(calls):
         view = call.best_view
         method = call.method or "unresolved"
+        inferred = ""
+        if not (any(pod_keys(call)[:2]) or pod_keys(call)[2]):
+            inferred = ("by the pod's annotations in the image spec" if image_annotations(call) else
+                        "inferred: same connection, after this pod's calls (the call names no pod)")
         attributes: dict[str, object] = {
             "rpc.system": "grpc", "rpc.service": view.service or "", "rpc.method": method,
             "tracer.cri.method_resolution": view.method_resolution,
         }
-        status_code = next((v.grpc_status for v in (call.client, call.server) if v and v.grpc_status is not None),
-                           None)
-        message = next((v.grpc_message for v in (call.client, call.server) if v and v.grpc_message), "")
+        status_code, message = call.grpc_status, call.grpc_message
         if status_code is not None:
             attributes["rpc.grpc.status_code"] = status_code
         if message:
@@ -351,6 +394,9 @@ def _cri_spans(builder: _TraceBuilder, root: Span, calls: list[PairedCall]) -> d
                 span.attributes["tracer.cri.traceparent"] = view_.traceparent
             if status_code not in (None, 0):
                 span.status, span.status_message = "ERROR", message or f"gRPC status {status_code}"
+            if inferred:
+                span.attributes["tracer.cri.attribution"] = inferred
+            builder.by_call.setdefault(id(call), []).append(span)
             parent = span
         if span is not None:
             sandboxes, containers, _ = pod_keys(call)
@@ -373,11 +419,18 @@ def kubelet_context(calls: list[PairedCall]) -> tuple[str, str] | None:
     return None
 
 
-def build_trace(pod: PodTrace, clock: Clock, node_name: str, calls: list[PairedCall] = ()) -> Trace:
+def build_trace(pod: PodTrace, clock: Clock, node_name: str, calls: list[PairedCall] = (),
+                processes: Mapping[ProcKey, Process] | None = None) -> Trace:
+    calls = list(calls)
     # The pod's trace joins kubelet's own trace when kubelet propagates one:
     # same trace id, and the root hangs under kubelet's span of the first call.
-    context = kubelet_context(list(calls))
-    trace_id = context[0] if context else trace_id_for(pod.sandbox_id)
+    context = kubelet_context(calls)
+    if context:
+        trace_id = context[0]
+    elif pod.restart is None:
+        trace_id = trace_id_for(pod.sandbox_id)
+    else:
+        trace_id = restart_trace_id_for(pod.key)
     builder = _TraceBuilder(trace_id, clock)
     name = f"pod {pod.namespace or '?'}/{pod.name or short(pod.sandbox_id)}"
     root_attributes: dict[str, object] = {
@@ -387,21 +440,23 @@ def build_trace(pod: PodTrace, clock: Clock, node_name: str, calls: list[PairedC
     }
     if pod.attempt:
         root_attributes["tracer.pod.attempt"] = pod.attempt
-    if pod.partial_reasons:
-        root_attributes["tracer.partial"] = True
-        root_attributes["tracer.partial.reasons"] = "; ".join(pod.partial_reasons)
     root = builder.add("root", name, SERVICE_TRACER, None, 0, 0, root_attributes)
+    if pod.restart is not None:
+        _restart_root(root, pod, calls)
     if context:
         root.parent_id = context[1]
         root.attributes["tracer.kubelet.trace_joined"] = True
-    work_parent = _cri_spans(builder, root, list(calls))
+    work_parent = _cri_spans(builder, root, calls)
     groups = []
     for container in pod.all_containers:
         # containerd runs a sandbox within RunPodSandbox and a container's
         # task (shim, runc) within StartContainer
         method = "RunPodSandbox" if container.is_sandbox else "StartContainer"
         parent = work_parent.get((method, container.container_id), root)
-        groups.append(_container_span(builder, parent, container))
+        group = _container_span(builder, parent, container)
+        if not container.is_sandbox:
+            _name_from_cri(group, container.container_id, calls)
+        groups.append(group)
     tops = [s for s in builder.spans if s.parent_id == root.span_id]
     root.start_ns = min(s.start_ns for s in tops)
     root.end_ns = max(s.end_ns for s in tops)
@@ -410,8 +465,79 @@ def build_trace(pod: PodTrace, clock: Clock, node_name: str, calls: list[PairedC
     errors = [g for g in groups if g.status == "ERROR"]
     if errors:
         root.status, root.status_message = "ERROR", errors[0].status_message
+    _apply_findings(builder, root, diagnose(pod, calls, processes or {}))
+    if pod.partial_reasons:
+        root.attributes["tracer.partial"] = True
+        root.attributes["tracer.partial.reasons"] = "; ".join(pod.partial_reasons)
     # Pod identity on every span, so that a search by tag finds any layer.
     for span in builder.spans[1:]:
         span.attributes.setdefault("k8s.pod.name", pod.name)
         span.attributes.setdefault("k8s.namespace.name", pod.namespace)
     return Trace(trace_id, name, builder.spans, {"host.name": node_name, "k8s.node.name": node_name})
+
+
+def _name_from_cri(group: Span, container_id: str, calls: list[PairedCall]) -> None:
+    """A container's name and image from its CreateContainer request, when
+    its bundle could not be read (containerd deletes a failed one at once)."""
+    if "container.name" in group.attributes and "container.image.name" in group.attributes:
+        return
+    for call in calls:
+        if call.method == "CreateContainer" and call.message("response").get("container_id") == container_id:
+            config = call.message("request").get("config") or {}
+            name = (config.get("metadata") or {}).get("name")
+            image = (config.get("image") or {}).get("user_specified_image") or (config.get("image") or {}).get("image")
+            if name:
+                group.attributes.setdefault("container.name", name)
+            if image:
+                group.attributes.setdefault("container.image.name", image)
+
+
+def _restart_root(root: Span, pod: PodTrace, calls: list[PairedCall]) -> None:
+    """A later container start: its attempt, and a link to the trace of the
+    attempt before it (or of the pod's start)."""
+    restart = pod.restart
+    assert restart is not None
+    attempt = restart.attempt
+    for call in calls:  # kubelet's own count, when its CreateContainer was decoded
+        metadata = (call.message("request").get("config") or {}).get("metadata") or {}
+        if call.method == "CreateContainer" and "attempt" in metadata:
+            attempt = int(metadata["attempt"])
+    root.attributes.update({"tracer.trace.kind": "container restart" if attempt else "container start",
+                            "k8s.container.restart_count": attempt})
+    if restart.container_name:
+        root.attributes["k8s.container.name"] = restart.container_name
+    if restart.previous_in_pod_trace:
+        previous = trace_id_for(pod.sandbox_id)
+    else:
+        previous = restart_trace_id_for(restart.previous_container_id)
+    root.links.append(SpanLink(previous, root_span_id(previous), {"tracer.link.kind": "previous attempt"}))
+    root.attributes["tracer.previous_attempt.trace_id"] = previous
+
+
+def _apply_findings(builder: _TraceBuilder, root: Span, findings: list[Finding]) -> None:
+    """Marks each failure on the span of its layer, and the first on the root."""
+    for finding in findings:
+        if finding.process is not None:
+            targets = [builder.by_process[finding.process]] if finding.process in builder.by_process else []
+        elif finding.call is not None:
+            spans = builder.by_call.get(id(finding.call), [])
+            # the runtime's view is the layer that failed; kubelet's, for
+            # what kubelet decided itself (not to pull)
+            targets = [s for s in spans if s.kind == "SERVER"] or spans[:1]
+            if finding.layer == "image" and finding.cause == "image_not_present":
+                targets = [s for s in spans if s.kind == "CLIENT"] or targets
+        else:
+            targets = []
+        for span in targets:
+            span.attributes["tracer.diagnosis"] = finding.diagnosis
+            if finding.is_error:
+                span.attributes["error.type"] = finding.cause
+                span.status, span.status_message = "ERROR", finding.error or finding.diagnosis
+    first = next((f for f in findings if f.is_error), findings[0] if findings else None)
+    if first is None:
+        return
+    root.attributes["tracer.diagnosis"] = first.diagnosis
+    root.attributes["tracer.failed_layer"] = first.layer
+    if first.is_error:
+        root.attributes["error.type"] = first.cause
+        root.status, root.status_message = "ERROR", first.diagnosis

@@ -14,3 +14,5 @@ BPF_ARRAY(layout_cgroup_write, struct cgroup_write_event, 1);
 BPF_ARRAY(layout_socket_open, struct socket_open_event, 1);
 BPF_ARRAY(layout_socket_close, struct socket_close_event, 1);
 BPF_ARRAY(layout_socket_data, struct socket_data_event, 1);
+BPF_ARRAY(layout_exec_failed, struct exec_failed_event, 1);
+BPF_ARRAY(layout_oom_kill, struct oom_kill_event, 1);

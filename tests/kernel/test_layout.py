@@ -67,3 +67,12 @@ def test_socket_data_fields(compiled):
     assert data.direction.offset == events.HEADER.size + endpoint_size + 12
     assert data.data.offset == events.HEADER.size + events.SOCKET_DATA_BODY.size
     assert leaf(compiled, "socket_open").path.offset == events.HEADER.size + endpoint_size + events.TASK_COMM_LEN
+
+
+def test_failure_event_fields(compiled):
+    exec_failed, oom = leaf(compiled, "exec_failed"), leaf(compiled, "oom_kill")
+    assert exec_failed.ret.offset == events.HEADER.size
+    assert exec_failed.filename.offset == events.HEADER.size + events.EXEC_FAILED_BODY.size - events.FILENAME_MAX_LEN
+    assert oom.victim_pid.offset == events.HEADER.size
+    assert oom.total_vm_kb.offset == events.HEADER.size + 8
+    assert oom.victim_comm.offset == events.HEADER.size + events.OOM_KILL_BODY.size - events.TASK_COMM_LEN

@@ -59,8 +59,10 @@ def test_kubelet_layer_is_the_cri_client_spans_not_the_root():
 
 def test_pod_status():
     assert pod_status(traces("one-pod")[0]) == "ok"
-    # its entrypoint exits with 3, but the start itself went through
-    assert pod_status(traces("exiting-pod")[0]) == "ok"
+    # its entrypoint exits with 3 right after start: the pod did not come up
+    exiting = traces("exiting-pod")[0]
+    assert pod_status(exiting) == "error"
+    assert exiting.root.attributes["error.type"] == "application_error"
     failed = traces("one-pod")[0]
     failed.root.status = "ERROR"
     assert pod_status(failed) == "error"

@@ -67,6 +67,15 @@ class PairedCall:
         return {}
 
     @property
+    def grpc_status(self) -> int | None:
+        """The call's gRPC status, from whichever view decoded it."""
+        return next((v.grpc_status for v in (self.server, self.client) if v and v.grpc_status is not None), None)
+
+    @property
+    def grpc_message(self) -> str:
+        return next((v.grpc_message for v in (self.server, self.client) if v and v.grpc_message), "")
+
+    @property
     def start_ns(self) -> int:
         times = [v.request_start_ns for v in (self.client, self.server) if v and v.request_start_ns]
         return min(times) if times else 0
@@ -237,16 +246,95 @@ def pod_keys(call: PairedCall) -> tuple[set[str], set[str], str | None]:
 TEARDOWN_METHODS = frozenset({"StopContainer", "RemoveContainer", "StopPodSandbox", "RemovePodSandbox"})
 
 
-def calls_for_pod(calls: list[PairedCall], sandbox_id: str, container_ids: set[str], uid: str) -> list[PairedCall]:
-    """The calls of the pod's start whose messages name this pod, in time order."""
+# How long after a pod's last call kubelet's image check for its container
+# can come (kubelet checks the image right after the sandbox is ready).
+IMAGE_CHECK_WINDOW_NS = 10_000_000_000
+
+
+def calls_for_pod(calls: list[PairedCall], sandbox_id: str, container_ids: set[str], uid: str,
+                  other_container_ids: frozenset[str] = frozenset()) -> list[PairedCall]:
+    """The calls of a start whose messages name this pod (its sandbox id,
+    uid or one of `container_ids`), in time order.  Calls that name a
+    container of `other_container_ids` belong to another trace (a restart).
+    An empty `sandbox_id` and `uid` select by container ids only."""
     chosen = []
     for call in calls:
         if call.method in TEARDOWN_METHODS:
             continue
         sandboxes, containers, call_uid = pod_keys(call)
-        if sandbox_id in sandboxes or containers & container_ids or (uid and call_uid == uid):
+        if containers & other_container_ids:
+            continue
+        if (sandbox_id and sandbox_id in sandboxes) or containers & container_ids or (uid and call_uid == uid):
             chosen.append(call)
-    return sorted(chosen, key=lambda c: c.start_ns)
+    chosen.sort(key=lambda c: c.start_ns)
+    checks = _image_calls_for(calls, chosen)
+    if sandbox_id and not checks and not any(c.method == "CreateContainer" for c in chosen):
+        checks = [c for c in [_image_check_after(calls, chosen)] if c is not None]
+    return sorted(chosen + [c for c in checks if c not in chosen], key=lambda c: c.start_ns)
+
+
+IMAGE_METHODS = frozenset({"ImageStatus", "PullImage"})
+
+
+def _pod_annotations(chosen: list[PairedCall]) -> dict:
+    """The pod's annotations, as its RunPodSandbox or CreateContainer sent them."""
+    for call in chosen:
+        request = call.message("request")
+        config = request.get("config") if call.method == "RunPodSandbox" else request.get("sandbox_config")
+        if call.method in ("RunPodSandbox", "CreateContainer") and (config or {}).get("annotations"):
+            return config["annotations"]
+    return {}
+
+
+def image_annotations(call: PairedCall) -> dict:
+    return (call.message("request").get("image") or {}).get("annotations") or {}
+
+
+def _image_calls_for(calls: list[PairedCall], chosen: list[PairedCall]) -> list[PairedCall]:
+    """kubelet's image calls for this start.  They name no pod, but carry
+    the pod's annotations in the image spec; kubelet makes them right before
+    each CreateContainer, so each CreateContainer of the start takes those
+    since the pod's previous CreateContainer (or since the start began)."""
+    annotations = _pod_annotations(chosen)
+    if not annotations:
+        return []
+    matching = [c for c in calls if c.method in IMAGE_METHODS and image_annotations(c) == annotations]
+    creates = [c for c in chosen if c.method == "CreateContainer"]
+    begin = min(c.start_ns for c in chosen)
+    if not creates:  # no container (yet): the checks that followed the sandbox
+        return [c for c in matching if begin < c.start_ns <= begin + IMAGE_CHECK_WINDOW_NS]
+    sandboxes = {c.message("request").get("pod_sandbox_id") for c in creates}
+    all_creates = sorted(c.start_ns for c in calls if c.method == "CreateContainer"
+                         and c.message("request").get("pod_sandbox_id") in sandboxes)
+    picked = []
+    for create in creates:
+        since = max([t for t in all_creates if t < create.start_ns], default=begin)
+        picked += [c for c in matching if max(since, create.start_ns - IMAGE_CHECK_WINDOW_NS) < c.start_ns
+                   < create.start_ns]
+    return picked
+
+
+def _image_check_after(calls: list[PairedCall], chosen: list[PairedCall]) -> PairedCall | None:
+    """The ImageStatus with which kubelet went on with this pod, when no
+    CreateContainer followed: an ImageStatus names no pod, so it is taken
+    from the same connection, after the pod's last call, and before that
+    connection's next RunPodSandbox.  Spans mark it as inferred."""
+    # kubelet goes on to the image only once the sandbox runs
+    sandbox_ready = any(c.method == "RunPodSandbox" and c.grpc_status == 0 for c in chosen)
+    last = chosen[-1]
+    connection = last.client_endpoint.inode if last.client_endpoint else None
+    if connection is None or not sandbox_ready:
+        return None
+    after = max(c.start_ns for c in chosen)
+    for call in sorted(calls, key=lambda c: c.start_ns):
+        if call.start_ns <= after or call.client_endpoint is None or call.client_endpoint.inode != connection:
+            continue
+        if call.start_ns - after > IMAGE_CHECK_WINDOW_NS or any(pod_keys(call)[:2]) or pod_keys(call)[2]:
+            return None  # too late, or the connection went on with another pod
+        if call.method == "ImageStatus":
+            return call
+    return None
+
 
 
 def call_record(call: CriCall, endpoint: Endpoint) -> dict:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -112,16 +112,21 @@ class RuntimeClient:
 
     # ----------------------------------------------------------- images
 
+    # kubelet's image manager sends the pod's annotations with the image
+    # spec (for runtimes that choose a handler by them).
+
     def pull_image(
         self, image: str, sandbox_config: api_pb2.PodSandboxConfig | None = None,
-        auth: api_pb2.AuthConfig | None = None,
+        auth: api_pb2.AuthConfig | None = None, annotations: Mapping[str, str] | None = None,
     ) -> api_pb2.PullImageResponse:
-        request = api_pb2.PullImageRequest(image=api_pb2.ImageSpec(image=image), sandbox_config=sandbox_config,
-                                           auth=auth)
+        request = api_pb2.PullImageRequest(image=api_pb2.ImageSpec(image=image, annotations=annotations or {}),
+                                           sandbox_config=sandbox_config, auth=auth)
         return self._images.PullImage(request, timeout=self.timeout_s)
 
-    def image_status(self, image: str, verbose: bool = False) -> api_pb2.ImageStatusResponse:
-        request = api_pb2.ImageStatusRequest(image=api_pb2.ImageSpec(image=image), verbose=verbose)
+    def image_status(self, image: str, verbose: bool = False,
+                     annotations: Mapping[str, str] | None = None) -> api_pb2.ImageStatusResponse:
+        request = api_pb2.ImageStatusRequest(image=api_pb2.ImageSpec(image=image, annotations=annotations or {}),
+                                             verbose=verbose)
         return self._images.ImageStatus(request, timeout=self.timeout_s)
 
     def remove_image(self, image: str) -> api_pb2.RemoveImageResponse:

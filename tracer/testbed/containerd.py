@@ -14,6 +14,7 @@ and cleaned up by the next ``start()``.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -49,6 +50,7 @@ from tracer.testbed.pods import (
 log = logging.getLogger(__name__)
 
 ENV_TESTBED_DIR = "TRACER_TESTBED_DIR"
+ENV_LOCK_WAIT = "TRACER_TESTBED_LOCK_WAIT_S"
 DEFAULT_DIRECTORY = Path("/var/lib/tracer-testbed")
 CNI_BIN_DIR = Path("/usr/lib/cni")
 CONFIG_TEMPLATE = Path(__file__).with_name("containerd.toml")
@@ -59,6 +61,7 @@ KILL_GRACE_S = 5.0
 # Short, so that teardown of a wedged containerd does not hang a test run.
 TEARDOWN_CALL_TIMEOUT_S = 30.0
 _POLL_INTERVAL_S = 0.05
+_LOCK_POLL_INTERVAL_S = 1.0
 
 
 class TestbedError(RuntimeError):
@@ -305,6 +308,31 @@ class Testbed:
             ],
         }
 
+    @contextlib.contextmanager
+    def broken_network(self) -> Iterator[str]:
+        """While inside, the pod network's config is broken the way a typo
+        breaks it (an IPAM subnet that is no CIDR), so every RunPodSandbox
+        of a pod-network pod fails in CNI. Yields the broken subnet."""
+        broken_subnet = "10.88.77.0/33"
+        conflist = self._cni_conflist()
+        conflist["plugins"][0]["ipam"]["ranges"] = [[{"subnet": broken_subnet}]]
+        self._install_conflist(conflist)
+        try:
+            yield broken_subnet
+        finally:
+            self._install_conflist(self._cni_conflist())
+
+    def _install_conflist(self, conflist: dict) -> None:
+        """Replace the CNI config and wait until containerd has loaded it
+        (it watches the directory; CRI's verbose status shows what it has)."""
+        path = self.layout.cni_conf_dir / "10-tracer-testbed.conflist"
+        partial = path.with_suffix(".partial")
+        partial.write_text(json.dumps(conflist, indent=2))
+        partial.rename(path)
+        subnet = conflist["plugins"][0]["ipam"]["ranges"][0][0]["subnet"]
+        loaded = lambda: subnet in self.client.status(verbose=True).info.get("cniconfig", "")
+        _wait_for(loaded, time.monotonic() + STARTUP_TIMEOUT_S, "containerd to load the new CNI config")
+
     def _save_host_baseline(self) -> None:
         watched = host.watched_dirs(BEST_EFFORT_CGROUP)
         host.HostBaseline.capture(self.network.bridge, watched).save(self.layout.baseline_file)
@@ -424,14 +452,21 @@ def _wait_for(condition: Callable[[], bool], deadline: float, what: str) -> None
 
 
 def _lock_directory(lock_file: Path) -> IO[str]:
-    """Hold an exclusive lock on the directory for as long as the file is open."""
+    """Hold an exclusive lock on the directory for as long as the file is open.
+
+    Waits up to $TRACER_TESTBED_LOCK_WAIT_S (default 0: fail at once) for
+    another run to finish with it, so that test runs can queue up."""
     handle = lock_file.open("w")  # not inherited by children: Python fds are non-inheritable
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise TestbedError(f"another test bed is using {lock_file.parent}") from None
-    return handle
+    deadline = time.monotonic() + float(os.environ.get(ENV_LOCK_WAIT, "0"))
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return handle
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                handle.close()
+                raise TestbedError(f"another test bed is using {lock_file.parent}") from None
+            time.sleep(_LOCK_POLL_INTERVAL_S)
 
 
 def _read_pid(pid_file: Path) -> int | None:

@@ -36,7 +36,7 @@ CRI_NAMESPACE = "k8s.io"
 
 PAUSE_SOURCE = Path(__file__).with_name("pause.c")
 HOST_BUSYBOX = Path("/bin/busybox")
-BUSYBOX_APPLETS = ("sh", "sleep", "echo", "cat", "true", "false", "ls")
+BUSYBOX_APPLETS = ("sh", "sleep", "echo", "cat", "true", "false", "ls", "dd", "head", "tail")
 
 _MEDIA_INDEX = "application/vnd.oci.image.index.v1+json"
 _MEDIA_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -222,11 +222,18 @@ def pause_recipe(pause_binary: bytes) -> ImageRecipe:
     )
 
 
+# Two classic broken entrypoints, for tests of failed starts: a script
+# whose executable bit was forgotten, and an executable that is no program.
+NOT_EXECUTABLE_SCRIPT = regular_file("bin/start.sh", b"#!/bin/sh\necho started\n", mode=0o644)
+NOT_A_PROGRAM = regular_file("bin/not-a-program", b"this is text, not an ELF file\n", mode=0o755)
+
+
 def busybox_recipe(busybox_binary: bytes) -> ImageRecipe:
     applets = [symlink(f"bin/{applet}", "busybox") for applet in BUSYBOX_APPLETS]
     return ImageRecipe(
         name=BUSYBOX_IMAGE,
-        entries=[*_root_directories(), directory("bin"), regular_file("bin/busybox", busybox_binary), *applets],
+        entries=[*_root_directories(), directory("bin"), regular_file("bin/busybox", busybox_binary), *applets,
+                 NOT_EXECUTABLE_SCRIPT, NOT_A_PROGRAM],
         cmd=["sh"],
     )
 
@@ -254,7 +261,7 @@ def pause_archive(cache_dir: Path) -> Path:
 
 def busybox_archive(cache_dir: Path) -> Path:
     binary = HOST_BUSYBOX.read_bytes()
-    inputs = binary + "\0".join(BUSYBOX_APPLETS).encode()
+    inputs = binary + "\0".join(BUSYBOX_APPLETS).encode() + repr((NOT_EXECUTABLE_SCRIPT, NOT_A_PROGRAM)).encode()
     return _cached_archive(cache_dir, "busybox", inputs, lambda: busybox_recipe(binary))
 
 

@@ -21,7 +21,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tracer.testbed.client import RuntimeClient
-from tracer.testbed.pods import CallTiming, PodSpec, PodStartError, StartedPod, sandbox_config, start_pod
+from tracer.testbed.pods import (
+    CallTiming,
+    PodSpec,
+    PodStartError,
+    StartedPod,
+    run_crash_loop,
+    sandbox_config,
+    start_pod,
+)
 
 PR_SET_NAME = 15
 
@@ -34,7 +42,21 @@ def _spec_from_json(fields: dict) -> PodSpec:
 
 def _pod_json(pod: StartedPod) -> dict:
     return {"spec": dataclasses.asdict(pod.spec), "sandbox_id": pod.sandbox_id, "container_id": pod.container_id,
-            "calls": [dataclasses.asdict(c) for c in pod.calls]}
+            "calls": [dataclasses.asdict(c) for c in pod.calls],
+            "restarted": [_pod_json(attempt) for attempt in pod.restarted]}
+
+
+def _pod_from_json(result: dict, log_root: Path) -> StartedPod:
+    spec = _spec_from_json(result["spec"])
+    return StartedPod(spec, result["sandbox_id"], result["container_id"], sandbox_config(spec, log_root),
+                      [CallTiming(**c) for c in result["calls"]],
+                      [_pod_from_json(attempt, log_root) for attempt in result.get("restarted", [])])
+
+
+def _run_pod(client: RuntimeClient, spec: PodSpec, log_root: Path) -> StartedPod:
+    """kubelet's part for one pod: start it, then restart its container as
+    often as the spec says."""
+    return run_crash_loop(client, start_pod(client, spec, log_root))
 
 
 # What kubelet asks over and over (its relist, status and image checks).
@@ -82,31 +104,44 @@ def main() -> None:
         # kubelet asks for the runtime's version first; this also opens the
         # connection, so that pod calls are not timed with its set-up
         client.version()
-        futures = [pool.submit(start_pod, client, spec, log_root) for spec in specs]
-        for future in futures:
+        futures = [pool.submit(_run_pod, client, spec, log_root) for spec in specs]
+        for spec, future in zip(specs, futures):
             try:
                 results.append(_pod_json(future.result()))
             except PodStartError as error:
                 results.append({"error": str(error), "spec": dataclasses.asdict(error.spec),
                                 "sandbox_id": error.sandbox_id,
                                 "calls": [dataclasses.asdict(c) for c in error.calls]})
+            except TimeoutError as error:  # a crash loop whose container did not exit
+                results.append({"error": str(error), "spec": dataclasses.asdict(spec),
+                                "sandbox_id": "", "calls": []})
     json.dump(results, sys.stdout)
 
 
-def start_pods_as_kubelet(socket: str | Path, specs: list[PodSpec], log_root: Path) -> list[StartedPod]:
-    """Starts the pods concurrently from a separate "kubelet" process."""
+def run_pods_as_kubelet(socket: str | Path, specs: list[PodSpec], log_root: Path) -> list[StartedPod | PodStartError]:
+    """Starts the pods concurrently from a separate "kubelet" process; each
+    outcome is the started pod, or the error its start ended with."""
     run = subprocess.run([sys.executable, "-m", "tracer.testbed.kubelet", str(socket), str(log_root)],
                          input=json.dumps([dataclasses.asdict(s) for s in specs]), capture_output=True,
                          text=True, check=True, timeout=300)
-    pods = []
+    outcomes: list[StartedPod | PodStartError] = []
     for result in json.loads(run.stdout):
-        spec = _spec_from_json(result["spec"])
-        calls = [CallTiming(**c) for c in result["calls"]]
         if "error" in result:
-            raise PodStartError(spec, calls, result.get("sandbox_id", ""), RuntimeError(result["error"]))
-        pods.append(StartedPod(spec, result["sandbox_id"], result["container_id"],
-                               sandbox_config(spec, log_root), calls))
-    return pods
+            outcomes.append(PodStartError(_spec_from_json(result["spec"]), [CallTiming(**c) for c in result["calls"]],
+                                          result.get("sandbox_id", ""), RuntimeError(result["error"])))
+        else:
+            outcomes.append(_pod_from_json(result, log_root))
+    return outcomes
+
+
+def start_pods_as_kubelet(socket: str | Path, specs: list[PodSpec], log_root: Path) -> list[StartedPod]:
+    """Starts the pods concurrently from a separate "kubelet" process;
+    raises the first start's error, if one failed."""
+    outcomes = run_pods_as_kubelet(socket, specs, log_root)
+    for outcome in outcomes:
+        if isinstance(outcome, PodStartError):
+            raise outcome
+    return [outcome for outcome in outcomes if isinstance(outcome, StartedPod)]
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ are recorded, since tests compare the tracer's spans against them.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import time
 import uuid
@@ -83,6 +84,13 @@ class PodSpec:
     # kubelet's minimum grace period. Kubernetes defaults to 30 s, but a
     # `sleep` running as PID 1 ignores SIGTERM and would hold every stop.
     termination_grace_period_s: int = 2
+    # The container's memory limit (resources.limits.memory); 0 = none.
+    memory_limit_bytes: int = 0
+    # kubelet's imagePullPolicy: "IfNotPresent" or "Never".
+    image_pull_policy: str = "IfNotPresent"
+    # How often the kubelet role restarts the container after it exits
+    # (restartPolicy Always, without kubelet's back-off): a crash loop.
+    restarts: int = 0
 
     @property
     def log_directory_name(self) -> str:
@@ -127,6 +135,7 @@ class StartedPod:
     container_id: str
     sandbox_config: api_pb2.PodSandboxConfig
     calls: list[CallTiming]
+    restarted: list[StartedPod] = field(default_factory=list)  # later attempts of its container
 
     @property
     def start_ns(self) -> int:
@@ -252,8 +261,12 @@ def container_config(spec: PodSpec, image_ref: str) -> api_pb2.ContainerConfig:
         },
         log_path=f"{spec.container_name}/{spec.restart_count}.log",
         linux=api_pb2.LinuxContainerConfig(
+            # A pod with a memory limit is Burstable, not best-effort, for
+            # kubelet; its cgroup still goes under the best-effort parent
+            # here so that the test bed cleans up one tree.
             resources=api_pb2.LinuxContainerResources(
-                cpu_shares=BEST_EFFORT_CPU_SHARES, oom_score_adj=BEST_EFFORT_OOM_SCORE_ADJ
+                cpu_shares=BEST_EFFORT_CPU_SHARES, oom_score_adj=BEST_EFFORT_OOM_SCORE_ADJ,
+                memory_limit_in_bytes=spec.memory_limit_bytes,
             ),
             security_context=api_pb2.LinuxContainerSecurityContext(
                 namespace_options=_namespace_options(spec),
@@ -265,12 +278,21 @@ def container_config(spec: PodSpec, image_ref: str) -> api_pb2.ContainerConfig:
     )
 
 
-def _ensure_image(client: RuntimeClient, calls: list[CallTiming], image: str, config: api_pb2.PodSandboxConfig) -> str:
-    """kubelet's EnsureImageExists (pull policy IfNotPresent): the image id."""
-    status = _timed(calls, "ImageStatus", lambda: client.image_status(image))
+class ImageNeverPullError(RuntimeError):
+    """kubelet's ErrImageNeverPull: the image is absent and may not be pulled."""
+
+
+def _ensure_image(client: RuntimeClient, calls: list[CallTiming], spec: PodSpec,
+                  config: api_pb2.PodSandboxConfig) -> str:
+    """kubelet's EnsureImageExists: the image id."""
+    annotations = dict(config.annotations)
+    status = _timed(calls, "ImageStatus", lambda: client.image_status(spec.image, annotations=annotations))
     if status.image.id:
         return status.image.id
-    pulled = _timed(calls, "PullImage", lambda: client.pull_image(image, config))
+    if spec.image_pull_policy == "Never":
+        # kubelet's own message; it makes no further CRI call for the container
+        raise ImageNeverPullError(f'Container image "{spec.image}" is not present with pull policy of Never')
+    pulled = _timed(calls, "PullImage", lambda: client.pull_image(spec.image, config, annotations=annotations))
     return pulled.image_ref
 
 
@@ -289,13 +311,57 @@ def start_pod(client: RuntimeClient, spec: PodSpec, log_root: Path) -> StartedPo
     try:
         sandbox_id = _timed(calls, "RunPodSandbox", lambda: client.run_pod_sandbox(config)).pod_sandbox_id
         _timed(calls, "PodSandboxStatus", lambda: client.pod_sandbox_status(sandbox_id))
-        image_ref = _ensure_image(client, calls, spec.image, config)
+        image_ref = _ensure_image(client, calls, spec, config)
         container = container_config(spec, image_ref)
         created = _timed(calls, "CreateContainer", lambda: client.create_container(sandbox_id, container, config))
         _timed(calls, "StartContainer", lambda: client.start_container(created.container_id))
     except Exception as error:
         raise PodStartError(spec, calls, sandbox_id, error) from error
     return StartedPod(spec, sandbox_id, created.container_id, config, calls)
+
+
+def restart_container(client: RuntimeClient, pod: StartedPod) -> StartedPod:
+    """kubelet's restart of a pod's exited container: a new container, with
+    the next attempt number, in the same sandbox (the old one is kept, as
+    kubelet keeps it for its logs)."""
+    spec = dataclasses.replace(pod.spec, restart_count=pod.spec.restart_count + 1)
+    config = pod.sandbox_config  # the pod's, as kubelet keeps it
+    calls: list[CallTiming] = []
+    try:
+        image_ref = _ensure_image(client, calls, spec, config)
+        created = _timed(calls, "CreateContainer",
+                         lambda: client.create_container(pod.sandbox_id, container_config(spec, image_ref), config))
+        _timed(calls, "StartContainer", lambda: client.start_container(created.container_id))
+    except Exception as error:
+        raise PodStartError(spec, calls, pod.sandbox_id, error) from error
+    return StartedPod(spec, pod.sandbox_id, created.container_id, config, calls)
+
+
+EXIT_WAIT_S = 30.0
+
+
+def wait_for_exit(client: RuntimeClient, container_id: str, timeout_s: float = EXIT_WAIT_S) -> int:
+    """Wait until the container has exited (kubelet's PLEG would notice);
+    returns its exit code."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = client.container_status(container_id).status
+        if status.state == api_pb2.CONTAINER_EXITED:
+            return status.exit_code
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"container {container_id[:12]} still runs after {timeout_s} s")
+        time.sleep(0.05)
+
+
+def run_crash_loop(client: RuntimeClient, pod: StartedPod) -> StartedPod:
+    """Restart the pod's container `spec.restarts` times, each after the
+    previous attempt exited; the attempts go into `pod.restarted`."""
+    attempt = pod
+    for _ in range(pod.spec.restarts):
+        wait_for_exit(client, attempt.container_id)
+        attempt = restart_container(client, attempt)
+        pod.restarted.append(attempt)
+    return pod
 
 
 def stop_and_remove(client: RuntimeClient, pod: StartedPod) -> list[CallTiming]:
