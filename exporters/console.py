@@ -6,6 +6,7 @@ import sys
 from typing import Sequence, TextIO
 
 from exporters.base import ExportResult
+from tracer.critical_path import ATTRIBUTE_SUMMARY
 from tracer.spans import Span, Trace
 
 BAR_WIDTH = 40
@@ -36,6 +37,8 @@ def render(trace: Trace) -> str:
     lines = [f"{trace.name}  {total / 1e6:.1f} ms  trace {trace.trace_id}"]
     if root.attributes.get("tracer.partial"):
         lines.append(f"  partial: {root.attributes.get('tracer.partial.reasons', '')}")
+    if root.attributes.get(ATTRIBUTE_SUMMARY):
+        lines.append(f"  critical path: {root.attributes[ATTRIBUTE_SUMMARY]}")
 
     def walk(span: Span, depth: int) -> None:
         label = ("  " * depth + span.name)[:NAME_WIDTH].ljust(NAME_WIDTH)

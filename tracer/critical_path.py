@@ -118,11 +118,12 @@ class CriticalPath:
         ranked = self.ranked_layers()
         return ranked[0][0] if ranked else None
 
-    def summary(self) -> str:
-        """One line, largest layer first: "runc create 41% (22.1 ms) › cni 18% (9.8 ms) › …"."""
+    def summary(self, layers: int | None = None) -> str:
+        """One line, largest layer first: "runc create 41% (22.1 ms) › cni 18% (9.8 ms) › …";
+        only the first `layers` of them when given."""
         return SUMMARY_SEPARATOR.join(
             f"{LAYER_LABELS[layer]} {round(100 * ns / self.total_ns)}% ({ns / 1e6:.1f} ms)"
-            for layer, ns in self.ranked_layers())
+            for layer, ns in self.ranked_layers()[:layers])
 
 
 def critical_path(trace: Trace) -> CriticalPath:
