@@ -311,7 +311,7 @@ def report(recording: Path, svg_path: Path | None, as_json: bool, slowest: int) 
     else:
         click.echo(summary.text(slowest))
     if svg_path is not None:
-        result = SvgExporter(svg_path).export(traces)
+        result = SvgExporter(svg_path, title=f"Pod starts in {recording.name}").export(traces)
         if not result.ok:
             raise click.ClickException(result.detail)
         click.echo(f"{len(traces)} pod start(s) drawn → {svg_path}", err=True)
