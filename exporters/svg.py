@@ -24,9 +24,11 @@ from tracer.critical_path import (
     LAYERS,
     SUMMARY_SEPARATOR,
     CriticalPath,
+    children_by_parent,
     critical_path,
     span_layers,
 )
+from tracer.metrics import pod_status
 from tracer.report import error_spans, error_text
 from tracer.spans import Span, Trace
 
@@ -44,8 +46,9 @@ ZEBRA_COLOUR = "#f4f4f4"
 # A monospace font, so that text widths (for eliding) are known without a
 # font engine: DejaVu Sans Mono advances 0.602 em per character.
 FONT_FAMILY = "DejaVu Sans Mono, Menlo, Consolas, monospace"
+CHAR_EM = 0.602
 FONT_SIZE = 12
-CHAR_WIDTH = 0.602 * FONT_SIZE
+CHAR_WIDTH = CHAR_EM * FONT_SIZE
 TITLE_SIZE = 15
 
 MARGIN = 16
@@ -99,24 +102,16 @@ def _ms(ns: int) -> str:
 
 def _tree(trace: Trace) -> list[tuple[Span, int]]:
     """(span, depth) below the root in tree order, children by start time."""
-    children: dict[str, list[Span]] = {}
-    for span in trace.spans[1:]:
-        children.setdefault(span.parent_id or "", []).append(span)
+    children = children_by_parent(trace)
     ordered: list[tuple[Span, int]] = []
 
     def walk(span: Span, depth: int) -> None:
-        for child in sorted(children.get(span.span_id, []), key=lambda s: (s.start_ns, s.name)):
+        for child in children.get(span.span_id, []):
             ordered.append((child, depth))
             walk(child, depth + 1)
 
     walk(trace.root, 0)
     return ordered
-
-
-def _status(trace: Trace) -> str:
-    if trace.root.status == "ERROR":
-        return "error"
-    return "partial" if trace.root.attributes.get("tracer.partial") else "ok"
 
 
 class _Canvas:
@@ -161,19 +156,20 @@ def _section(canvas: _Canvas, trace: Trace) -> None:
     root = trace.root
     origin = root.start_ns
     total = max(0, root.end_ns - origin)
-    status = _status(trace)
+    status = pod_status(trace)
     rows = _tree(trace)
     layers = span_layers(trace)
     path = critical_path(trace)
-    message_room = {span.span_id: _chars_in(WIDTH - MARGIN - _message_x(depth)) for span, depth in rows}
-    messages = {span.span_id: _message_lines(span, message_room[span.span_id]) for span in error_spans(trace)}
+    depth_of = {span.span_id: depth for span, depth in rows}
+    messages = {span.span_id: _message_lines(span, _chars_in(WIDTH - MARGIN - _message_x(depth_of[span.span_id])))
+                for span in error_spans(trace)}
 
     canvas.add(f'<g class="pod" data-trace-id="{trace.trace_id}">')
     canvas.y += TITLE_SIZE
     canvas.add(_text(MARGIN, canvas.y, trace.name, size=TITLE_SIZE, weight="bold"))
-    after_name = MARGIN + (len(trace.name) + 2) * TITLE_SIZE * 0.602
+    after_name = MARGIN + (len(trace.name) + 2) * TITLE_SIZE * CHAR_EM
     canvas.add(_text(after_name, canvas.y, f"{total / 1e6:.1f} ms", size=TITLE_SIZE, weight="bold"))
-    after_total = after_name + (len(f"{total / 1e6:.1f} ms") + 2) * TITLE_SIZE * 0.602
+    after_total = after_name + (len(f"{total / 1e6:.1f} ms") + 2) * TITLE_SIZE * CHAR_EM
     canvas.add(_text(after_total, canvas.y, status, size=TITLE_SIZE, weight="bold", fill=STATUS_COLOURS[status]))
     canvas.add(_text(WIDTH - MARGIN, canvas.y, f"trace {trace.trace_id}", fill=QUIET_COLOUR, anchor="end"))
     notes = []

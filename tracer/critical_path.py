@@ -71,7 +71,7 @@ def span_layers(trace: Trace) -> dict[str, str]:
     time between its calls is its own.  A span that names no layer is
     counted for its parent's, so that a new kind of span still lands in
     the layer it runs in."""
-    children = _children(trace)
+    children = children_by_parent(trace)
     layers: dict[str, str] = {}
     pending = [(trace.root, LAYER_KUBELET)]
     while pending:
@@ -128,7 +128,7 @@ class CriticalPath:
 
 def critical_path(trace: Trace) -> CriticalPath:
     root = trace.root
-    children = _children(trace)
+    children = children_by_parent(trace)
     layers = span_layers(trace)
     backwards = list(_walk(root, root.start_ns, max(root.start_ns, root.end_ns), children, layers))
     merged: list[Segment] = []
@@ -171,11 +171,14 @@ def _walk(span: Span, start: int, end: int, children: dict[str, list[Span]],
         cursor = child_start
 
 
-def _children(trace: Trace) -> dict[str, list[Span]]:
+def children_by_parent(trace: Trace) -> dict[str, list[Span]]:
+    """Each span's children by its span id, in order of start (then name)."""
     children: dict[str, list[Span]] = {}
     for span in trace.spans[1:]:
         if span.parent_id is not None:
             children.setdefault(span.parent_id, []).append(span)
+    for spans in children.values():
+        spans.sort(key=lambda s: (s.start_ns, s.name))
     return children
 
 

@@ -13,7 +13,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tracer.critical_path import LAYER_LABELS, LAYERS, CriticalPath, critical_path
+from tracer.critical_path import LAYER_LABELS, LAYERS, CriticalPath, children_by_parent, critical_path
 from tracer.metrics import pod_status
 from tracer.spans import Span, Trace
 
@@ -43,16 +43,14 @@ def error_spans(trace: Trace) -> list[Span]:
     and a `containerd …` span says "<child>: <child's message>".  A span
     whose text ends with that of one of its ERROR children is left out; the
     child, closer to the cause, is shown instead."""
-    children: dict[str, list[Span]] = {}
-    for span in trace.spans[1:]:
-        children.setdefault(span.parent_id or "", []).append(span)
+    children = children_by_parent(trace)
     found = []
 
     def walk(span: Span) -> None:
-        kids = sorted(children.get(span.span_id, []), key=lambda s: (s.start_ns, s.name))
+        kids = children.get(span.span_id, [])
         if span is not trace.root and span.status == "ERROR":
             text = error_text(span)
-            if not any(c.status == "ERROR" and text.endswith(error_text(c)) for c in kids):
+            if not any(c.status == "ERROR" and error_text(c) and text.endswith(error_text(c)) for c in kids):
                 found.append(span)
         for child in kids:
             walk(child)
@@ -191,7 +189,8 @@ def build_report(traces: Sequence[Trace]) -> Report:
     # Failed and incomplete starts are left out of the figures: a failure's
     # time is its clean-up, an incomplete trace misses steps.
     counted = [p for p in pods if p.status == "ok"]
-    per_layer = {layer: [p.path.layer_ns()[layer] / 1e6 for p in counted] for layer in LAYERS}
+    layer_ns = [p.path.layer_ns() for p in counted]
+    per_layer = {layer: [times[layer] / 1e6 for times in layer_ns] for layer in LAYERS}
     total_ms = sum(p.duration_ms for p in counted)
     layers = [LayerStats(layer, percentile(values, 50), percentile(values, 95), max(values),
                          sum(values) / total_ms)
