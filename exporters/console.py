@@ -6,6 +6,7 @@ import sys
 from typing import Sequence, TextIO
 
 from exporters.base import ExportResult
+from tracer.critical_path import ATTRIBUTE_SUMMARY
 from tracer.spans import Span, Trace
 
 BAR_WIDTH = 40
@@ -41,6 +42,8 @@ def render(trace: Trace) -> str:
     for link in root.links:
         lines.append(f"  {root.attributes.get('tracer.trace.kind', 'follows')} "
                      f"{root.attributes.get('k8s.container.restart_count', '')}: follows trace {link.trace_id}")
+    if root.attributes.get(ATTRIBUTE_SUMMARY):
+        lines.append(f"  critical path: {root.attributes[ATTRIBUTE_SUMMARY]}")
 
     def walk(span: Span, depth: int) -> None:
         label = ("  " * depth + span.name)[:NAME_WIDTH].ljust(NAME_WIDTH)

@@ -12,6 +12,7 @@ APT_PACKAGES=(
   containerd runc containernetworking-plugins # the runtime test bed
   busybox-static gcc libc6-dev                # the test bed's images
   iproute2 mount util-linux python3-venv
+  librsvg2-bin                                # rsvg-convert: the tests render `tracer report --svg` to PNG
 )
 
 missing=()

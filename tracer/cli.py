@@ -17,6 +17,8 @@ import click
 
 from exporters.console import ConsoleExporter
 from exporters.jaeger_json import JaegerJsonExporter
+from tracer.critical_path import critical_path_attributes
+from tracer.report import DEFAULT_SLOWEST
 from tracer.spans import Trace
 
 
@@ -116,6 +118,8 @@ def record(duration: float | None, output: Path | None, raw: Path | None, quiet:
         return
     otlp = _otlp_config(otlp_endpoint, otlp_protocol, otlp_timeout, service_name) if use_otlp else None
     traces, recorder = record_traces(capture_config, raw, node_name, duration, show_status=not quiet)
+    for trace in traces:
+        trace.root.attributes.update(critical_path_attributes(trace))
     _export_files(traces, output, quiet)
     click.echo(f"traces written {1000 * (time.monotonic() - recorder.stop_requested_at):.0f} ms after "
                f"recording stopped", err=True)
@@ -278,6 +282,39 @@ def replay(recording: Path, output: Path | None, quiet: bool, use_otlp: bool, ot
     click.echo(json.dumps(pipeline.summary()), err=True)
     if otlp is not None:
         _export_otlp(traces, otlp)
+
+
+@main.command()
+@click.argument("recording", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--svg", "svg_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also draw every pod start as a waterfall, layers colour-coded, into this SVG file.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (every pod, not only the slowest).")
+@click.option("--slowest", type=click.IntRange(0), default=DEFAULT_SLOWEST, show_default=True,
+              help="How many of the slowest pod starts to list.")
+def report(recording: Path, svg_path: Path | None, as_json: bool, slowest: int) -> None:
+    """Summarise the pod starts of a `tracer record --raw` file: where the time went, what failed."""
+    from exporters.svg import SvgExporter
+    from tracer.pipeline import replay as replay_recording
+    from tracer.recording import RecordingError
+    from tracer.report import build_report
+
+    try:
+        pipeline = replay_recording(str(recording))
+    except (RecordingError, ValueError) as error:
+        raise click.ClickException(f"{recording}: {error}") from None
+    if pipeline.stats.truncated_recording:
+        click.echo(f"warning: {recording} ends in a truncated record; traces may be partial", err=True)
+    traces = pipeline.traces()
+    summary = build_report(traces)
+    if as_json:
+        click.echo(json.dumps({"recording": str(recording), **summary.as_json()}, indent=1))
+    else:
+        click.echo(summary.text(slowest))
+    if svg_path is not None:
+        result = SvgExporter(svg_path, title=f"Pod starts in {recording.name}").export(traces)
+        if not result.ok:
+            raise click.ClickException(result.detail)
+        click.echo(f"{len(traces)} pod start(s) drawn → {svg_path}", err=True)
 
 
 @main.command()

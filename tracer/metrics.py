@@ -7,10 +7,11 @@ One small HTTP server (loopback by default) serves:
 - ``/healthz``: 200 while the daemon's loop is turning;
 - ``/readyz``: 200 once the BPF programs are attached, until shutdown.
 
-Layer durations come from the spans of each exported trace (see
-`layer_of`), so they show exactly what the traces show.  Counters owned by
-other parts (the pipeline's event counts, the OTLP exporter's span counts)
-are read when Prometheus scrapes, not copied.
+Layer durations come from the spans of each exported trace, in the layers
+of the critical path (see `layer_durations`), so they show exactly what the
+traces show.  Counters owned by other parts (the pipeline's event counts,
+the OTLP exporter's span counts) are read when Prometheus scrapes, not
+copied.
 """
 
 from __future__ import annotations
@@ -26,61 +27,30 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from tracer.spans import (
-    SERVICE_CONTAINER,
-    SERVICE_CONTAINERD,
-    SERVICE_RUNC,
-    SERVICE_SHIM,
-    Span,
-    Trace,
-)
-
-LAYER_KUBELET = "kubelet"
-LAYER_CONTAINERD = "containerd"
-LAYER_SHIM = "shim"
-LAYER_RUNC_CREATE = "runc_create"
-LAYER_RUNC_START = "runc_start"
-LAYER_PROCESS = "process"
-LAYERS = (LAYER_KUBELET, LAYER_CONTAINERD, LAYER_SHIM, LAYER_RUNC_CREATE, LAYER_RUNC_START, LAYER_PROCESS)
+from tracer.critical_path import LAYERS, span_layers
+from tracer.spans import Trace
 
 # Pod-start steps take from a millisecond (runc start) to minutes (an image pull).
 BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
 
-def layer_of(span: Span, parent: Span | None) -> str | None:
-    """The layer a span's duration counts for, or None (sub-steps, CNI, the root).
-
-    - kubelet: the CRI client's spans (kubelet's calls: request write → response read);
-    - containerd: "containerd sandbox …" / "containerd container …";
-    - shim: "shim start" (the shim binary's start, until it is ready);
-    - runc_create / runc_start: "runc create …" / "runc start …";
-    - process: the container process span "exec …" (exec to exit; a process
-      still running when the trace is exported ends at its exec).
-    """
-    if parent is None:
-        return None  # the root: the whole pod start
-    if span.kind == "CLIENT":
-        return LAYER_KUBELET
-    if span.service == SERVICE_CONTAINERD and span.name.startswith(("containerd sandbox ", "containerd container ")):
-        return LAYER_CONTAINERD
-    if span.service == SERVICE_SHIM and span.name == "shim start":
-        return LAYER_SHIM
-    if span.service == SERVICE_RUNC and span.name.startswith("runc create "):
-        return LAYER_RUNC_CREATE
-    if span.service == SERVICE_RUNC and span.name.startswith("runc start "):
-        return LAYER_RUNC_START
-    if span.service == SERVICE_CONTAINER:
-        return LAYER_PROCESS
-    return None
-
-
 def layer_durations(trace: Trace) -> list[tuple[str, float]]:
-    """(layer, seconds) for every span of the trace that stands for a layer."""
-    by_id = {span.span_id: span for span in trace.spans}
+    """(layer, seconds) for every span that begins a stretch of its layer.
+
+    The layers are those of the critical path (`tracer.critical_path.span_layers`).
+    A span counts when its parent is in another layer, so that each layer's
+    work is observed once, at its outermost span: kubelet's CRI calls (CLIENT),
+    containerd's handling of them (SERVER; the `containerd sandbox|container`
+    span when no call was seen), each CNI plugin, `shim start`, `runc create`,
+    `runc init`, `runc start` and the container process (`exec …`: exec to
+    exit, zero while it runs).  The root (the whole pod start) does not
+    count, so its children always do.
+    """
+    layers = span_layers(trace)
     result = []
-    for span in trace.spans:
-        layer = layer_of(span, by_id.get(span.parent_id) if span.parent_id else None)
-        if layer is not None:
+    for span in trace.spans[1:]:
+        layer = layers[span.span_id]
+        if span.parent_id == trace.root.span_id or layers.get(span.parent_id) != layer:
             result.append((layer, max(0, span.end_ns - span.start_ns) / 1e9))
     return result
 
@@ -148,7 +118,7 @@ class DaemonMetrics:
         self.registry = CollectorRegistry(auto_describe=False)
         self.layer_seconds = Histogram(
             "tracer_pod_start_layer_duration_seconds",
-            "Time spent in each layer of a pod start (one observation per span of that layer).",
+            "Time spent in each layer of a pod start (one observation per outermost span of that layer).",
             ["layer"], buckets=BUCKETS_S, registry=self.registry)
         self.pod_seconds = Histogram("tracer_pod_start_duration_seconds",
                                      "Whole pod start, from the first runtime step to the last container running.",
@@ -299,7 +269,6 @@ __all__ = [
     "SpanCounts",
     "layer_counts",
     "layer_durations",
-    "layer_of",
     "parse_address",
     "pod_status",
     "scrape_samples",

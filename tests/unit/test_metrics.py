@@ -35,26 +35,30 @@ def test_layers_of_one_pod_start():
     trace = traces("one-pod")[0]
     durations = layer_durations(trace)
     layers = [layer for layer, _ in durations]
-    # a sandbox and one app container: two of each runtime step, and
     # kubelet's four CRI calls of the start (RunPodSandbox, PodSandboxStatus,
-    # CreateContainer, StartContainer)
-    assert sorted(layers) == sorted(["containerd", "shim", "runc_create", "runc_start", "process"] * 2
-                                    + ["kubelet"] * 4)
+    # CreateContainer, StartContainer) and containerd's handling of each; a
+    # sandbox and one app container: two of each runtime step; two CNI
+    # plugins (host-local runs inside bridge, in the same layer)
+    assert sorted(layers) == sorted(["kubelet", "containerd"] * 4 + ["cni"] * 2
+                                    + ["shim", "runc_create", "runc_init", "runc_start", "process"] * 2)
     spans = {s.name: s for s in trace.spans}
     create = next(s for s in trace.spans if s.name.startswith("runc create "))
     assert ("runc_create", (create.end_ns - create.start_ns) / 1e9) in durations
     assert ("shim", (spans["shim start"].end_ns - spans["shim start"].start_ns) / 1e9) in durations
+    server = spans["containerd StartContainer"]
+    assert ("containerd", (server.end_ns - server.start_ns) / 1e9) in durations
     assert all(seconds >= 0 for _, seconds in durations)
 
 
-def test_kubelet_layer_is_the_cri_client_spans_not_the_root():
-    def span(span_id, parent, service, name, kind="INTERNAL"):
-        return Span("t", span_id, parent, name, service, 0, 2_000_000, kind=kind)
+def test_the_root_does_not_count_its_cri_pair_counts_for_kubelet_and_containerd():
+    def span(span_id, parent, service, name, kind="INTERNAL", end_ns=2_000_000):
+        return Span("t", span_id, parent, name, service, 0, end_ns, kind=kind)
 
-    trace = Trace("t", "pod", [span("r", None, "kubelet", "pod a/b"),
+    trace = Trace("t", "pod", [span("r", None, "kubelet", "pod a/b", end_ns=3_000_000),
                                span("k", "r", "kubelet", "kubelet RunPodSandbox", "CLIENT"),
-                               span("c", "k", "containerd", "containerd RunPodSandbox", "SERVER")], {})
-    assert layer_durations(trace) == [("kubelet", 0.002)]
+                               span("c", "k", "containerd", "containerd RunPodSandbox", "SERVER", 1_000_000),
+                               span("s", "c", "containerd", "containerd sandbox 0123456789ab")], {})
+    assert layer_durations(trace) == [("kubelet", 0.002), ("containerd", 0.001)]
 
 
 def test_pod_status():
@@ -78,8 +82,8 @@ def test_exposition_has_histograms_per_layer_and_the_counters():
     text = metrics.exposition().decode()
     counts = layer_counts(text)
     assert set(counts) == set(LAYERS)
-    assert counts["kubelet"] == 10 * 4  # four CRI calls per pod start
-    for layer in ("containerd", "shim", "runc_create", "runc_start", "process"):
+    assert counts["kubelet"] == counts["containerd"] == 10 * 4  # four CRI calls per pod start
+    for layer in ("cni", "shim", "runc_create", "runc_init", "runc_start", "process"):
         assert counts[layer] == 20, layer
     assert scrape_samples(text, "tracer_pod_start_duration_seconds_count") == {(): 10}
     assert scrape_samples(text, "tracer_pod_starts_total")[(("status", "ok"),)] == 10
