@@ -17,7 +17,6 @@ import click
 
 from exporters.console import ConsoleExporter
 from exporters.jaeger_json import JaegerJsonExporter
-from tracer.critical_path import critical_path_attributes
 from tracer.report import DEFAULT_SLOWEST
 from tracer.spans import Trace
 
@@ -118,8 +117,6 @@ def record(duration: float | None, output: Path | None, raw: Path | None, quiet:
         return
     otlp = _otlp_config(otlp_endpoint, otlp_protocol, otlp_timeout, service_name) if use_otlp else None
     traces, recorder = record_traces(capture_config, raw, node_name, duration, show_status=not quiet)
-    for trace in traces:
-        trace.root.attributes.update(critical_path_attributes(trace))
     _export_files(traces, output, quiet)
     click.echo(f"traces written {1000 * (time.monotonic() - recorder.stop_requested_at):.0f} ms after "
                f"recording stopped", err=True)

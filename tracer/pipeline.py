@@ -15,6 +15,7 @@ import heapq
 from collections import Counter
 from dataclasses import dataclass, field
 
+from tracer.critical_path import critical_path_attributes
 from tracer.cri.calls import CriLayer, call_record, calls_for_pod
 from tracer.enrich import Enricher
 from tracer.events import (
@@ -184,7 +185,9 @@ class Pipeline:
             calls = calls_for_pod(self.cri.calls, pod.sandbox_id, container_ids, pod.uid, pod.other_container_ids)
         else:
             calls = calls_for_pod(self.cri.calls, "", container_ids, "")
-        return build_trace(pod, self.clock, self.node_name, calls, self.assembler.table.processes)
+        trace = build_trace(pod, self.clock, self.node_name, calls, self.assembler.table.processes)
+        trace.root.attributes.update(critical_path_attributes(trace))
+        return trace
 
 
 def _subject_key(event: Event) -> tuple[int, int]:

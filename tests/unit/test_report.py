@@ -56,13 +56,20 @@ def test_report_of_ten_pod_starts():
     assert "Errors: none" in text and "Incomplete traces: none" in text
 
 
-def test_an_exiting_container_is_listed_as_an_error_of_a_start_that_went_through():
+def test_an_exiting_container_is_a_failed_start_with_its_diagnosis():
     report = build_report(fixture_traces("exiting-pod"))
-    assert report.counts() == {"ok": 1, "failed": 0, "incomplete": 0}
+    assert report.counts() == {"ok": 0, "failed": 1, "incomplete": 0}
     assert [p.trace.name for p in report.failures] == ["pod default/quitter"]
     assert [s.name for s in error_spans(report.failures[0].trace)] == ["exec /bin/sh"]
-    assert "    exec /bin/sh: exited with 3" in report.text()
-    assert "failed:" not in report.text()
+    assert "application error: the entrypoint exited with 3" in report.text()
+
+
+def test_report_of_failed_starts_names_each_cause():
+    report = build_report(fixture_traces("failed-starts"))
+    text = report.text()
+    for cause in ("pulling image", "is not on the node", "does not exist in the image", "is not executable",
+                  "exec format error", "OOM-killed", "segmentation fault", "application error", "CNI plugin bridge"):
+        assert cause in text, cause
 
 
 def _failed_start() -> Trace:
@@ -149,8 +156,9 @@ def test_report_command_as_json_with_the_slowest_from_the_environment():
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
     assert document["recording"].endswith("exiting-pod.rec")
-    assert document["failures"][0]["errors"] == [{"span": "exec /bin/sh", "message": "exited with 3",
-                                                  "diagnosed": False}]
+    (error,) = document["failures"][0]["errors"]
+    assert error["span"] == "exec /bin/sh" and error["diagnosed"] is True
+    assert error["message"].startswith("application error: the entrypoint exited with 3")
     result = CliRunner().invoke(main, ["report", str(FIXTURES / "ten-pods.rec")], env={"TRACER_REPORT_SLOWEST": "2"})
     assert "Slowest pod starts (2 of 10):" in result.stdout
 

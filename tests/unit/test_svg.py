@@ -82,7 +82,7 @@ def test_error_spans_are_outlined_and_say_what_went_wrong():
     failing = next(b for b in root.iter() if b.get("class") == "span"
                    and b.find(f"{SVG}title").text.startswith("exec /bin/sh"))
     assert failing.get("stroke") == ERROR_COLOUR
-    assert "✖ exited with 3" in texts(root)
+    assert any(t.startswith("✖ application error: the entrypoint exited with 3") for t in texts(root))
 
     trace.spans[-1].attributes[ATTRIBUTE_DIAGNOSIS] = "the container's command exited with 3 right after it started"
     assert "✖ the container's command exited with 3 right after it started" in texts(parse(render_svg([trace])))
