@@ -463,14 +463,16 @@ TRACEPOINT_PROBE(oom, mark_victim)
 static __always_inline void exec_failed(long ret)
 {
 	struct pending_syscall call;
+	union scratch_event *space;
 	struct exec_failed_event *event;
 	int len;
 
 	if (!recall_syscall(&call))
 		return;
-	event = scratch_space();
-	if (!event)
+	space = scratch_space();
+	if (!space)
 		return;
+	event = &space->exec_failed;
 	fill_header(&event->hdr, EVENT_EXEC_FAILED, sizeof(*event));
 	event->ret = ret;
 	len = bpf_probe_read_user_str(event->filename, sizeof(event->filename), (const char *)call.args[0]);

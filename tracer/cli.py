@@ -253,6 +253,20 @@ def daemon(quiet_seconds: float, max_age_seconds: float, poll_interval: float, d
     sys.exit(run_daemon(config))
 
 
+def _replay(recording: Path):
+    """The recording replayed, or a clear error for what is not one."""
+    from tracer.pipeline import replay as replay_recording
+    from tracer.recording import RecordingError
+
+    try:
+        pipeline = replay_recording(str(recording))
+    except (RecordingError, ValueError) as error:
+        raise click.ClickException(f"{recording}: {error}") from None
+    if pipeline.stats.truncated_recording:
+        click.echo(f"warning: {recording} ends in a truncated record; traces may be partial", err=True)
+    return pipeline
+
+
 @main.command()
 @click.argument("recording", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -263,17 +277,8 @@ def daemon(quiet_seconds: float, max_age_seconds: float, poll_interval: float, d
 def replay(recording: Path, output: Path | None, quiet: bool, use_otlp: bool, otlp_endpoint: str | None,
            otlp_protocol: str | None, otlp_timeout: float, service_name: str | None) -> None:
     """Rebuild the traces of a `tracer record --raw` file, without BPF."""
-    from tracer.pipeline import replay as replay_recording
-    from tracer.recording import RecordingError
-
     otlp = _otlp_config(otlp_endpoint, otlp_protocol, otlp_timeout, service_name) if use_otlp else None
-
-    try:
-        pipeline = replay_recording(str(recording))
-    except (RecordingError, ValueError) as error:
-        raise click.ClickException(f"{recording}: {error}") from None
-    if pipeline.stats.truncated_recording:
-        click.echo(f"warning: {recording} ends in a truncated record; traces may be partial", err=True)
+    pipeline = _replay(recording)
     traces = pipeline.traces()
     _export_files(traces, output, quiet)
     click.echo(json.dumps(pipeline.summary()), err=True)
@@ -291,17 +296,9 @@ def replay(recording: Path, output: Path | None, quiet: bool, use_otlp: bool, ot
 def report(recording: Path, svg_path: Path | None, as_json: bool, slowest: int) -> None:
     """Summarise the pod starts of a `tracer record --raw` file: where the time went, what failed."""
     from exporters.svg import SvgExporter
-    from tracer.pipeline import replay as replay_recording
-    from tracer.recording import RecordingError
     from tracer.report import build_report
 
-    try:
-        pipeline = replay_recording(str(recording))
-    except (RecordingError, ValueError) as error:
-        raise click.ClickException(f"{recording}: {error}") from None
-    if pipeline.stats.truncated_recording:
-        click.echo(f"warning: {recording} ends in a truncated record; traces may be partial", err=True)
-    traces = pipeline.traces()
+    traces = _replay(recording).traces()
     summary = build_report(traces)
     if as_json:
         click.echo(json.dumps({"recording": str(recording), **summary.as_json()}, indent=1))

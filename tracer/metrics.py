@@ -125,6 +125,10 @@ class DaemonMetrics:
                                      buckets=BUCKETS_S, registry=self.registry)
         self.pod_starts = Counter("tracer_pod_starts", "Pod-start traces exported, by outcome.", ["status"],
                                   registry=self.registry)
+        # error.type is a closed set of codes (tracer/diagnosis.py): bounded labels
+        self.pod_failures = Counter("tracer_pod_start_failures",
+                                    "Failed pod starts (and restarts), by the layer and cause the diagnosis names.",
+                                    ["layer", "cause"], registry=self.registry)
         for layer in LAYERS:
             self.layer_seconds.labels(layer=layer)
         for status in ("ok", "error", "partial"):
@@ -134,6 +138,10 @@ class DaemonMetrics:
     def observe(self, traces: Iterable[Trace]) -> None:
         for trace in traces:
             self.pod_starts.labels(status=pod_status(trace)).inc()
+            root = trace.root.attributes
+            if trace.root.status == "ERROR" and "error.type" in root:
+                self.pod_failures.labels(layer=str(root.get("tracer.failed_layer", "")),
+                                         cause=str(root["error.type"])).inc()
             self.pod_seconds.observe(max(0, trace.root.end_ns - trace.root.start_ns) / 1e9)
             for layer, seconds in layer_durations(trace):
                 self.layer_seconds.labels(layer=layer).observe(seconds)

@@ -113,12 +113,12 @@ def test_report_lists_the_failed_start_and_draws_every_pod(testbed, tmp_path):
     assert errors.strip().startswith("pod shop/broken  trace ")
     assert "    failed: " in errors
     assert "containerd StartContainer: " in errors and MISSING_BINARY in errors
-    assert "runc create " in errors
-    incomplete = text.split("Incomplete traces (1):")[1]
-    assert "pod shop/broken" in incomplete and "no container process seen" in incomplete
+    assert "runc create " in errors and "does not exist in the image" in errors
+    # steps after the failed one never happened: the trace is complete
+    assert "Incomplete traces: none" in text
 
     document = json.loads(CliRunner().invoke(main, ["report", str(raw), "--json"]).stdout)
-    assert document["counts"] == {"ok": 2, "failed": 1, "incomplete": 1}
+    assert document["counts"] == {"ok": 2, "failed": 1, "incomplete": 0}
     assert [f["pod"] for f in document["failures"]] == ["pod shop/broken"]
     for pod in document["pods"]:
         assert sum(pod["layers_ms"].values()) == pytest.approx(pod["duration_ms"], abs=0.01)

@@ -7,6 +7,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tracer.metrics import (
     LAYERS,
@@ -147,3 +148,15 @@ def test_parse_address(text, expected):
 def test_parse_address_refuses(text):
     with pytest.raises(ValueError):
         parse_address(text)
+
+
+def test_failures_are_counted_by_layer_and_cause():
+    metrics = DaemonMetrics()
+    metrics.observe(traces("failed-starts"))
+    families = {f.name: f for f in text_string_to_metric_families(metrics.exposition().decode())}
+    counted = {(s.labels["layer"], s.labels["cause"]): s.value
+               for s in families["tracer_pod_start_failures"].samples if s.name.endswith("_total")}
+    assert counted[("cni", "cni_failed")] == 1
+    assert counted[("container", "oom_killed")] == 1
+    assert counted[("container", "application_error")] == 2  # the crash loop's two attempts
+    assert sum(counted.values()) == 10

@@ -267,6 +267,8 @@ def calls_for_pod(calls: list[PairedCall], sandbox_id: str, container_ids: set[s
         if (sandbox_id and sandbox_id in sandboxes) or containers & container_ids or (uid and call_uid == uid):
             chosen.append(call)
     chosen.sort(key=lambda c: c.start_ns)
+    if not chosen:
+        return chosen
     checks = _image_calls_for(calls, chosen)
     if sandbox_id and not checks and not any(c.method == "CreateContainer" for c in chosen):
         checks = [c for c in [_image_check_after(calls, chosen)] if c is not None]
