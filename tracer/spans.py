@@ -386,6 +386,9 @@ def _cri_spans(builder: _TraceBuilder, root: Span, calls: list[PairedCall]) -> d
             span.kind = kind
             if endpoint is not None:
                 span.attributes["process.pid"] = endpoint.pid
+                if endpoint.opened_before_tracing:
+                    # why a method or status may be unresolved (HPACK late attach)
+                    span.attributes["tracer.cri.connection_predates_tracing"] = True
             if not view_.complete:
                 span.attributes["tracer.cri.incomplete"] = view_.incomplete_reason or ""
             if view_.method_resolution != view.method_resolution:
