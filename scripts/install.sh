@@ -2,7 +2,8 @@
 # Installs everything tracer needs on a Debian 12 machine (run as root):
 # the kernel side (bcc from Debian's python3-bpfcc, fallback kernel headers),
 # the local runtime test bed (containerd, runc, CNI plugins, busybox-static),
-# and a virtualenv in .venv with the project installed in editable mode.
+# debootstrap (the daemon's image, built without a container engine), and a
+# virtualenv in .venv with the project installed in editable mode.
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,7 @@ APT_PACKAGES=(
   python3-bpfcc linux-headers-amd64          # bcc, and headers for it to compile against
   containerd runc containernetworking-plugins # the runtime test bed
   busybox-static gcc libc6-dev                # the test bed's images
+  debootstrap                                 # the daemon's image, without a container engine
   iproute2 mount util-linux python3-venv
   librsvg2-bin                                # rsvg-convert: the tests render `tracer report --svg` to PNG
 )

@@ -225,8 +225,10 @@ class PodAssembler:
         self.stats.events += 1
         proc = self.table.apply(event)
         if isinstance(event, ForkEvent):
-            creator = self.owner.get(event.header.process_key)
-            self._own(proc, creator)
+            # the creator by its table key: a process found running at start
+            # keeps its snapshot's key, the kernel's is only an alias
+            creator = self.table.get(event.header.process_key)
+            self._own(proc, self.owner.get(creator.key) if creator is not None else None)
             return
         if isinstance(event, ExecEvent):
             self._classify_exec(proc, event)

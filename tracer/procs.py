@@ -99,13 +99,22 @@ SNAPSHOT_START_TOLERANCE_NS = 20_000_000
 
 
 class ProcessTable:
+    """Every process seen, by key.
+
+    A process found running at start (a /proc snapshot) keeps the key of its
+    snapshot for good, since the correlator and the spans refer to it by
+    that key; the kernel's exact key for it, learnt from its first event,
+    is an alias that :meth:`get` and the table itself resolve.
+    """
+
     def __init__(self) -> None:
         self.processes: dict[ProcKey, Process] = {}
-        self._snapshots: dict[int, ProcKey] = {}   # tgid → key of a /proc snapshot
+        self._snapshots: dict[int, ProcKey] = {}   # tgid → key of a /proc snapshot not yet matched
+        self._aliases: dict[ProcKey, ProcKey] = {}  # the kernel's key → a snapshot's key
         self._running: dict[int, ProcKey] = {}     # tgid → key of the live process
 
     def get(self, key: ProcKey | None) -> Process | None:
-        return self.processes.get(key) if key else None
+        return self.processes.get(self._aliases.get(key, key)) if key else None
 
     def forget(self, key: ProcKey) -> None:
         proc = self.processes.pop(key, None)
@@ -118,34 +127,30 @@ class ProcessTable:
             del self._snapshots[key[0]]
         if self._running.get(key[0]) == key:
             del self._running[key[0]]
+        for alias in [alias for alias, target in self._aliases.items() if target == key]:
+            del self._aliases[alias]
 
     def _adopt_snapshot(self, key: ProcKey) -> Process | None:
-        """The snapshot of this process, re-keyed to the kernel's exact start time."""
+        """The snapshot of this process, now also known by the kernel's exact key."""
         snapshot_key = self._snapshots.get(key[0])
         if snapshot_key is None or abs(snapshot_key[1] - key[1]) > SNAPSHOT_START_TOLERANCE_NS:
             return None
         del self._snapshots[key[0]]
-        proc = self.processes.pop(snapshot_key)
-        proc.key = key
-        self.processes[key] = proc
-        for child_key in proc.children:
-            child = self.processes.get(child_key)
-            if child is not None:
-                child.parent_key = key
-        parent = self.processes.get(proc.parent_key) if proc.parent_key else None
-        if parent is not None:
-            parent.children = [key if k == snapshot_key else k for k in parent.children]
-        return proc
+        self._aliases[key] = snapshot_key
+        return self.processes[snapshot_key]
+
+    def _find(self, key: ProcKey) -> Process | None:
+        return self.get(key) or self._adopt_snapshot(key)
 
     def _ensure(self, header: Header) -> Process:
         key = header.process_key
         snapshot = header.type == EventType.PROC_SNAPSHOT
-        proc = self.processes.get(key) or (None if snapshot else self._adopt_snapshot(key))
+        proc = self.processes.get(key) if snapshot else self._find(key)
         if proc is None:
             parent_key = header.parent_key if header.ppid else None
             parent = None
             if parent_key is not None:
-                parent = self.processes.get(parent_key) or self._adopt_snapshot(parent_key)
+                parent = self._find(parent_key)
                 parent_key = parent.key if parent is not None else parent_key
             proc = Process(key, parent_key, first_seen_ns=header.ktime_ns)
             self.processes[key] = proc
@@ -169,7 +174,7 @@ class ProcessTable:
         if isinstance(event, ForkEvent):
             parent = self._ensure(header)
             key = event.child_key
-            child = self.processes.get(key)
+            child = self.get(key)
             if child is None:
                 child = Process(key, parent.key, first_seen_ns=header.ktime_ns)
                 self.processes[key] = child
@@ -179,7 +184,7 @@ class ProcessTable:
             child.inherited = parent.image
             child.comm = parent.comm
             child.last_seen_ns = header.ktime_ns
-            self._running[key[0]] = key
+            self._running[key[0]] = child.key
             return child
         proc = self._ensure(header)
         if isinstance(event, ExecEvent):
