@@ -34,7 +34,7 @@ from exporters.base import TraceExporter
 from exporters.console import ConsoleExporter
 from exporters.otlp import ENV_RESOURCE_ATTRIBUTES, OtlpConfig, OtlpExporter
 from tracer.capture import CaptureConfig
-from tracer.metrics import DaemonMetrics, EventCounts, Health, MetricsServer, SpanCounts
+from tracer.metrics import DaemonMetrics, EventCounts, Health, MetricsServer, PipelineCounts, SpanCounts
 from tracer.spans import Trace
 
 log = logging.getLogger("tracer.daemon")
@@ -87,7 +87,7 @@ class Daemon:
         self.exporters = list(exporters)
         self.recorder = None
         self.health = Health(stale_after_s=max(30.0, 20 * config.poll_interval_s))
-        self.metrics = DaemonMetrics(self._event_counts, self._span_counts)
+        self.metrics = DaemonMetrics(self._event_counts, self._span_counts, self._pipeline_counts)
         self.server: MetricsServer | None = None
         self.exported_traces = 0
 
@@ -98,6 +98,9 @@ class Daemon:
             return None
         status = self.recorder.status()
         return EventCounts(status.events, status.lost, status.decode_errors)
+
+    def _pipeline_counts(self) -> PipelineCounts | None:
+        return self.recorder.counts() if self.recorder is not None else None
 
     def _span_counts(self) -> SpanCounts | None:
         if self.otlp is None:

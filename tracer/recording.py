@@ -61,8 +61,12 @@ class RecordingWriter:
     def __init__(self, path: str | os.PathLike):
         self._file: BinaryIO = os.fdopen(create_private(path), "wb", buffering=1 << 16)
         self._file.write(MAGIC)
+        self.oversized_records = 0  # not written: a reader takes a longer record for a damaged tail
 
     def write(self, kind: RecordKind, payload: bytes) -> None:
+        if len(payload) > MAX_RECORD_LEN:
+            self.oversized_records += 1
+            return
         self._file.write(RECORD_HEADER.pack(kind, len(payload)))
         self._file.write(payload)
 

@@ -512,3 +512,47 @@ def test_damaged_call_records_are_rejected_and_counted_never_raised(index, part,
         assert isinstance(call, PairedCall)
         pod_keys(call)
         calls_for_pod(layer.calls, "s", {"c"}, "u")
+
+
+def test_a_16_mib_message_is_decoded_but_kept_small():
+    """A peer may send a message right at kubelet's 16 MiB limit: the call
+    is decoded, what names its pod is kept, the rest is elided (counted), so
+    that neither memory nor a recording's record grows with it."""
+    session = H2Session()
+    config = api_pb2.PodSandboxConfig(
+        metadata=api_pb2.PodSandboxMetadata(name="big", uid="u-1", namespace="ns"),
+        annotations={"big": "x" * ((16 << 20) - 200)})
+    request = api_pb2.RunPodSandboxRequest(config=config)
+    assert request.ByteSize() <= 16 << 20
+    session.call(CallSpec(RUNTIME + "RunPodSandbox", request,
+                          api_pb2.RunPodSandboxResponse(pod_sandbox_id="s" * 64)))
+    decoder = CriDecoder()
+    calls = []
+    for chunk in chunks_for(session.writes, "big", "server", read_size=32768):
+        calls += decoder.feed(chunk)
+    (call,) = calls
+    assert call.method == "RunPodSandbox" and call.complete
+    assert call.request == {"config": {"metadata": {"name": "big", "uid": "u-1", "namespace": "ns"}},
+                            "tracer.elided_bytes": call.request["tracer.elided_bytes"]}
+    assert call.request["tracer.elided_bytes"] > (16 << 20) - 1000
+    assert call.response == {"pod_sandbox_id": "s" * 64}
+    assert decoder.stats.errors["message_elided"] == 1
+    assert decoder.buffered_total == 0
+    assert len(json.dumps(dataclasses.asdict(call))) < 4096
+
+
+def test_the_decoders_message_buffer_is_bounded_across_connections():
+    from tracer.cri.wire import DecoderConfig
+
+    decoder = CriDecoder(DecoderConfig(max_buffered_bytes_total=1 << 20))
+    big = api_pb2.RunPodSandboxRequest(config=api_pb2.PodSandboxConfig(annotations={"a": "y" * (600 << 10)}))
+    for connection in ("one", "two"):
+        session = H2Session()
+        session.start(CallSpec(RUNTIME + "RunPodSandbox", big, api_pb2.RunPodSandboxResponse()))
+        for chunk in chunks_for(session.writes, connection, "server"):
+            decoder.feed(chunk)
+    assert decoder.buffered_total <= 1 << 20
+    assert decoder.stats.errors["decoder_buffer_cap"] >= 1
+    calls = decoder.close_all(10**12)
+    assert {c.incomplete_reason for c in calls} >= {"buffer_cap"}
+    assert decoder.buffered_total == 0
