@@ -35,6 +35,7 @@ from tracer.events import (
     encode_socket_open,
 )
 from tracer.offsets import kernel_offsets
+from tracer.preflight import require_tracing
 from tracer.runtime import DEFAULT_CNI_BIN_DIRS
 from tracer.sockets import ExistingEndpoint, cri_listeners, path_variants, scan_cri_sockets
 
@@ -110,8 +111,9 @@ class Capture:
         already run; they belong at the start of the stream.
         """
         started = time.monotonic()
-        # bcc picks its tracefs path at import time: mount first, then import.
-        kernel.mount_tracing_filesystems()
+        # a clear refusal (CannotTrace) rather than a failure deep in bcc;
+        # it also mounts tracefs: bcc picks its tracefs path at import time
+        require_tracing()
         kernel.prepare_headers()
         from bcc import BPF  # the only bcc import outside kernel feature probes
 
