@@ -142,7 +142,12 @@ class Daemon:
         for warning in checked.warnings:
             log.warning("%s", warning)
         if config.metrics_address is not None:
-            self.server = MetricsServer(config.metrics_address, self.metrics, self.health).start()
+            try:
+                self.server = MetricsServer(config.metrics_address, self.metrics, self.health).start()
+            except OSError as error:  # the port is taken, or the address is not this host's
+                log.error("cannot serve metrics on %s:%d: %s (--metrics-address)", *config.metrics_address, error)
+                self._close_exporters()
+                return EXIT_ATTACH_FAILED
             log.info("metrics and health on http://%s:%d (/metrics /healthz /readyz)", *self.server.address)
         try:
             self.recorder = Recorder(RecordConfig(raw_path=None, node_name=config.node_name,

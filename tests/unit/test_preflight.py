@@ -151,3 +151,16 @@ def test_endpoints_bind_loopback_by_default(monkeypatch):
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["metrics_address"] == ["127.0.0.1", 9464]
     assert DaemonConfig(node_name="n", otlp=None).metrics_address == ("127.0.0.1", 9464)
+
+
+def test_a_taken_metrics_port_is_a_message_not_a_crash(caplog):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        config = DaemonConfig(node_name="n", otlp=None, metrics_address=taken.getsockname(), duration_s=1)
+        with caplog.at_level(logging.ERROR, logger="tracer.daemon"):
+            code = Daemon(config, exporters=[]).run(__import__("threading").Event())
+    assert code == 1
+    assert any("cannot serve metrics on 127.0.0.1" in r.getMessage() for r in caplog.records)
