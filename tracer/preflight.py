@@ -5,8 +5,9 @@ Cheap checks only (no BPF program is loaded; `tracer doctor` does that):
 - the effective capabilities: CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN
   (which implies both) are needed to load and attach the programs;
   without CAP_SYS_ADMIN there are no network attributes (setns into a
-  sandbox's network namespace), and without CAP_SYS_PTRACE the namespaces
-  and sockets of other users' processes cannot be read: warnings only;
+  sandbox's network namespace), and without CAP_SYS_PTRACE no CRI spans
+  for kubelet's connection (it predates the tracer and is found through
+  /proc/<pid>/fd) and no network attributes: warnings only;
 - kernel BTF, from which every struct offset comes ($TRACER_BTF_PATH or
   /sys/kernel/btf/vmlinux): it must exist and yield the offsets;
 - tracefs: mounted (or mountable) with the tracepoints the programs use;
@@ -84,8 +85,10 @@ def check_capabilities(capabilities: int, result: Preflight) -> None:
         result.warnings.append("no CAP_SYS_ADMIN: no network attributes (setns into a sandbox's network "
                                "namespace is refused), and tracefs cannot be mounted if it is not already")
     if not _has(capabilities, CAP_SYS_PTRACE):
-        result.warnings.append("no CAP_SYS_PTRACE: namespaces and sockets of other users' processes "
-                               "(/proc/<pid>/ns, /proc/<pid>/fd) cannot be read")
+        result.warnings.append("no CAP_SYS_PTRACE: /proc/<pid>/fd and /proc/<pid>/ns of processes with more "
+                               "capabilities (kubelet, containerd) cannot be read: no CRI spans for connections "
+                               "opened before the tracer (kubelet's), no network attributes, and CRI sockets "
+                               "closed at a client's exit are not reaped")
 
 
 def check_btf(path: str, result: Preflight, load_offsets: Callable[[str], object]) -> None:
