@@ -37,7 +37,7 @@ from tracer.capture import DEFAULT_CRI_SOCKETS, CaptureConfig
 from tracer.recording import RecordKind, read_recording
 from tracer.session import REAP_INTERVAL_S, RecordConfig, Recorder
 from tracer.spans import trace_id_for
-from tracer.testbed import PodSpec
+from tracer.testbed import PodSpec, RuntimeClient, start_pod
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(os.geteuid() != 0, reason="loads BPF programs and runs pods: needs root")]
@@ -135,8 +135,15 @@ def test_hostile_peers_do_not_hurt_the_pods_traces(testbed, tmp_path):
         daemon = start_daemon(tmp_path / "daemon.log", {
             "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
             "TRACER_NODE_NAME": "hostile-node", "TRACER_CRI_SOCKETS": f"{socket_path} {fake_path}"})
+        # a connection opened after the attach, so that every call of a pod
+        # start decodes (an older one may leave some unresolved: cri.md#late-attach)
+        client = RuntimeClient(testbed.socket)
+
+        def start(name: str):
+            return start_pod(client, PodSpec(name=name, namespace="hostile", command=APP), testbed.layout.pod_logs)
+
         try:
-            first = testbed.start_pod(PodSpec(name="before", namespace="hostile", command=APP))
+            first = start("before")
             started.append(first)
             check_trace(wait_for_trace(receiver, daemon, first), first)
             baseline_rss, baseline_cpu = rss_bytes(daemon.pid), cpu_seconds(daemon.pid)
@@ -163,8 +170,7 @@ def test_hostile_peers_do_not_hurt_the_pods_traces(testbed, tmp_path):
                 assert big == {"16MiB": "OK", "16MiB+1KiB": "RESOURCE_EXHAUSTED"}
                 # (c) thousands of connections, while a pod starts
                 during: list = []
-                starter = threading.Thread(target=lambda: during.append(
-                    testbed.start_pod(PodSpec(name="during", namespace="hostile", command=APP))))
+                starter = threading.Thread(target=lambda: during.append(start("during")))
                 starter.start()
                 churn = phase("connections", lambda: hostile_peer.many_connections(socket_path, CONNECTIONS,
                                                                                     time_cap_s=180))
@@ -182,7 +188,7 @@ def test_hostile_peers_do_not_hurt_the_pods_traces(testbed, tmp_path):
             figures["phases"] = phases
             figures["peak_rss_mib"] = sampler.peak / 2**20
 
-            after = testbed.start_pod(PodSpec(name="after", namespace="hostile", command=APP))
+            after = start("after")
             started.append(after)
             for pod in (*during, after):
                 check_trace(wait_for_trace(receiver, daemon, pod), pod)
@@ -227,6 +233,7 @@ def test_hostile_peers_do_not_hurt_the_pods_traces(testbed, tmp_path):
             print("\nhostile input figures:", json.dumps(figures, indent=1, default=str))
             for pod in started:
                 testbed.stop_pod(pod)
+            client.close()
         assert code == 0, daemon.output()[-3000:]
 
 
