@@ -131,7 +131,8 @@ def test_doctor_looks_at_the_same_btf(monkeypatch, tmp_path):
     ("https://collector:4318", "https://collector:4318"),
     ("https://user:s3cret@collector:4318/v1/traces", "https://user:[redacted]@collector:4318/v1/traces"),
     ("https://tok3n@collector:4318", "https://[redacted]@collector:4318"),
-    ("https://collector:4318/v1/traces?api_key=k3y&x=1", "https://collector:4318/v1/traces?api_key=[redacted]&x=[redacted]"),
+    ("https://collector:4318/v1/traces?api_key=k3y&x=1",
+     "https://collector:4318/v1/traces?api_key=[redacted]&x=[redacted]"),
 ])
 def test_no_credentials_of_the_endpoint_in_the_log(url, shown):
     assert redact_url(url) == shown
