@@ -12,6 +12,7 @@ import os
 from typing import Sequence
 
 from exporters.base import ExportResult
+from tracer.files import write_private
 from tracer.spans import Span, Trace
 
 
@@ -87,12 +88,8 @@ class JaegerJsonExporter:
         self.path = os.fspath(path)
 
     def export(self, traces: Sequence[Trace]) -> ExportResult:
-        tmp = f"{self.path}.tmp"
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                json.dump(document(traces), f, indent=1, sort_keys=False)
-            os.replace(tmp, self.path)
+            write_private(self.path, json.dumps(document(traces), indent=1, sort_keys=False).encode())
         except OSError as error:
             return ExportResult(0, len(traces), f"{self.path}: {error}")
         return ExportResult(len(traces))

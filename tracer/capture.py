@@ -25,14 +25,17 @@ from tracer.events import (
     Header,
     NamespaceEvent,
     Namespaces,
+    SocketCloseEvent,
     SocketEndpoint,
     SocketOpenEvent,
     SocketSide,
     decode,
     encode_exec,
+    encode_socket_close,
     encode_socket_open,
 )
 from tracer.offsets import kernel_offsets
+from tracer.preflight import require_tracing
 from tracer.runtime import DEFAULT_CNI_BIN_DIRS
 from tracer.sockets import ExistingEndpoint, cri_listeners, path_variants, scan_cri_sockets
 
@@ -49,6 +52,8 @@ STAT_NAMES = {0: "tracked_table_full", 1: "syscall_entry_missing", 2: "socket_io
               3: "cri_endpoints_full"}
 DEFAULT_CRI_SOCKETS = tuple(kernel.DEFAULT_RUNTIME_SOCKETS.values())
 LISTENER_RESCAN_S = 1.0
+# BPF maps whose size count_kernel_tables reports (the LRU maps bound themselves)
+KERNEL_TABLES = ("tracked", "cri_endpoints", "cri_tgids")
 
 
 class SelfCheckError(RuntimeError):
@@ -71,6 +76,8 @@ class CaptureStats:
     seeded_cri_endpoints: int = 0
     lost_by_type: dict[int, int] = field(default_factory=dict)
     kernel_stats: dict[str, int] = field(default_factory=dict)
+    endpoints_reaped: int = 0       # endpoints closed without close(2), removed by forget_endpoints
+    kernel_tables: dict[str, int] = field(default_factory=dict)  # entries per BPF map, at the last count
 
 
 def bpf_cflags(config: CaptureConfig) -> list[str]:
@@ -104,8 +111,9 @@ class Capture:
         already run; they belong at the start of the stream.
         """
         started = time.monotonic()
-        # bcc picks its tracefs path at import time: mount first, then import.
-        kernel.mount_tracing_filesystems()
+        # a clear refusal (CannotTrace) rather than a failure deep in bcc;
+        # it also mounts tracefs: bcc picks its tracefs path at import time
+        require_tracing()
         kernel.prepare_headers()
         from bcc import BPF  # the only bcc import outside kernel feature probes
 
@@ -175,6 +183,38 @@ class Capture:
             STAT_NAMES.get(k.value, str(k.value)): sum(v) for k, v in self._bpf[b"stats"].items() if sum(v)
         }
         return fresh
+
+    def forget_endpoints(self, endpoints: list[tuple[int, int, SocketSide, int, str]], ktime_ns: int) -> list[bytes]:
+        """Removes CRI endpoints that were closed without close(2) from the
+        kernel's map, so that it never fills with dead sockets, and returns a
+        SOCKET_CLOSE event for each, for the pipeline and the recording.
+
+        `endpoints`: (inode, peer inode, side, holder tgid, holder comm).  A
+        process that exits, or execs with the socket marked O_CLOEXEC, closes
+        it without the close(2) that the BPF program watches."""
+        table = self._bpf[b"cri_endpoints"]
+        closes = []
+        for inode, peer_inode, side, tgid, comm in endpoints:
+            fd = 0
+            try:
+                fd = table[ctypes.c_uint64(inode)].fd
+                del table[ctypes.c_uint64(inode)]
+            except KeyError:
+                pass  # not in the kernel's map (its registration was refused or lost)
+            header = Header(type=EventType.SOCKET_CLOSE, size=0, cpu=0, ktime_ns=ktime_ns, pid=tgid, tgid=tgid,
+                            ppid=0, start_ns=0, parent_start_ns=0, cgroup_id=0, cgroup_v1_id=0, ns=Namespaces(),
+                            comm=comm)
+            endpoint = SocketEndpoint(inode, peer_inode, fd, side)
+            closes.append(encode_socket_close(SocketCloseEvent(header, endpoint)))
+        self.stats.endpoints_reaped += len(endpoints)
+        return closes
+
+    def count_kernel_tables(self) -> dict[str, int]:
+        """Entries in the BPF maps that userspace cannot bound by itself
+        (one map walk each: call it seconds apart, not per batch)."""
+        self.stats.kernel_tables = {name: sum(1 for _ in self._bpf[name.encode()].keys())
+                                    for name in KERNEL_TABLES}
+        return self.stats.kernel_tables
 
     # ---- self-check --------------------------------------------------------
 

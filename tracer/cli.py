@@ -145,12 +145,16 @@ def record_traces(capture_config, raw: Path | None, node_name: str | None, durat
 
     Returns (traces, recorder).
     """
+    from tracer.preflight import CannotTrace
     from tracer.session import RecordConfig, Recorder
 
     config = RecordConfig(raw_path=raw, capture=capture_config,
                           **({"node_name": node_name} if node_name else {}))
     recorder = Recorder(config)
-    recorder.start()
+    try:
+        recorder.start()
+    except CannotTrace as error:  # tracing cannot work here: say why, no traceback
+        raise click.ClickException(str(error)) from None
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     click.echo(f"recording (attached in {recorder.capture.stats.attach_seconds:.2f} s, "

@@ -29,12 +29,14 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from exporters.base import TraceExporter
 from exporters.console import ConsoleExporter
 from exporters.otlp import ENV_RESOURCE_ATTRIBUTES, OtlpConfig, OtlpExporter
 from tracer.capture import CaptureConfig
-from tracer.metrics import DaemonMetrics, EventCounts, Health, MetricsServer, SpanCounts
+from tracer.metrics import DaemonMetrics, EventCounts, Health, MetricsServer, PipelineCounts, SpanCounts
+from tracer.preflight import CannotTrace, require_tracing
 from tracer.spans import Trace
 
 log = logging.getLogger("tracer.daemon")
@@ -42,6 +44,7 @@ log = logging.getLogger("tracer.daemon")
 DEFAULT_METRICS_ADDRESS = ("127.0.0.1", 9464)
 EXIT_OK = 0
 EXIT_ATTACH_FAILED = 1
+EXIT_CANNOT_TRACE = 1  # tracer.preflight found that tracing cannot work here (the log says why)
 
 
 @dataclass(frozen=True)
@@ -64,10 +67,24 @@ class DaemonConfig:
             raise ValueError("poll_interval_s must be positive")
 
     def describe(self) -> dict:
-        """The effective configuration, for the start-up log line."""
+        """The effective configuration, for the start-up log line (no credentials)."""
         described = dataclasses.asdict(self)
+        if described.get("otlp"):
+            described["otlp"]["endpoint"] = redact_url(described["otlp"]["endpoint"])
         described["resource_attributes_env"] = os.environ.get(ENV_RESOURCE_ATTRIBUTES, "")
         return described
+
+
+def redact_url(url: str) -> str:
+    """A URL fit for a log: a password in it and query values are replaced."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:[redacted]@{host}" if ":" in userinfo else f"[redacted]@{host}"
+    query = "&".join(f"{k}=[redacted]" for k, _ in parse_qsl(parts.query, keep_blank_values=True))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 class Daemon:
@@ -87,7 +104,7 @@ class Daemon:
         self.exporters = list(exporters)
         self.recorder = None
         self.health = Health(stale_after_s=max(30.0, 20 * config.poll_interval_s))
-        self.metrics = DaemonMetrics(self._event_counts, self._span_counts)
+        self.metrics = DaemonMetrics(self._event_counts, self._span_counts, self._pipeline_counts)
         self.server: MetricsServer | None = None
         self.exported_traces = 0
 
@@ -98,6 +115,9 @@ class Daemon:
             return None
         status = self.recorder.status()
         return EventCounts(status.events, status.lost, status.decode_errors)
+
+    def _pipeline_counts(self) -> PipelineCounts | None:
+        return self.recorder.counts() if self.recorder is not None else None
 
     def _span_counts(self) -> SpanCounts | None:
         if self.otlp is None:
@@ -113,8 +133,21 @@ class Daemon:
 
         config = self.config
         log.info("starting with %s", json.dumps(config.describe(), default=str, sort_keys=True))
+        try:
+            checked = require_tracing()
+        except CannotTrace as error:  # nothing started yet: no port bound, no BPF loaded
+            log.error("%s", error)
+            self._close_exporters()
+            return EXIT_CANNOT_TRACE
+        for warning in checked.warnings:
+            log.warning("%s", warning)
         if config.metrics_address is not None:
-            self.server = MetricsServer(config.metrics_address, self.metrics, self.health).start()
+            try:
+                self.server = MetricsServer(config.metrics_address, self.metrics, self.health).start()
+            except OSError as error:  # the port is taken, or the address is not this host's
+                log.error("cannot serve metrics on %s:%d: %s (--metrics-address)", *config.metrics_address, error)
+                self._close_exporters()
+                return EXIT_ATTACH_FAILED
             log.info("metrics and health on http://%s:%d (/metrics /healthz /readyz)", *self.server.address)
         try:
             self.recorder = Recorder(RecordConfig(raw_path=None, node_name=config.node_name,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -42,22 +43,67 @@ def read_bundle(bundle: str, container_id: str) -> dict:
     record: dict = {"type": "bundle", "container_id": container_id, "bundle": bundle}
     path = os.path.join(bundle, "config.json")
     try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_CONFIG_BYTES + 1)
-        if len(raw) > MAX_CONFIG_BYTES:
-            raise ValueError(f"{path} is larger than {MAX_CONFIG_BYTES} bytes")
+        raw = _read_regular_file(path, MAX_CONFIG_BYTES)
         config = json.loads(raw)
         if not isinstance(config, dict):
             raise ValueError(f"{path} is not a JSON object")
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, RecursionError) as error:  # RecursionError: JSON nested too deep
         record["error"] = f"{type(error).__name__}: {error}"
         return record
-    annotations = config.get("annotations") or {}
-    record["annotations"] = {k: str(v) for k, v in annotations.items() if k in ANNOTATION_KEYS}
-    linux = config.get("linux") or {}
-    record["cgroups_path"] = str(linux.get("cgroupsPath", ""))
-    record["resources"] = resource_limits(linux.get("resources") or {})
+    # The bundle path comes from a process's argv: any program named runc can
+    # point at any file, so every field is checked for its type.
+    annotations = _mapping(config.get("annotations"))
+    record["annotations"] = {k: v for k, v in annotations.items() if k in ANNOTATION_KEYS and _is_text(v)}
+    linux = _mapping(config.get("linux"))
+    cgroups_path = linux.get("cgroupsPath", "")
+    record["cgroups_path"] = cgroups_path if _is_text(cgroups_path) else ""
+    record["resources"] = resource_limits(_mapping(linux.get("resources")))
     return record
+
+
+def _mapping(value: object) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _is_text(value: object) -> bool:
+    """A string that every exporter can encode (JSON allows lone surrogates)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _read_regular_file(path: str, limit: int) -> bytes:
+    """At most `limit` bytes of a regular file: never follows a symlink at the
+    end of the path, never blocks on a FIFO, never opens a device."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError(f"{path} is not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            raw = f.read(limit + 1)
+    finally:
+        os.close(fd)
+    if len(raw) > limit:
+        raise ValueError(f"{path} is larger than {limit} bytes")
+    return raw
+
+
+def _read_regular_tail(path: str, limit: int) -> bytes:
+    """The last `limit` bytes of a regular file, opened as carefully as
+    _read_regular_file opens one."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            raise ValueError(f"{path} is not a regular file")
+        os.lseek(fd, max(0, status.st_size - limit), os.SEEK_SET)
+        return os.read(fd, limit)
+    finally:
+        os.close(fd)
 
 
 def read_runc_log(bundle: str, container_id: str) -> dict:
@@ -66,10 +112,8 @@ def read_runc_log(bundle: str, container_id: str) -> dict:
     record: dict = {"type": "runc_log", "container_id": container_id}
     path = os.path.join(bundle, "log.json")
     try:
-        with open(path, "rb") as f:
-            f.seek(max(0, os.fstat(f.fileno()).st_size - RUNC_LOG_TAIL_BYTES))
-            lines = f.read(RUNC_LOG_TAIL_BYTES).splitlines()
-    except OSError as error:
+        lines = _read_regular_tail(path, RUNC_LOG_TAIL_BYTES).splitlines()
+    except (OSError, ValueError) as error:
         record["error_read"] = f"{type(error).__name__}: {error}"
         return record
     for line in reversed(lines):
@@ -85,12 +129,13 @@ def read_runc_log(bundle: str, container_id: str) -> dict:
 
 def resource_limits(resources: dict) -> dict:
     """The OCI spec's limits, flattened; unset limits are left out."""
+    memory, cpu, pids = (_mapping(resources.get(k)) for k in ("memory", "cpu", "pids"))
     limits = {
-        "memory_limit_bytes": (resources.get("memory") or {}).get("limit"),
-        "cpu_quota_us": (resources.get("cpu") or {}).get("quota"),
-        "cpu_period_us": (resources.get("cpu") or {}).get("period"),
-        "cpu_shares": (resources.get("cpu") or {}).get("shares"),
-        "pids_limit": (resources.get("pids") or {}).get("limit"),
+        "memory_limit_bytes": memory.get("limit"),
+        "cpu_quota_us": cpu.get("quota"),
+        "cpu_period_us": cpu.get("period"),
+        "cpu_shares": cpu.get("shares"),
+        "pids_limit": pids.get("limit"),
     }
     return {k: v for k, v in limits.items() if isinstance(v, int) and not isinstance(v, bool)}
 

@@ -480,6 +480,15 @@ def encode_socket_open(event: SocketOpenEvent) -> bytes:
     return encode_header(header) + body
 
 
+def encode_socket_close(event: SocketCloseEvent) -> bytes:
+    """The wire form of a socket close (userspace makes one for an endpoint
+    that was closed without close(2): at exit, or at exec by O_CLOEXEC)."""
+    e = event.endpoint
+    body = SOCKET_CLOSE_BODY.pack(SOCKET_ENDPOINT.pack(e.inode, e.peer_inode, e.fd, e.side))
+    header = Header(**{**_header_fields(event.header), "size": HEADER.size + len(body)})
+    return encode_header(header) + body
+
+
 def encode_header(header: Header) -> bytes:
     ns = header.ns
     return HEADER.pack(

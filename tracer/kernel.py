@@ -51,8 +51,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from tracer.btf import VMLINUX_BTF
-from tracer.offsets import KernelOffsets, kernel_offsets
+from tracer.offsets import ENV_BTF_PATH, KernelOffsets, btf_path, kernel_offsets
 
 if TYPE_CHECKING:
     from bcc import BPF
@@ -367,10 +366,12 @@ def probe_features(extra_sockets: Iterable[str] = ()) -> FeatureReport:
     """Probe what this kernel and machine support, loading real BPF programs
     where that is the only reliable test.  Mounts tracefs/debugfs if missing."""
     tracefs, debugfs = mount_tracing_filesystems()
+    btf_file = btf_path()
     btf = (
-        Check(Status.OK, VMLINUX_BTF)
-        if Path(VMLINUX_BTF).is_file()
-        else Check(Status.MISSING, f"{VMLINUX_BTF} not found (kernel built without CONFIG_DEBUG_INFO_BTF)")
+        Check(Status.OK, btf_file)
+        if Path(btf_file).is_file()
+        else Check(Status.MISSING, f"{btf_file} not found (kernel built without CONFIG_DEBUG_INFO_BTF; "
+                                   f"{ENV_BTF_PATH} may name a BTF file for this kernel)")
     )
     offsets, offsets_check = _probe_offsets()
     header_info, headers_check = _probe_headers()
@@ -514,7 +515,7 @@ def _probe_offsets() -> tuple[KernelOffsets | None, Check]:
         f"{name}={getattr(offsets, name)}"
         for name in ("task_tgid", "task_real_parent", "task_nsproxy", "task_mm", "ns_common_inum")
     )
-    return offsets, Check(Status.OK, f"from BTF ({VMLINUX_BTF}), not headers: {sample}")
+    return offsets, Check(Status.OK, f"from BTF ({btf_path()}), not headers: {sample}")
 
 
 def _probe_headers() -> tuple[KernelHeaders | None, Check]:

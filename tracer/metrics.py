@@ -3,7 +3,10 @@
 One small HTTP server (loopback by default) serves:
 
 - ``/metrics``: pod-start durations per layer (histograms), the capture's
-  event and lost-event counters, and what became of the exported spans;
+  event and lost-event counters, what the capture and the CRI decoder
+  dropped (``tracer_dropped_total{stage,reason}`` and friends), the sizes of
+  the tracer's tables, its own memory and CPU (``process_*``), and what
+  became of the exported spans;
 - ``/healthz``: 200 while the daemon's loop is turning;
 - ``/readyz``: 200 once the BPF programs are attached, until shutdown.
 
@@ -23,7 +26,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -78,6 +88,23 @@ class SpanCounts:
     dropped: int
 
 
+@dataclass(frozen=True)
+class PipelineCounts:
+    """What the capture and the decoders dropped or gave up on, and how many
+    entries the tracer's tables hold (tracer.session.Recorder.counts)."""
+
+    kernel: dict[str, int]          # the BPF programs' counters (tracer.capture.STAT_NAMES), by name
+    cri: dict[str, int]             # tracer.cri.calls.CriStats
+    cri_decoder: dict[str, object]  # tracer.cri.wire.DecoderStats.as_dict()
+    endpoints_reaped: int           # CRI endpoints closed without close(2), found and forgotten
+    tables: dict[str, int]          # table name -> entries
+
+
+# (stage, reason) of tracer_dropped_total, from the counters that hold them
+_CRI_SOCKET_DROPS = {"data_without_endpoint": "no_endpoint", "segments_out_of_order": "segment_out_of_order",
+                     "recorded_calls_rejected": "recorded_call_rejected"}
+
+
 class _Sources(Collector):
     """Counters read at scrape time from the parts that own them."""
 
@@ -96,6 +123,9 @@ class _Sources(Collector):
                                       value=events.lost)
             yield CounterMetricFamily("tracer_events_undecodable", "Kernel events that could not be decoded.",
                                       value=events.decode_errors)
+        counts = self.metrics.pipeline_source() if self.metrics.pipeline_source else None
+        if counts is not None:
+            yield from _pipeline_families(counts)
         spans = self.metrics.span_source() if self.metrics.span_source else None
         if spans is not None:
             yield CounterMetricFamily("tracer_spans_exported", "Spans the OTLP backend accepted.",
@@ -108,14 +138,57 @@ class _Sources(Collector):
             yield GaugeMetricFamily("tracer_spans_queued", "Spans waiting to be exported.", value=spans.queued)
 
 
+def _pipeline_families(counts: PipelineCounts):
+    dropped = CounterMetricFamily(
+        "tracer_dropped", "Things the tracer dropped or gave up on, by stage and reason (nothing is dropped "
+        "uncounted; see docs/hardening.md).", labels=["stage", "reason"])
+    for reason, value in sorted(counts.kernel.items()):
+        dropped.add_metric(["kernel", reason], value)
+    for field_name, reason in _CRI_SOCKET_DROPS.items():
+        dropped.add_metric(["cri_socket", reason], counts.cri.get(field_name, 0))
+    for reason, value in sorted(dict(counts.cri_decoder.get("errors") or {}).items()):
+        dropped.add_metric(["cri_decoder", reason], value)
+    yield dropped
+    decoder = counts.cri_decoder
+    cri_bytes = CounterMetricFamily("tracer_cri_bytes", "Bytes on CRI sockets: copied by the kernel (captured), "
+                                    "moved by a syscall but not copied (not_copied), copied but not decoded "
+                                    "(not_decoded).", labels=["outcome"])
+    cri_bytes.add_metric(["captured"], decoder.get("bytes", 0))
+    cri_bytes.add_metric(["not_copied"], decoder.get("lost_bytes", 0))
+    cri_bytes.add_metric(["not_decoded"], decoder.get("dropped_bytes", 0))
+    yield cri_bytes
+    calls = CounterMetricFamily("tracer_cri_calls", "CRI call views decoded, by how the method was known.",
+                                labels=["resolution"])
+    unresolved, inferred = decoder.get("calls_unresolved", 0), decoder.get("calls_inferred", 0)
+    calls.add_metric(["decoded"], max(0, decoder.get("calls", 0) - unresolved - inferred))
+    calls.add_metric(["inferred"], inferred)
+    calls.add_metric(["unresolved"], unresolved)
+    yield calls
+    yield CounterMetricFamily("tracer_cri_calls_incomplete", "CRI call views with bytes missing or cut short "
+                              "(their spans say tracer.cri.incomplete).", value=decoder.get("calls_incomplete", 0))
+    yield CounterMetricFamily("tracer_cri_connections_abandoned", "CRI connections whose bytes the decoder "
+                              "stopped reading (no frame boundary within its budget).",
+                              value=decoder.get("endpoints_abandoned", 0))
+    yield CounterMetricFamily("tracer_cri_endpoints_reaped", "CRI socket ends closed without close(2) (process "
+                              "exit, exec), found and forgotten.", value=counts.endpoints_reaped)
+    tables = GaugeMetricFamily("tracer_table_entries", "Entries in the tracer's tables.", labels=["table"])
+    for table, value in sorted(counts.tables.items()):
+        tables.add_metric([table], value)
+    yield tables
+
+
 class DaemonMetrics:
     """The daemon's Prometheus registry (its own, so tests can make several)."""
 
     def __init__(self, event_source: Callable[[], EventCounts | None] | None = None,
-                 span_source: Callable[[], SpanCounts | None] | None = None):
+                 span_source: Callable[[], SpanCounts | None] | None = None,
+                 pipeline_source: Callable[[], PipelineCounts | None] | None = None):
         self.event_source = event_source
         self.span_source = span_source
+        self.pipeline_source = pipeline_source
         self.registry = CollectorRegistry(auto_describe=False)
+        # process_resident_memory_bytes, process_cpu_seconds_total, open fds, …
+        ProcessCollector(registry=self.registry)
         self.layer_seconds = Histogram(
             "tracer_pod_start_layer_duration_seconds",
             "Time spent in each layer of a pod start (one observation per outermost span of that layer).",
@@ -274,6 +347,7 @@ __all__ = [
     "EventCounts",
     "Health",
     "MetricsServer",
+    "PipelineCounts",
     "SpanCounts",
     "layer_counts",
     "layer_durations",

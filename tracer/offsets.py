@@ -10,6 +10,7 @@ OFF_X)`` where ``OFF_X`` comes from :meth:`KernelOffsets.as_cflags`.
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -153,7 +154,21 @@ MEMBER_PATHS: dict[str, tuple[str, str]] = {
 }
 
 
+# A BTF file for the running kernel, where the kernel has none of its own
+# (/sys/kernel/btf/vmlinux needs CONFIG_DEBUG_INFO_BTF), e.g. from BTFhub.
+ENV_BTF_PATH = "TRACER_BTF_PATH"
+
+
+def btf_path() -> str:
+    """The kernel BTF the offsets come from: $TRACER_BTF_PATH, else the kernel's own."""
+    return os.environ.get(ENV_BTF_PATH) or VMLINUX_BTF
+
+
+def kernel_offsets(path: str | Path | None = None) -> KernelOffsets:
+    """Offsets for the BTF at ``path`` (default: :func:`btf_path`), parsed once per process."""
+    return _offsets_from(str(path or btf_path()))
+
+
 @functools.cache
-def kernel_offsets(btf_path: str | Path = VMLINUX_BTF) -> KernelOffsets:
-    """Offsets for the BTF at ``btf_path``, parsed once per process."""
-    return KernelOffsets.from_btf(Btf.load(btf_path))
+def _offsets_from(path: str) -> KernelOffsets:
+    return KernelOffsets.from_btf(Btf.load(path))

@@ -178,10 +178,16 @@ def runc_init_stage(proc: Process, table: ProcessTable) -> int | None:
     use CLONE_PARENT, so the kernel's parent is runc create; the process
     tree records the creator, which is what tells the stages apart.
     """
-    if any(is_runc_init(e) for e in proc.execs):
-        return 0
-    if not is_runc_init(proc.inherited):
-        return None
-    creator = table.get(proc.parent_key)
-    creator_stage = runc_init_stage(creator, table) if creator is not None else None
-    return None if creator_stage is None or creator_stage >= 2 else creator_stage + 1
+    # Walks up at most three creators, so that a loop in the recorded tree
+    # (events of a recording that is damaged or forged) or a long chain of
+    # forks of `runc init` costs three steps, never a recursion per process.
+    current: Process | None = proc
+    for stage in range(3):
+        if current is None:
+            return None
+        if any(is_runc_init(e) for e in current.execs):
+            return stage
+        if not is_runc_init(current.inherited):
+            return None
+        current = table.get(current.parent_key)
+    return None

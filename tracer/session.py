@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import threading
@@ -14,9 +15,14 @@ from tracer.enrich import Enricher
 from tracer.format import Clock
 from tracer.pipeline import Pipeline, recording_meta, stats_record
 from tracer.recording import RecordingWriter, RecordKind
+from tracer.sockets import socket_inodes_of
 from tracer.spans import Trace
 
 LOSS_CHECK_INTERVAL_S = 0.1
+# How often CRI endpoints are checked for having been closed without close(2)
+# (see Recorder._reap_closed_endpoints); an endpoint is forgotten after two
+# checks in a row found its holder without it.
+REAP_INTERVAL_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,8 @@ class Recorder:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._last_loss_check = 0.0
+        self._last_reap = time.monotonic()
+        self._reap_candidates: set[int] = set()
         self.started_at = 0.0
         self.stop_requested_at = 0.0
         self.stopped_at = 0.0
@@ -75,6 +83,60 @@ class Recorder:
             if now - self._last_loss_check >= LOSS_CHECK_INTERVAL_S:
                 self._last_loss_check = now
                 self.pipeline.note_lost(self.capture.new_losses(), time.clock_gettime_ns(time.CLOCK_MONOTONIC))
+            if now - self._last_reap >= REAP_INTERVAL_S:
+                self._last_reap = now
+                self._reap_closed_endpoints()
+                self.capture.count_kernel_tables()
+
+    def _reap_closed_endpoints(self) -> None:
+        """Forgets CRI endpoints that their process no longer holds.
+
+        The BPF program sees close(2), but not the sockets the kernel closes
+        at exit or at exec (O_CLOEXEC): every short-lived CRI client (crictl,
+        a health check) would leave its end in the kernel's map, which has
+        room for 16384, and in the CRI layer, for ever.  An endpoint is
+        forgotten when its holder (the process that opened it) lacked it at
+        two checks in a row: a close(2) still in the reorder window is never
+        taken for one.  A socket handed to another process is forgotten too;
+        its I/O was not traced anyway (only its holder is in cri_tgids).
+        """
+        by_pid: dict[int, list] = {}
+        for endpoint in self.pipeline.cri.endpoints.values():
+            by_pid.setdefault(endpoint.pid, []).append(endpoint)
+        gone = []
+        for pid, endpoints in by_pid.items():
+            held = socket_inodes_of(pid)
+            if held is None:  # its fd table is not readable: leave its endpoints alone
+                continue
+            gone += [e for e in endpoints if e.inode not in held]
+        dead = [e for e in gone if e.inode in self._reap_candidates]
+        self._reap_candidates = {e.inode for e in gone} - {e.inode for e in dead}
+        if not dead:
+            return
+        now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        closes = self.capture.forget_endpoints(
+            [(e.inode, e.peer_inode, e.side, e.pid, e.comm) for e in dead], now)
+        for raw in closes:
+            self.pipeline.add_kernel_bytes(raw)
+
+    def counts(self):
+        """What was dropped, and how full the tables are (for the metrics)."""
+        from tracer.metrics import PipelineCounts
+
+        with self._lock:
+            pipeline, capture = self.pipeline, self.capture.stats
+            tables = {
+                "processes": len(pipeline.assembler.table.processes),
+                "containers": len(pipeline.assembler.containers),
+                "cri_endpoints": len(pipeline.cri.endpoints),
+                "cri_decoder_connections": len(pipeline.cri.decoder.connections()),
+                "cri_calls": len(pipeline.cri.calls),
+                "reorder_window_events": pipeline.pending_events,
+                **{f"kernel_{name}": n for name, n in capture.kernel_tables.items()},
+            }
+            return PipelineCounts(kernel=dict(capture.kernel_stats), cri=dataclasses.asdict(pipeline.cri.stats),
+                                  cri_decoder=pipeline.cri.decoder.stats.as_dict(),
+                                  endpoints_reaped=capture.endpoints_reaped, tables=tables)
 
     def status(self) -> LiveStatus:
         with self._lock:
@@ -117,7 +179,11 @@ class Recorder:
         with self._lock:
             traces = self.pipeline.traces() if build else []
             if self._writer is not None:
-                self._writer.write_json(RecordKind.STATS, stats_record(self.pipeline))
+                capture = self.capture.stats
+                self._writer.write_json(RecordKind.STATS, {
+                    **stats_record(self.pipeline), "kernel_counters": dict(capture.kernel_stats),
+                    "endpoints_reaped": capture.endpoints_reaped, "kernel_tables": dict(capture.kernel_tables),
+                    "oversized_records": self._writer.oversized_records})
                 self._writer.close()
                 self._writer = None
         if detach:

@@ -94,6 +94,26 @@ def socket_holders(inodes: set[int]) -> dict[int, tuple[int, int]]:
     return holders
 
 
+def socket_inodes_of(pid: int) -> set[int] | None:
+    """The socket inodes a process holds now (empty when it is gone); None
+    when its fd table cannot be read (no permission)."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except PermissionError:
+        return None
+    except OSError:
+        return set()  # gone (or a zombie: its fds are closed)
+    held = set()
+    for fd in fds:
+        try:
+            match = _SOCKET_LINK.match(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:
+            continue
+        if match:
+            held.add(int(match.group(1)))
+    return held
+
+
 def _wanted(paths: list[str]) -> set[str]:
     return {variant for path in paths for variant in path_variants(path)}
 

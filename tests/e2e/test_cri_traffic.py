@@ -118,18 +118,26 @@ def test_pull_image_credentials_never_leave_the_tracer(testbed, tmp_path):
     secrets = {"username": "registry-user-5f2e", "password": "registry-password-91c7",
                "auth": "YXV0aC10b2tlbi1hNjRk", "identity_token": "identity-token-0b3a",
                "registry_token": "registry-token-c8d9"}
+    # tokens in annotations and credential-like labels of the pod (they reach
+    # the runtime in PullImage's and RunPodSandbox's sandbox config)
+    pod_secrets = {"annotation": "annotation-token-4d8e", "applied": "applied-config-6f0a",
+                   "label": "label-password-1b7c"}
     raw = tmp_path / "capture.rec"
     client = RuntimeClient(testbed.socket)
     recorder = recorder_for(testbed, raw)
     recorder.start()
-    spec = PodSpec(name="pulls", command=SLEEP)
+    spec = PodSpec(name="pulls", command=SLEEP, labels={"db-password": pod_secrets["label"]})
     pod = None
     try:
         auth = api_pb2.AuthConfig(server_address="registry.invalid", **secrets)
+        config = sandbox_config(spec, testbed.layout.pod_logs)
+        config.annotations["vault.example.com/api-token"] = pod_secrets["annotation"]
+        config.annotations["kubectl.kubernetes.io/last-applied-configuration"] = \
+            '{"env":"' + pod_secrets["applied"] + '"}'
         with pytest.raises(grpc.RpcError):
             # no registry is reachable here: the pull fails, as a pull of a
             # missing image does on a node
-            client.pull_image("registry.invalid/app:1", sandbox_config(spec, testbed.layout.pod_logs), auth)
+            client.pull_image("registry.invalid/app:1", config, auth)
         pod = start_pod(client, spec, testbed.layout.pod_logs)
         time.sleep(SETTLE_S)
     finally:
@@ -141,7 +149,7 @@ def test_pull_image_credentials_never_leave_the_tracer(testbed, tmp_path):
     JaegerJsonExporter(output).export(traces)
     for path in (raw, output):
         data = path.read_bytes()
-        for value in secrets.values():
+        for value in (*secrets.values(), *pod_secrets.values()):
             assert value.encode() not in data, (path, value)
     # the failed pull has its own span in the pod's trace, marked as failed
     trace = next(t for t in traces if t.root.attributes.get("k8s.pod.uid") == spec.uid)

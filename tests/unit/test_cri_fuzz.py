@@ -19,19 +19,53 @@ Hypothesis mangles one endpoint's chunks:
 * without offsets, duplicated and reordered chunks cannot be placed: the
   decoder must still not raise and must count them (exactness needs
   offsets, see ``Chunk``).
+
+Then each layer on its own, with bytes no framing check filtered first:
+HPACK blocks, protobuf payloads (decoding, redaction, method inference),
+``grpc-timeout`` values; the CRI layer (``tracer.cri.calls``) with kernel
+socket events in any order; and recorded call views (a replay's
+``cri_call`` records) with fields of any type.  Examples per test:
+``TRACER_FUZZ_EXAMPLES`` (default 150).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
 import random
 from dataclasses import replace
 
+from google.protobuf.message import DecodeError as ProtobufDecodeError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tracer.cri import api_pb2
+from tracer.cri.calls import CriLayer, PairedCall, call_record, call_record_problem, calls_for_pod, pod_keys
+from tracer.cri.hpack_table import HpackDecoder, HpackError
+from tracer.cri.infer import infer_method
+from tracer.cri.redact import REDACTED, redact
 from tracer.cri.traffic import RUNTIME, CallSpec, H2Session, chunks_for, kubelet_like_calls, pod_start_calls
-from tracer.cri.wire import Chunk, CriCall, CriDecoder, Direction
+from tracer.cri.wire import (
+    Chunk,
+    CriCall,
+    CriDecoder,
+    Direction,
+    header_block_problem,
+    message_types_for_path,
+    parse_grpc_timeout,
+)
+from tracer.events import (
+    EventType,
+    Header,
+    Namespaces,
+    SocketCloseEvent,
+    SocketDataEvent,
+    SocketDirection,
+    SocketEndpoint,
+    SocketOpenEvent,
+    SocketSide,
+)
 
 
 def _session(seed: int) -> H2Session:
@@ -310,3 +344,215 @@ def test_endless_garbage_gives_up_on_the_connection() -> None:
     before = decoder.stats.dropped_bytes
     decoder.feed(Chunk("x", "client", Direction.CLIENT_TO_SERVER, 10**6, b"more"))
     assert decoder.stats.dropped_bytes == before + 4
+
+
+# ---- the decoders below the framing, fed directly ------------------------------
+#
+# The tests above reach HPACK, gRPC and protobuf through the framing; these
+# feed each layer bytes that no framing check filtered first, and the CRI
+# layer (tracer.cri.calls) kernel socket events in any order.
+
+FUZZ = settings(max_examples=int(os.environ.get("TRACER_FUZZ_EXAMPLES", "150")), deadline=None,
+                suppress_health_check=[HealthCheck.too_slow])
+HEADER_BLOCKS = [w.data[9:] for w in SESSION.writes if len(w.data) > 9 and w.data[3] == 1]  # HEADERS payloads
+MESSAGES = [m.SerializeToString() for s in SESSION.calls for m in (s.spec.request, s.spec.response) if m is not None]
+PATHS = sorted({s.spec.path for s in SESSION.calls})
+
+
+def mutated(seeds: list[bytes]):
+    return st.tuples(st.sampled_from(seeds), st.lists(st.tuples(st.integers(0, 1 << 20), st.integers(0, 255),
+                                                                st.booleans()), max_size=8)).map(_apply)
+
+
+def _apply(seed_and_edits: tuple[bytes, list[tuple[int, int, bool]]]) -> bytes:
+    data = bytearray(seed_and_edits[0])
+    for where, value, insert in seed_and_edits[1]:
+        i = where % (len(data) + 1)
+        if insert or not data:
+            data[i:i] = bytes([value])
+        else:
+            data[i % len(data)] = value
+    return bytes(data)
+
+
+@FUZZ
+@given(st.lists(mutated(HEADER_BLOCKS) | st.binary(max_size=200), min_size=1, max_size=6), st.booleans(),
+       st.sampled_from([None, 0, 4096, 1 << 20]))
+def test_hpack_raises_only_hpack_error(blocks, synchronized, limit):
+    decoder = HpackDecoder(synchronized=synchronized, settings_limit=limit)
+    for block in blocks:
+        try:
+            decoded = decoder.decode(block)
+        except HpackError as error:
+            assert error.kind.startswith("hpack_")
+            continue
+        for kind in ("request", "response", "trailers"):
+            header_block_problem(decoded, kind)
+
+
+@FUZZ
+@given(mutated(MESSAGES) | st.binary(max_size=300), st.sampled_from(PATHS))
+def test_protobuf_of_garbage_is_a_decode_error_or_a_redacted_dict(payload, path):
+    for cls in message_types_for_path(path):
+        try:
+            message = cls.FromString(payload)
+        except ProtobufDecodeError:
+            continue
+        as_dict = redact(message)
+        assert isinstance(as_dict, dict)
+        for env in (as_dict.get("config") or {}).get("envs", []) if isinstance(as_dict.get("config"), dict) else []:
+            assert env.get("value", REDACTED) == REDACTED
+    assert infer_method(payload) in (None, *PATHS, *{p for p in _all_paths()})
+
+
+def _all_paths() -> set[str]:
+    from tracer.cri.infer import _candidates
+
+    return {path for path, _, _ in _candidates()}
+
+
+@FUZZ
+@given(st.text(max_size=12))
+def test_grpc_timeout_parsing(value):
+    parsed = parse_grpc_timeout(value)
+    assert parsed is None or parsed >= 0
+
+
+def _header(etype: EventType, ktime: int, pid: int) -> Header:
+    return Header(type=etype, size=0, cpu=0, ktime_ns=ktime, pid=pid, tgid=pid, ppid=1, start_ns=1,
+                  parent_start_ns=0, cgroup_id=1, cgroup_v1_id=0, ns=Namespaces(), comm="fuzz")
+
+
+socket_event = st.tuples(
+    st.sampled_from(["open", "snapshot", "close", "data", "data", "data", "data"]),
+    st.integers(1, 4), st.integers(0, 4), st.sampled_from(list(SocketSide)), st.sampled_from(list(SocketDirection)),
+    st.integers(0, len(SESSION.writes) - 1), st.integers(0, 20_000), st.integers(0, 9000),
+    st.sampled_from(["exact", "short", "huge", "random"]), st.integers(0, 5000))
+
+
+@FUZZ
+@given(st.lists(socket_event, min_size=1, max_size=80))
+def test_cri_layer_survives_socket_events_in_any_order(events):
+    """Opens, closes and data of endpoints in any order, segments at any
+    offset, syscall sizes that do not match the bytes: never an exception,
+    never a decoder bug (internal_error), and every call's pod keys read."""
+    layer = CriLayer()
+    ktime = 0
+    for kind, inode, peer, side, direction, write, offset, length, size, step in events:
+        ktime += step
+        endpoint = SocketEndpoint(inode, peer, 3, side)
+        if kind in ("open", "snapshot"):
+            etype = EventType.SOCKET_OPEN if kind == "open" else EventType.SOCKET_SNAPSHOT
+            layer.feed(SocketOpenEvent(_header(etype, ktime, 10 + inode), endpoint, "fuzz", "/run/x.sock"))
+        elif kind == "close":
+            layer.feed(SocketCloseEvent(_header(EventType.SOCKET_CLOSE, ktime, 10 + inode), endpoint))
+        else:
+            data = SESSION.writes[write].data
+            segment = data[offset % (len(data) + 1):][:length]
+            syscall_bytes = {"exact": len(data), "short": len(segment), "huge": (1 << 32) - 1,
+                             "random": length * 3}[size]
+            layer.feed(SocketDataEvent(_header(EventType.SOCKET_DATA, ktime, 10 + inode), endpoint, direction,
+                                       syscall_bytes, offset if offset < 1000 else 0, 1, 0, segment))
+    layer.finish(ktime + 1)
+    assert layer.decoder.stats.errors["internal_error"] == 0
+    for call in layer.calls:
+        pod_keys(call)
+    calls_for_pod(layer.calls, "s" * 64, {"c" * 64}, "uid")
+
+
+def _recorded_calls() -> list[dict]:
+    layer = CriLayer()
+    records: list[dict] = []
+    layer.on_call = lambda call, endpoint: records.append(call_record(call, endpoint))
+    server = SocketEndpoint(2, 1, 4, SocketSide.SERVER)
+    layer.feed(SocketOpenEvent(_header(EventType.SOCKET_OPEN, 1, 20), server, "containerd", "/run/x.sock"))
+    for i, chunk in enumerate(chunks_for(SESSION.writes, 2, "server")):
+        direction = SocketDirection.IN if chunk.direction is Direction.CLIENT_TO_SERVER else SocketDirection.OUT
+        layer.feed(SocketDataEvent(_header(EventType.SOCKET_DATA, chunk.ktime_ns, 20), server, direction,
+                                   len(chunk.data), 0, 1, 0, chunk.data))
+    return records
+
+
+RECORDED_CALLS = _recorded_calls()
+
+
+def test_recorded_call_records_round_trip():
+    assert RECORDED_CALLS
+    assert all(call_record_problem(r) is None for r in RECORDED_CALLS)
+    layer = CriLayer()
+    for record in RECORDED_CALLS:
+        layer.add_recorded(json.loads(json.dumps(record)))
+    assert layer.stats.recorded_calls_rejected == 0
+    assert len(layer.calls) == len(RECORDED_CALLS)
+    assert set(CALL_FIELDS) == {f.name for f in dataclasses.fields(CriCall)}
+
+
+CALL_FIELDS = tuple(RECORDED_CALLS[0]["call"]) if RECORDED_CALLS else ()
+any_json = st.recursive(st.none() | st.booleans() | st.integers(-(1 << 70), 1 << 70) | st.text(max_size=5),
+                        lambda inner: st.lists(inner, max_size=2) | st.dictionaries(st.text(max_size=4), inner,
+                                                                                   max_size=2), max_leaves=4)
+
+
+@FUZZ
+@given(st.sampled_from(range(len(RECORDED_CALLS))), st.sampled_from(["endpoint", "call", "top"]),
+       st.integers(0, 100), any_json, st.booleans())
+def test_damaged_call_records_are_rejected_and_counted_never_raised(index, part, field_index, value, delete):
+    record = json.loads(json.dumps(RECORDED_CALLS[index]))
+    target = record if part == "top" else record[part]
+    name = sorted(target)[field_index % len(target)]
+    if delete:
+        del target[name]
+    else:
+        target[name] = value
+    layer = CriLayer()
+    layer.add_recorded(record)
+    problem = call_record_problem(record)
+    assert layer.stats.recorded_calls_rejected == (problem is not None)
+    for call in layer.calls:
+        assert isinstance(call, PairedCall)
+        pod_keys(call)
+        calls_for_pod(layer.calls, "s", {"c"}, "u")
+
+
+def test_a_16_mib_message_is_decoded_but_kept_small():
+    """A peer may send a message right at kubelet's 16 MiB limit: the call
+    is decoded, what names its pod is kept, the rest is elided (counted), so
+    that neither memory nor a recording's record grows with it."""
+    session = H2Session()
+    config = api_pb2.PodSandboxConfig(
+        metadata=api_pb2.PodSandboxMetadata(name="big", uid="u-1", namespace="ns"),
+        annotations={"big": "x" * ((16 << 20) - 200)})
+    request = api_pb2.RunPodSandboxRequest(config=config)
+    assert request.ByteSize() <= 16 << 20
+    session.call(CallSpec(RUNTIME + "RunPodSandbox", request,
+                          api_pb2.RunPodSandboxResponse(pod_sandbox_id="s" * 64)))
+    decoder = CriDecoder()
+    calls = []
+    for chunk in chunks_for(session.writes, "big", "server", read_size=32768):
+        calls += decoder.feed(chunk)
+    (call,) = calls
+    assert call.method == "RunPodSandbox" and call.complete
+    assert call.request == {"config": {"metadata": {"name": "big", "uid": "u-1", "namespace": "ns"}},
+                            "tracer.elided_bytes": call.request["tracer.elided_bytes"]}
+    assert call.request["tracer.elided_bytes"] > (16 << 20) - 1000
+    assert call.response == {"pod_sandbox_id": "s" * 64}
+    assert decoder.stats.errors["message_elided"] == 1
+    assert decoder.buffered_total == 0
+    assert len(json.dumps(dataclasses.asdict(call))) < 4096
+
+
+def test_the_decoders_message_buffer_is_bounded_across_connections():
+    from tracer.cri.wire import DecoderConfig
+
+    decoder = CriDecoder(DecoderConfig(max_buffered_bytes_total=1 << 20))
+    big = api_pb2.RunPodSandboxRequest(config=api_pb2.PodSandboxConfig(annotations={"a": "y" * (600 << 10)}))
+    for connection in ("one", "two"):
+        session = H2Session()
+        session.start(CallSpec(RUNTIME + "RunPodSandbox", big, api_pb2.RunPodSandboxResponse()))
+        for chunk in chunks_for(session.writes, connection, "server"):
+            decoder.feed(chunk)
+    assert decoder.buffered_total <= 1 << 20
+    assert decoder.stats.errors["decoder_buffer_cap"] >= 1
+    calls = decoder.close_all(10**12)
+    assert {c.incomplete_reason for c in calls} >= {"buffer_cap"}
+    assert decoder.buffered_total == 0

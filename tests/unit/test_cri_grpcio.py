@@ -161,8 +161,10 @@ def test_grpcio_calls_decode(grpc_pair, side: str) -> None:
         # grpc-core rounds the deadline up
         assert call.grpc_timeout_ns is not None and 9 * 10**9 < call.grpc_timeout_ns <= 11 * 10**9
         assert call.incomplete_reason is None
-    assert calls[-1].response == redact(response)
-    assert decoder.stats.errors == {} and decoder.stats.dropped_bytes == 0
+    # a response this large (hundreds of KiB) keeps only what names a pod: none of it here
+    size = calls[-1].response.pop("tracer.elided_bytes")
+    assert calls[-1].response == {} and size > len(response.SerializeToString())
+    assert decoder.stats.errors == {"message_elided": 1} and decoder.stats.dropped_bytes == 0
     state = decoder.endpoint_state("g")
     assert state.client_to_server.from_connection_start and state.hpack_synchronized
 

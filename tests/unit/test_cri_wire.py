@@ -214,12 +214,17 @@ def test_large_messages_across_frames_and_reads(read_size: int | None) -> None:
                                        args=["x" * 1000] * 100))
     sent2 = session.call(CallSpec(RUNTIME + "CreateContainer", big_request,
                                   api_pb2.CreateContainerResponse(container_id="c" * 64)))
+    keep_all = DecoderConfig(max_kept_message_bytes=1 << 30)
     for side in ("client", "server"):
-        calls, decoder = decode(session, side, read_size=read_size)
+        calls, decoder = decode(session, side, read_size=read_size, config=keep_all)
         assert_call(calls[0], sent)
         assert_call(calls[1], sent2)
         assert calls[0].response_bytes == len(response.SerializeToString()) + 5
         assert decoder.stats.errors == {}
+        # by default a message this large keeps only the fields that name a pod
+        calls, decoder = decode(session, side, read_size=read_size)
+        assert set(calls[0].response) == {"tracer.elided_bytes"} and calls[1].request == sent2.request_dict
+        assert decoder.stats.errors == {"message_elided": 1}
 
 
 def test_data_padding() -> None:

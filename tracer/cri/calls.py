@@ -98,6 +98,7 @@ class CriStats:
     calls: int = 0
     unpaired_client_views: int = 0
     unpaired_server_views: int = 0
+    recorded_calls_rejected: int = 0  # cri_call records of a replay that are not what a writer writes
 
 
 class CriLayer:
@@ -196,7 +197,11 @@ class CriLayer:
         self._pair(call, endpoint)
 
     def add_recorded(self, record: dict) -> None:
-        """A call view stored by a recording (see call_record)."""
+        """A call view stored by a recording (see call_record); a record that
+        is not what call_record writes is counted and left out."""
+        if call_record_problem(record) is not None:
+            self.stats.recorded_calls_rejected += 1
+            return
         endpoint_fields = dict(record["endpoint"])
         endpoint_fields["side"] = SocketSide(endpoint_fields["side"])
         endpoint = self.endpoints.setdefault(endpoint_fields["inode"], Endpoint(**endpoint_fields))
@@ -233,13 +238,20 @@ class CriLayer:
 
 
 def pod_keys(call: PairedCall) -> tuple[set[str], set[str], str | None]:
-    """(sandbox ids, container ids, pod uid) that a call's messages name."""
-    request, response = call.message("request"), call.message("response")
-    sandboxes = {v for v in (request.get("pod_sandbox_id"), response.get("pod_sandbox_id")) if v}
-    containers = {v for v in (request.get("container_id"), response.get("container_id")) if v}
-    metadata = ((request.get("config") or {}).get("metadata") or {}) if call.method == "RunPodSandbox" else \
-        ((request.get("sandbox_config") or {}).get("metadata") or {})
-    return sandboxes, containers, metadata.get("uid")
+    """(sandbox ids, container ids, pod uid) that a call's messages name.
+
+    Only strings count: a message (from a recording) whose fields have other
+    types names no pod."""
+    request, response = _mapping(call.message("request")), _mapping(call.message("response"))
+    sandboxes = {v for v in (request.get("pod_sandbox_id"), response.get("pod_sandbox_id")) if v and isinstance(v, str)}
+    containers = {v for v in (request.get("container_id"), response.get("container_id")) if v and isinstance(v, str)}
+    config = _mapping(request.get("config" if call.method == "RunPodSandbox" else "sandbox_config"))
+    uid = _mapping(config.get("metadata")).get("uid")
+    return sandboxes, containers, uid if isinstance(uid, str) else None
+
+
+def _mapping(value: object) -> dict:
+    return value if isinstance(value, dict) else {}
 
 
 # A pod's teardown is not part of its start.
@@ -337,6 +349,69 @@ def _image_check_after(calls: list[PairedCall], chosen: list[PairedCall]) -> Pai
             return call
     return None
 
+
+
+_INT64 = (-(1 << 63), 1 << 63)
+
+
+def _int(value: object, optional: bool = False) -> bool:
+    if value is None:
+        return optional
+    return isinstance(value, int) and not isinstance(value, bool) and _INT64[0] <= value < _INT64[1]
+
+
+def _text(value: object, optional: bool = False) -> bool:
+    if value is None:
+        return optional
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _one_of(*allowed: object):
+    return lambda value: value in allowed and type(value) in {type(a) for a in allowed}
+
+
+# Every field of a recorded Endpoint and CriCall, and what its value may be.
+ENDPOINT_FIELD_CHECKS = {
+    "inode": _int, "peer_inode": _int, "side": _one_of(int(SocketSide.CLIENT), int(SocketSide.SERVER)),
+    "pid": _int, "comm": _text, "path": _text, "opened_before_tracing": _one_of(True, False),
+}
+_OPT_INT = lambda v: _int(v, optional=True)  # noqa: E731
+_OPT_TEXT = lambda v: _text(v, optional=True)  # noqa: E731
+_OPT_DICT = lambda v: v is None or isinstance(v, dict)  # noqa: E731
+CALL_FIELD_CHECKS = {
+    "connection": _int, "side": _one_of("client", "server"), "stream_id": _int, "method": _text,
+    "service": _text, "path": _text, "method_resolution": _one_of("decoded", "unresolved", "inferred"),
+    "request": _OPT_DICT, "response": _OPT_DICT, "grpc_status": _OPT_INT, "grpc_message": _text,
+    "grpc_status_resolution": _one_of(None, "decoded", "inferred", "unresolved"), "http_status": _OPT_INT,
+    "request_start_ns": _OPT_INT, "request_end_ns": _OPT_INT, "response_start_ns": _OPT_INT,
+    "response_end_ns": _OPT_INT, "end_ns": _OPT_INT, "traceparent": _OPT_TEXT, "grpc_timeout": _OPT_TEXT,
+    "grpc_timeout_ns": _OPT_INT, "user_agent": _OPT_TEXT, "incomplete_reason": _OPT_TEXT,
+    "request_bytes": _int, "response_bytes": _int, "request_messages": _int, "response_messages": _int,
+    "unresolved_headers": _int,
+}
+
+
+def call_record_problem(record: object) -> str | None:
+    """Why a cri_call record is not one that call_record wrote, or None."""
+    if not isinstance(record, dict):
+        return "not an object"
+    for part, checks in (("endpoint", ENDPOINT_FIELD_CHECKS), ("call", CALL_FIELD_CHECKS)):
+        value = record.get(part)
+        if not isinstance(value, dict):
+            return f"{part!r} is missing or not an object"
+        if set(value) != set(checks):
+            unknown, missing = sorted(set(value) - set(checks)), sorted(set(checks) - set(value))
+            return f"{part!r} has unknown fields {unknown} or lacks {missing}"
+        for name, check in checks.items():
+            if not check(value[name]):
+                return f"field {part}.{name} has a value of the wrong type or range"
+    return None
 
 
 def call_record(call: CriCall, endpoint: Endpoint) -> dict:

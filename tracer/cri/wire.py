@@ -67,6 +67,7 @@ Never wrong rather than always decoded
 
 from __future__ import annotations
 
+import json
 import zlib
 from collections import Counter, OrderedDict, deque
 from collections.abc import Hashable
@@ -161,6 +162,11 @@ class Chunk:
 class DecoderConfig:
     max_message_bytes: int = 16 << 20  # kubelet's CRI client limit; bigger messages are dropped
     max_buffered_bytes_per_connection: int = 64 << 20  # stored gRPC messages, per endpoint
+    max_buffered_bytes_total: int = 256 << 20  # stored gRPC messages, all endpoints together
+    # A decoded message whose redacted form is larger than this keeps only the
+    # fields that name its pod (ids, metadata): a call view stays small in
+    # memory and in a recording, whatever a peer sends (up to 16 MiB).
+    max_kept_message_bytes: int = 256 << 10
     max_header_block_bytes: int = 256 << 10
     max_open_streams_per_connection: int = 1024
     resync_budget_bytes: int = 8 << 20  # bytes hunted through without a proven boundary before giving up
@@ -1202,13 +1208,20 @@ class _Endpoint:
         self.dec.stats.errors[kind] += 1
 
     def reserve(self, n: int) -> bool:
-        if self.buffered + n > self.dec.config.max_buffered_bytes_per_connection:
+        config, dec = self.dec.config, self.dec
+        if self.buffered + n > config.max_buffered_bytes_per_connection:
+            return False
+        if dec.buffered_total + n > config.max_buffered_bytes_total:
+            dec.stats.errors["decoder_buffer_cap"] += 1
             return False
         self.buffered += n
+        dec.buffered_total += n
         return True
 
     def release(self, n: int) -> None:
-        self.buffered = max(0, self.buffered - n)
+        released = min(n, self.buffered)
+        self.buffered -= released
+        self.dec.buffered_total -= released
 
     def maybe_promote_s2c(self) -> None:
         """A connection seen from its preface whose server SETTINGS came first."""
@@ -1616,11 +1629,18 @@ class _Endpoint:
                 s.damage("undecodable_message")
                 return None
         try:
-            return redact(cls.FromString(raw))
+            decoded = redact(cls.FromString(raw))
         except Exception:  # noqa: BLE001 - DecodeError, RuntimeWarning-as-error, recursion...
             self.error("protobuf_decode_error")
             s.damage("undecodable_message")
             return None
+        limit = self.dec.config.max_kept_message_bytes
+        if len(raw) > limit:
+            size = len(json.dumps(decoded, default=str))
+            if size > limit:
+                self.error("message_elided")
+                decoded = elide_message(decoded, size)
+        return decoded
 
     def _decompress(self, raw: bytes, encoding: str) -> bytes | None:
         wbits = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}.get(encoding)
@@ -1640,6 +1660,27 @@ class _Endpoint:
         return out
 
 
+# Fields of a CRI message that name a pod (tracer.cri.calls.pod_keys), kept
+# when the rest of a large message is elided.
+_IDENTITY_FIELDS = ("pod_sandbox_id", "container_id")
+_IDENTITY_CONFIGS = ("config", "sandbox_config")
+_MAX_METADATA_BYTES = 4096
+
+
+def elide_message(decoded: dict[str, Any], size: int) -> dict[str, Any]:
+    """The fields of a (redacted) message that name its pod, and its size:
+    what is left of a message too large to keep whole."""
+    kept: dict[str, Any] = {k: decoded[k] for k in _IDENTITY_FIELDS
+                            if isinstance(decoded.get(k), str) and len(decoded[k]) <= _MAX_METADATA_BYTES}
+    for name in _IDENTITY_CONFIGS:
+        config = decoded.get(name)
+        metadata = config.get("metadata") if isinstance(config, dict) else None
+        if isinstance(metadata, dict) and len(json.dumps(metadata, default=str)) <= _MAX_METADATA_BYTES:
+            kept[name] = {"metadata": metadata}
+    kept["tracer.elided_bytes"] = size
+    return kept
+
+
 # ------------------------------------------------------------------ decoder
 
 
@@ -1649,6 +1690,7 @@ class CriDecoder:
     def __init__(self, config: DecoderConfig | None = None) -> None:
         self.config = config or DecoderConfig()
         self.stats = DecoderStats()
+        self.buffered_total = 0  # message bytes stored by all endpoints (max_buffered_bytes_total)
         self._endpoints: OrderedDict[ConnectionKey, _Endpoint] = OrderedDict()
         self._out: list[CriCall] = []
 
@@ -1665,6 +1707,7 @@ class CriDecoder:
                     ep.abandon()
                 except Exception:  # noqa: BLE001
                     self._endpoints.pop(chunk.connection, None)
+                    self.buffered_total -= ep.buffered
         out, self._out = self._out, []
         return out
 
