@@ -23,6 +23,7 @@ from pathlib import Path
 from bench import workloads
 from bench.pods import APP_EXECUTABLE, start_latency_ms, start_pods, stop_pods
 from bench.process import CpuWindow, RecordingTracer, rss_mb, tracer_command
+from tracer.files import write_private
 from tracer.testbed import Testbed, TestbedError
 
 TESTS = Path(__file__).resolve().parent.parent / "tests"
@@ -348,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         bed.stop()
     text = json.dumps(report, indent=1)
     if args.output:
-        args.output.write_text(text + "\n")
+        write_private(args.output, (text + "\n").encode())
     else:
         print(text)
     print(table(report), file=sys.stderr)

@@ -28,8 +28,10 @@ from tracer.critical_path import (
     critical_path,
     span_layers,
 )
+from tracer.files import write_private
 from tracer.metrics import pod_status
 from tracer.report import error_spans, error_text
+from tracer.files import write_private
 from tracer.spans import Span, Trace
 
 LAYER_COLOURS = {
@@ -309,12 +311,8 @@ class SvgExporter:
         self.title = title or "Pod starts"
 
     def export(self, traces: Sequence[Trace]) -> ExportResult:
-        tmp = f"{self.path}.tmp"
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(render_svg(traces, self.title))
-            os.replace(tmp, self.path)
+            write_private(self.path, render_svg(traces, self.title).encode())
         except OSError as error:
             return ExportResult(0, len(traces), f"{self.path}: {error}")
         return ExportResult(len(traces))

@@ -133,7 +133,10 @@ def _export_otlp(traces: list[Trace], config) -> None:
     result = exporter.export(traces)
     exporter.shutdown(timeout_s=2 * config.timeout_s)
     stats = exporter.stats
-    click.echo(f"OTLP {config.protocol} → {config.endpoint}: {stats.sent} span(s) sent, {stats.failed} failed, "
+    from tracer.daemon import redact_url
+
+    click.echo(f"OTLP {config.protocol} → {redact_url(config.endpoint)}: {stats.sent} span(s) sent, "
+               f"{stats.failed} failed, "
                f"{stats.dropped} dropped", err=True)
     if not result.ok or stats.sent != stats.submitted:
         raise click.ClickException("not every span reached the OTLP backend")

@@ -84,8 +84,7 @@ def _runtime_call(container: ContainerTrace, calls: list[PairedCall]) -> PairedC
     for call in calls:
         if call.method != method:
             continue
-        request = call.message("request")
-        if container.is_sandbox or request.get("container_id") == container.container_id:
+        if container.is_sandbox or call.text("request", "container_id") == container.container_id:
             return call
     return None
 
@@ -103,7 +102,7 @@ def _call_finding(call: PairedCall) -> Finding:
     message = _message(call) or f"gRPC status {call.grpc_status}"
     method = call.method
     if method == "PullImage":
-        image = (call.message("request").get("image") or {}).get("image", "")
+        image = call.text("request", "image", "image")
         reason = next((text for pattern, text in _PULL_REASONS if pattern.search(message)), "the pull failed")
         return Finding(LAYER_IMAGE, "image_pull_failed", f'pulling image "{image}" failed: {reason}',
                        message, time_ns=_call_ktime(call), call=call)
@@ -123,7 +122,7 @@ def _image_never_pulled(pod: PodTrace, calls: list[PairedCall]) -> Finding | Non
         return None
     for call in calls:
         if call.method == "ImageStatus" and image_absent(call):
-            image = (call.message("request").get("image") or {}).get("image", "")
+            image = call.text("request", "image", "image")
             return Finding(
                 LAYER_IMAGE, "image_not_present",
                 f'image "{image}" is not on the node and kubelet did not pull it '
@@ -137,7 +136,7 @@ def image_absent(call: PairedCall) -> bool:
     view = call.server or call.client
     if view is None or view.method_resolution != "decoded" or not view.response_messages or call.grpc_status:
         return False
-    return not call.message("response").get("image")
+    return not call.field("response", "image")
 
 
 # ---- the kernel's evidence, per container -----------------------------------

@@ -158,6 +158,7 @@ class Pipeline:
     def summary(self) -> dict:
         """Every counter of the pipeline: events, losses, what was dropped."""
         return {**self.stats.as_dict(), "unowned_events": self.assembler.stats.unowned_events,
+                "impostor_execs": self.assembler.stats.impostors,
                 "cri": dataclasses.asdict(self.cri.stats), "cri_decoder": self.cri.decoder.stats.as_dict()}
 
     def pods(self) -> list[PodTrace]:

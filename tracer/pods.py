@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from tracer.events import CgroupEvent, Event, EventType, ExecEvent, ForkEvent
 from tracer.procs import Process, ProcessTable, ProcKey
 from tracer.runtime import (
+    CONTAINERD_BINARIES,
+    SHIM_BINARIES,
     CniCall,
     Role,
     RuncCall,
@@ -190,6 +192,7 @@ class CorrelationStats:
     events: int = 0
     enrichment_records: int = 0
     unowned_events: int = 0
+    impostors: int = 0                # shim/runc execs not started by the runtime: ignored
 
 
 class PodAssembler:
@@ -248,12 +251,17 @@ class PodAssembler:
         image = proc.image
         assert image is not None
         shim = parse_shim(image)
+        runc = parse_runc(image)
+        if (shim is not None or (runc is not None and runc.subcommand != "init")) and not self._launched_by_runtime(proc):
+            # a program named like the runtime, run by someone else: its argv
+            # must not put its spans into a real container's trace
+            self.stats.impostors += 1
+            return
         if shim is not None:
             self._own(proc, shim.container_id)
             if shim.action == "daemon":
                 self._container(shim.container_id).has_shim_daemon = True
             return
-        runc = parse_runc(image)
         if runc is not None and runc.container_id and runc.subcommand != "init":
             self._own(proc, runc.container_id)
             return
@@ -267,6 +275,15 @@ class PodAssembler:
             return
         if proc.key not in self.owner and proc.parent_key in self.owner:
             self._own(proc, self.owner[proc.parent_key])
+
+    def _launched_by_runtime(self, proc: Process) -> bool:
+        """Whether a shim or runc was started by containerd or a shim, as the
+        runtime starts them (a parent the tracer never saw gets the benefit
+        of the doubt)."""
+        parent = self.table.get(proc.parent_key)
+        if parent is None or parent.image is None:
+            return True
+        return parent.image.basename in CONTAINERD_BINARIES + SHIM_BINARIES
 
     def feed_enrichment(self, record: dict) -> None:
         self.stats.enrichment_records += 1

@@ -485,10 +485,10 @@ def _name_from_cri(group: Span, container_id: str, calls: list[PairedCall]) -> N
     if "container.name" in group.attributes and "container.image.name" in group.attributes:
         return
     for call in calls:
-        if call.method == "CreateContainer" and call.message("response").get("container_id") == container_id:
-            config = call.message("request").get("config") or {}
-            name = (config.get("metadata") or {}).get("name")
-            image = (config.get("image") or {}).get("user_specified_image") or (config.get("image") or {}).get("image")
+        if call.method == "CreateContainer" and call.text("response", "container_id") == container_id:
+            name = call.text("request", "config", "metadata", "name")
+            image = (call.text("request", "config", "image", "user_specified_image")
+                     or call.text("request", "config", "image", "image"))
             if name:
                 group.attributes.setdefault("container.name", name)
             if image:
@@ -502,9 +502,9 @@ def _restart_root(root: Span, pod: PodTrace, calls: list[PairedCall]) -> None:
     assert restart is not None
     attempt = restart.attempt
     for call in calls:  # kubelet's own count, when its CreateContainer was decoded
-        metadata = (call.message("request").get("config") or {}).get("metadata") or {}
-        if call.method == "CreateContainer" and "attempt" in metadata:
-            attempt = int(metadata["attempt"])
+        recorded = call.field("request", "config", "metadata", "attempt")
+        if call.method == "CreateContainer" and isinstance(recorded, int) and not isinstance(recorded, bool):
+            attempt = recorded
     root.attributes.update({"tracer.trace.kind": "container restart" if attempt else "container start",
                             "k8s.container.restart_count": attempt})
     if restart.container_name:

@@ -63,8 +63,21 @@ class PairedCall:
         """The request or response, from whichever view decoded it."""
         for view in (self.client, self.server):
             if view is not None and getattr(view, part):
-                return getattr(view, part)
+                return _mapping(getattr(view, part))
         return {}
+
+    def field(self, part: str, *path: str) -> object:
+        """A field of the request or response by its path, or None: a
+        message read back from a damaged recording may have any shape."""
+        value: object = self.message(part)
+        for key in path:
+            value = _mapping(value).get(key)
+        return value
+
+    def text(self, part: str, *path: str) -> str:
+        """A string field by its path; "" when absent or not a string."""
+        value = self.field(part, *path)
+        return value if isinstance(value, str) else ""
 
     @property
     def grpc_status(self) -> int | None:
@@ -242,7 +255,7 @@ def pod_keys(call: PairedCall) -> tuple[set[str], set[str], str | None]:
 
     Only strings count: a message (from a recording) whose fields have other
     types names no pod."""
-    request, response = _mapping(call.message("request")), _mapping(call.message("response"))
+    request, response = call.message("request"), call.message("response")
     sandboxes = {v for v in (request.get("pod_sandbox_id"), response.get("pod_sandbox_id")) if v and isinstance(v, str)}
     containers = {v for v in (request.get("container_id"), response.get("container_id")) if v and isinstance(v, str)}
     config = _mapping(request.get("config" if call.method == "RunPodSandbox" else "sandbox_config"))
@@ -293,15 +306,16 @@ IMAGE_METHODS = frozenset({"ImageStatus", "PullImage"})
 def _pod_annotations(chosen: list[PairedCall]) -> dict:
     """The pod's annotations, as its RunPodSandbox or CreateContainer sent them."""
     for call in chosen:
-        request = call.message("request")
-        config = request.get("config") if call.method == "RunPodSandbox" else request.get("sandbox_config")
-        if call.method in ("RunPodSandbox", "CreateContainer") and (config or {}).get("annotations"):
-            return config["annotations"]
+        if call.method in ("RunPodSandbox", "CreateContainer"):
+            config = "config" if call.method == "RunPodSandbox" else "sandbox_config"
+            annotations = _mapping(call.field("request", config, "annotations"))
+            if annotations:
+                return annotations
     return {}
 
 
 def image_annotations(call: PairedCall) -> dict:
-    return (call.message("request").get("image") or {}).get("annotations") or {}
+    return _mapping(call.field("request", "image", "annotations"))
 
 
 def _image_calls_for(calls: list[PairedCall], chosen: list[PairedCall]) -> list[PairedCall]:
@@ -317,9 +331,9 @@ def _image_calls_for(calls: list[PairedCall], chosen: list[PairedCall]) -> list[
     begin = min(c.start_ns for c in chosen)
     if not creates:  # no container (yet): the checks that followed the sandbox
         return [c for c in matching if begin < c.start_ns <= begin + IMAGE_CHECK_WINDOW_NS]
-    sandboxes = {c.message("request").get("pod_sandbox_id") for c in creates}
+    sandboxes = {c.text("request", "pod_sandbox_id") for c in creates}
     all_creates = sorted(c.start_ns for c in calls if c.method == "CreateContainer"
-                         and c.message("request").get("pod_sandbox_id") in sandboxes)
+                         and c.text("request", "pod_sandbox_id") in sandboxes)
     picked = []
     for create in creates:
         since = max([t for t in all_creates if t < create.start_ns], default=begin)
