@@ -31,7 +31,6 @@ from tracer.critical_path import (
 from tracer.files import write_private
 from tracer.metrics import pod_status
 from tracer.report import error_spans, error_text
-from tracer.files import write_private
 from tracer.spans import Span, Trace
 
 LAYER_COLOURS = {
@@ -295,7 +294,7 @@ def render_svg(traces: Sequence[Trace], title: str = "Pod starts") -> str:
     return "\n".join([
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH:.0f}" height="{height:.0f}" '
         f'viewBox="0 0 {WIDTH:.0f} {height:.0f}" font-family={quoteattr(FONT_FAMILY)}>',
-        f'<rect width="100%" height="100%" fill="#ffffff"/>',
+        '<rect width="100%" height="100%" fill="#ffffff"/>',
         *canvas.parts,
         "</svg>",
         "",

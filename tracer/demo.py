@@ -3,7 +3,6 @@ traced and shown.  It is the README's first command."""
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from tracer.cgroups import start_pressure
+from tracer.format import encodable_text
 from tracer.events import Event, EventType, ExecEvent, ExitEvent
 from tracer.procs import Exec, Process
 from tracer.runtime import RuncCall, container_exec, parse_runc
@@ -53,27 +54,16 @@ def read_bundle(bundle: str, container_id: str) -> dict:
     # The bundle path comes from a process's argv: any program named runc can
     # point at any file, so every field is checked for its type.
     annotations = _mapping(config.get("annotations"))
-    record["annotations"] = {k: v for k, v in annotations.items() if k in ANNOTATION_KEYS and _is_text(v)}
+    record["annotations"] = {k: v for k, v in annotations.items() if k in ANNOTATION_KEYS and encodable_text(v)}
     linux = _mapping(config.get("linux"))
     cgroups_path = linux.get("cgroupsPath", "")
-    record["cgroups_path"] = cgroups_path if _is_text(cgroups_path) else ""
+    record["cgroups_path"] = cgroups_path if encodable_text(cgroups_path) else ""
     record["resources"] = resource_limits(_mapping(linux.get("resources")))
     return record
 
 
 def _mapping(value: object) -> dict:
     return value if isinstance(value, dict) else {}
-
-
-def _is_text(value: object) -> bool:
-    """A string that every exporter can encode (JSON allows lone surrogates)."""
-    if not isinstance(value, str):
-        return False
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _read_regular_file(path: str, limit: int) -> bytes:

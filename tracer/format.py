@@ -117,3 +117,15 @@ def duration_text(ns: int) -> str:
     if ns >= 1_000_000_000:
         return f"{ns / 1e9:.2f} s"
     return f"{ns / 1e6:.1f} ms"
+
+
+def encodable_text(value: object) -> bool:
+    """A string that every exporter can encode (JSON and Python allow lone
+    surrogates, which UTF-8 encoders refuse)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -23,7 +23,6 @@ from tracer.runtime import (
     SHIM_BINARIES,
     CniCall,
     Role,
-    RuncCall,
     cni_pod_identity,
     container_exec,
     parse_cni,

@@ -13,12 +13,11 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from http_probe import http_get
 from otlp_receiver import GrpcReceiver, HttpReceiver, ReceivedSpan, as_trace, free_port
 from tracecheck import ExpectedPod, check_pod_trace
 
@@ -47,14 +46,6 @@ def _tracer_command() -> list[str]:
     return [sys.executable, "-c", "from tracer.cli import main; main()"]
 
 
-def _get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-    except OSError as error:
-        return 0, str(error)
 
 
 @dataclass
@@ -75,7 +66,7 @@ class RunningDaemon:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
             assert self.process.poll() is None, f"daemon exited early:\n{self.output()}"
-            if _get(self.metrics_url + "/readyz")[0] == 200:
+            if http_get(self.metrics_url + "/readyz")[0] == 200:
                 return
             time.sleep(0.1)
         raise AssertionError(f"daemon not ready within {READY_TIMEOUT_S} s:\n{self.output()}")
@@ -180,7 +171,7 @@ def test_daemon_exports_each_pod_start(protocol, receiver_class, start_daemon, p
         assert by_name["shim start"].service == "containerd-shim-runc-v2"
         assert by_name[f"exec {APP_EXECUTABLE}"].service == "container"
 
-        status, text = _get(daemon.metrics_url + "/metrics")
+        status, text = http_get(daemon.metrics_url + "/metrics")
         assert status == 200
         counts = layer_counts(text)
         for layer in ("containerd", "shim", "runc_create", "runc_start", "process"):
@@ -189,13 +180,13 @@ def test_daemon_exports_each_pod_start(protocol, receiver_class, start_daemon, p
         assert scrape_samples(text, "tracer_events_lost_total") == {(): 0}
         assert scrape_samples(text, "tracer_pod_starts_total")[(("status", "ok"),)] >= 1
         deadline = time.monotonic() + 10
-        while scrape_samples(_get(daemon.metrics_url + "/metrics")[1], "tracer_spans_exported_total")[()] < \
+        while scrape_samples(http_get(daemon.metrics_url + "/metrics")[1], "tracer_spans_exported_total")[()] < \
                 len(spans) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert scrape_samples(_get(daemon.metrics_url + "/metrics")[1],
+        assert scrape_samples(http_get(daemon.metrics_url + "/metrics")[1],
                               "tracer_spans_exported_total")[()] >= len(spans)
-        assert _get(daemon.metrics_url + "/healthz")[0] == 200
-        assert _get(daemon.metrics_url + "/readyz")[0] == 200
+        assert http_get(daemon.metrics_url + "/healthz")[0] == 200
+        assert http_get(daemon.metrics_url + "/readyz")[0] == 200
 
         code, seconds = daemon.terminate()
         assert code == 0, daemon.output()
@@ -233,14 +224,14 @@ def test_daemon_keeps_tracing_while_the_backend_is_down(start_daemon, pods):
         pod = pods(PodSpec(name="daemon-late-backend", namespace="e2e", command=APP_COMMAND))
         deadline = time.monotonic() + TRACE_TIMEOUT_S
         while time.monotonic() < deadline:
-            text = _get(daemon.metrics_url + "/metrics")[1]
+            text = http_get(daemon.metrics_url + "/metrics")[1]
             if scrape_samples(text, "tracer_pod_starts_total")[(("status", "ok"),)] >= 1:
                 break
             time.sleep(0.2)
         assert scrape_samples(text, "tracer_spans_exported_total") == {(): 0}
         assert scrape_samples(text, "tracer_spans_queued")[()] > 0 or \
             scrape_samples(text, "tracer_spans_dropped_total")[(("reason", "export_failed"),)] > 0
-        assert _get(daemon.metrics_url + "/healthz")[0] == 200
+        assert http_get(daemon.metrics_url + "/healthz")[0] == 200
         receiver.start()
         # the exporter retries what failed only within its timeout; a new
         # start after the backend is back arrives in any case

@@ -24,13 +24,12 @@ import ipaddress
 import os
 import re
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
+from http_probe import http_get
 import yaml
 from otlp_receiver import GrpcReceiver, HttpReceiver, ReceivedSpan, as_trace
 from tracecheck import ExpectedPod, check_cri_calls, check_pod_trace
@@ -71,14 +70,6 @@ CAPABILITY_BITS = {"NET_ADMIN": 12, "NET_RAW": 13, "SYS_PTRACE": 19, "SYS_ADMIN"
                    "PERFMON": 38, "BPF": 39}
 
 
-def _get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-    except OSError as error:
-        return 0, str(error)
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +152,7 @@ class DaemonPod:
         deadline = started + probe["periodSeconds"] * probe["failureThreshold"]
         while time.monotonic() < deadline:
             assert self.state() == api_pb2.CONTAINER_RUNNING, f"the daemon exited:\n{self.log()}"
-            if _get(self.url("startupProbe"))[0] == 200:
+            if http_get(self.url("startupProbe"))[0] == 200:
                 return time.monotonic() - started
             time.sleep(0.2)
         raise AssertionError(f"startupProbe failed for {deadline - started:.0f} s:\n{self.log()}")
@@ -240,9 +231,9 @@ def test_image_as_daemonset_pod_traces_a_later_pod(testbed, daemon_pod, app_pods
     assert {"kubelet", "containerd", "runc", "container"} <= services
 
     # its probes and metrics, on the port the manifest names, from outside the pod
-    assert _get(daemon_pod.url("livenessProbe"))[0] == 200
-    assert _get(daemon_pod.url("readinessProbe"))[0] == 200
-    status, metrics = _get(daemon_pod.url("livenessProbe", "/metrics"))
+    assert http_get(daemon_pod.url("livenessProbe"))[0] == 200
+    assert http_get(daemon_pod.url("readinessProbe"))[0] == 200
+    status, metrics = http_get(daemon_pod.url("livenessProbe", "/metrics"))
     assert status == 200
     assert scrape_samples(metrics, "tracer_pod_starts_total")[(("status", "ok"),)] >= 1
     assert scrape_samples(metrics, "tracer_events_lost_total") == {(): 0}

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
+from http_probe import http_get
 from prometheus_client.parser import text_string_to_metric_families
 
 from tracer.metrics import (
@@ -104,12 +103,6 @@ def test_sources_not_there_yet_are_left_out():
     assert "tracer_pod_start_layer_duration_seconds_count" in text
 
 
-def _get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
 
 
 def test_server_serves_metrics_health_and_readiness():
@@ -117,13 +110,13 @@ def test_server_serves_metrics_health_and_readiness():
     server = MetricsServer(("127.0.0.1", 0), DaemonMetrics(), health).start()
     try:
         base = "http://{}:{}".format(*server.address)
-        assert _get(base + "/healthz")[0] == 200
-        assert _get(base + "/readyz") == (503, "not ready\n")
+        assert http_get(base + "/healthz")[0] == 200
+        assert http_get(base + "/readyz") == (503, "not ready\n")
         health.set_ready(True)
-        assert _get(base + "/readyz") == (200, "ready\n")
-        status, text = _get(base + "/metrics")
+        assert http_get(base + "/readyz") == (200, "ready\n")
+        status, text = http_get(base + "/metrics")
         assert status == 200 and "tracer_pod_start_layer_duration_seconds_bucket" in text
-        assert _get(base + "/nothing")[0] == 404
+        assert http_get(base + "/nothing")[0] == 404
     finally:
         server.stop()
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from tracer.cri.wire import C2S, S2C, Chunk, CriCall, CriDecoder
+from tracer.format import encodable_text
 from tracer.events import (
     EventType,
     SocketCloseEvent,
@@ -375,15 +376,7 @@ def _int(value: object, optional: bool = False) -> bool:
 
 
 def _text(value: object, optional: bool = False) -> bool:
-    if value is None:
-        return optional
-    if not isinstance(value, str):
-        return False
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
+    return optional if value is None else encodable_text(value)
 
 
 def _one_of(*allowed: object):
