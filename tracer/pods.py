@@ -535,9 +535,12 @@ class PodAssembler:
             reasons.append("sandbox bundle config.json not read")
         for container in pod.containers:
             error = (container.activity.bundle or {}).get("error")
-            # containerd deletes a failed container's bundle within
-            # milliseconds; its name and image then come from CRI
-            if (container.activity.bundle is None or error) and container.failed_step != "runc create":
+            # containerd deletes the bundle of a container whose start failed,
+            # or whose process exited, within milliseconds (before a busy
+            # tracer reads it): its name and image then come from CRI
+            gone = container.failed_step is not None or (container.process is not None
+                                                         and container.process.exit_ns is not None)
+            if (container.activity.bundle is None or error) and not gone:
                 reasons.append(f"{container.container_id[:12]}: bundle config.json not read ({error or 'not seen'})")
         for container in pod.all_containers:
             for piece in container.missing:

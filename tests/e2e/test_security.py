@@ -36,7 +36,9 @@ pytestmark = [pytest.mark.e2e,
 SECRETS = {
     "env": "env-value-canary-5c1d9e",
     "label": "label-value-canary-8a2f47",
-    "annotation": "annotation-token-canary-3e6b10",
+    # every 10-byte piece holds part of the random tail: no piece is a plain
+    # word that a span might say (e.g. "annotation")
+    "annotation": "tok3e6b10x-canary-annot",
     "applied": "applied-config-canary-d49c77",
     "username": "pull-user-canary-0f3a",
     "password": "pull-password-canary-7b9e",
