@@ -3,7 +3,9 @@
 One small HTTP server (loopback by default) serves:
 
 - ``/metrics``: pod-start durations per layer (histograms), the capture's
-  event and lost-event counters, and what became of the exported spans;
+  event and lost-event counters, what the BPF programs could not do, the
+  size of every internal table (they must stay flat), the process's own
+  memory and CPU, and what became of the exported spans;
 - ``/healthz``: 200 while the daemon's loop is turning;
 - ``/readyz``: 200 once the BPF programs are attached, until shutdown.
 
@@ -23,7 +25,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -88,6 +97,20 @@ class _Sources(Collector):
         return []  # names are checked by collect(); these families vary with the sources
 
     def collect(self):
+        tables = self.metrics.table_source() if self.metrics.table_source else None
+        if tables is not None:
+            entries = GaugeMetricFamily("tracer_table_entries",
+                                        "Entries in each internal table (userspace and BPF maps).", labels=["table"])
+            for table, size in sorted(tables.items()):
+                entries.add_metric([table], size)
+            yield entries
+        drops = self.metrics.drop_source() if self.metrics.drop_source else None
+        if drops is not None:
+            family = CounterMetricFamily("tracer_kernel_drops",
+                                         "What the BPF programs could not do, by cause.", labels=["cause"])
+            for cause, count in sorted(drops.items()):
+                family.add_metric([cause], count)
+            yield family
         events = self.metrics.event_source() if self.metrics.event_source else None
         if events is not None:
             yield CounterMetricFamily("tracer_events", "Kernel events received from the BPF programs.",
@@ -112,10 +135,15 @@ class DaemonMetrics:
     """The daemon's Prometheus registry (its own, so tests can make several)."""
 
     def __init__(self, event_source: Callable[[], EventCounts | None] | None = None,
-                 span_source: Callable[[], SpanCounts | None] | None = None):
+                 span_source: Callable[[], SpanCounts | None] | None = None,
+                 table_source: Callable[[], dict[str, int] | None] | None = None,
+                 drop_source: Callable[[], dict[str, int] | None] | None = None):
         self.event_source = event_source
         self.span_source = span_source
+        self.table_source = table_source
+        self.drop_source = drop_source
         self.registry = CollectorRegistry(auto_describe=False)
+        ProcessCollector(registry=self.registry)  # process_resident_memory_bytes, CPU seconds, …
         self.layer_seconds = Histogram(
             "tracer_pod_start_layer_duration_seconds",
             "Time spent in each layer of a pod start (one observation per outermost span of that layer).",

@@ -82,6 +82,19 @@ class Recorder:
             sandboxes = sum(1 for a in self.pipeline.assembler.containers.values() if a.is_sandbox)
             return LiveStatus(stats.events + self.pipeline.pending_events, stats.lost, stats.decode_errors, sandboxes)
 
+    def table_sizes(self) -> dict[str, int]:
+        """Entries in every table the tracer keeps, in userspace and in the
+        kernel's maps: in a daemon they must stay flat over months."""
+        with self._lock:
+            sizes = self.pipeline.table_sizes()
+        return {**sizes, **self.capture.map_sizes()}
+
+    def kernel_drops(self) -> dict[str, int]:
+        """What the BPF programs could not do, by cause (tracked table full,
+        socket bytes not copied, …), since tracing began."""
+        with self._lock:
+            return dict(self.capture.stats.kernel_stats)
+
     def take_finished(self, quiet_ns: int, max_age_ns: int) -> list[Trace]:
         """Traces of the pod starts that are over, each once (daemon mode).
 

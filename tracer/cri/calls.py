@@ -17,6 +17,7 @@ from typing import Callable
 
 from tracer.cri.wire import C2S, S2C, Chunk, CriCall, CriDecoder
 from tracer.events import (
+    SOCKET_FLAG_GAP_BEFORE,
     EventType,
     SocketCloseEvent,
     SocketDataEvent,
@@ -87,6 +88,7 @@ class _Syscall:
     syscall_bytes: int
     direction: SocketDirection
     data: bytearray = field(default_factory=bytearray)
+    gap_before: bool = False   # the kernel lost earlier bytes of this direction
 
 
 @dataclass
@@ -95,6 +97,8 @@ class CriStats:
     data_events: int = 0
     data_without_endpoint: int = 0
     segments_out_of_order: int = 0
+    gaps: int = 0                     # places where the kernel lost a direction's bytes
+    closed_at_exit: int = 0           # endpoints whose process exited without close(2)
     calls: int = 0
     unpaired_client_views: int = 0
     unpaired_server_views: int = 0
@@ -160,7 +164,8 @@ class CriLayer:
             if event.offset != 0:
                 self.stats.segments_out_of_order += 1
                 return
-            pending = self._pending[key] = _Syscall(event.header.ktime_ns, event.syscall_bytes, event.direction)
+            pending = self._pending[key] = _Syscall(event.header.ktime_ns, event.syscall_bytes, event.direction,
+                                                    gap_before=bool(event.flags_raw & SOCKET_FLAG_GAP_BEFORE))
         if event.offset != len(pending.data):
             self.stats.segments_out_of_order += 1
             return
@@ -173,8 +178,16 @@ class CriLayer:
         client = endpoint.side is SocketSide.CLIENT
         outgoing = pending.direction is SocketDirection.OUT
         truncated = len(pending.data) < pending.syscall_bytes
-        chunk = Chunk(connection=endpoint.inode, side="client" if client else "server",
-                      direction=C2S if client == outgoing else S2C, ktime_ns=pending.ktime_ns,
+        side, direction = "client" if client else "server", C2S if client == outgoing else S2C
+        if pending.gap_before:
+            # Ring-buffer records of this direction were lost before this
+            # syscall: an empty chunk of unknown length makes the decoder
+            # resynchronise instead of reading across the hole.
+            self.stats.gaps += 1
+            for call in self.decoder.feed(Chunk(connection=endpoint.inode, side=side, direction=direction,
+                                                ktime_ns=pending.ktime_ns, data=b"", truncated=True)):
+                self._add(call, endpoint)
+        chunk = Chunk(connection=endpoint.inode, side=side, direction=direction, ktime_ns=pending.ktime_ns,
                       data=bytes(pending.data), truncated=truncated,
                       original_len=pending.syscall_bytes if truncated else None)
         for call in self.decoder.feed(chunk):
@@ -182,13 +195,25 @@ class CriLayer:
 
     def _close(self, event: SocketCloseEvent) -> None:
         endpoint = self._endpoint_for(event)
-        if endpoint is None:
-            return
+        if endpoint is not None:
+            self._close_endpoint(endpoint, event.header.ktime_ns)
+
+    def _close_endpoint(self, endpoint: Endpoint, ktime_ns: int) -> None:
         for key in [k for k in self._pending if k[0] == endpoint.inode]:
             self._flush(endpoint, key)
-        for call in self.decoder.close_connection(endpoint.inode, event.header.ktime_ns):
+        for call in self.decoder.close_connection(endpoint.inode, ktime_ns):
             self._add(call, endpoint)
         del self.endpoints[endpoint.inode]  # its calls keep what they need of it
+
+    def process_exited(self, tgid: int, ktime_ns: int) -> None:
+        """The process holding endpoints exited: the kernel closed its
+        sockets without a close(2) to see (a runtime that crashed or was
+        killed, a client that exited).  Its calls still open end here, as
+        calls the connection's end cut short.  (The runtimes and clients
+        traced never share a CRI socket with another process.)"""
+        for endpoint in [e for e in self.endpoints.values() if e.pid == tgid]:
+            self.stats.closed_at_exit += 1
+            self._close_endpoint(endpoint, ktime_ns)
 
     def _add(self, call: CriCall, endpoint: Endpoint) -> None:
         if self.on_call is not None:
@@ -221,6 +246,12 @@ class CriLayer:
         kept = {id(c) for c in self.calls}
         self._pairs = {k: p for k, p in self._pairs.items() if id(p) in kept}
 
+    def table_sizes(self) -> dict[str, int]:
+        """How much this layer holds (a long-running daemon's must stay flat)."""
+        return {"cri_endpoints": len(self.endpoints), "cri_calls": len(self.calls),
+                "cri_pairs": len(self._pairs), "cri_pending_syscalls": len(self._pending),
+                "cri_decoder_connections": len(self.decoder.connections())}
+
     def finish(self, ktime_ns: int) -> None:
         """Flushes calls still open (their endpoints are closed as of now)."""
         for key in list(self._pending):
@@ -232,14 +263,58 @@ class CriLayer:
         self.stats.unpaired_server_views = sum(1 for p in self.calls if p.client is None)
 
 
+def _pod_metadata(call: PairedCall) -> dict:
+    request = call.message("request")
+    config = request.get("config") if call.method == "RunPodSandbox" else request.get("sandbox_config")
+    return (config or {}).get("metadata") or {}
+
+
 def pod_keys(call: PairedCall) -> tuple[set[str], set[str], str | None]:
     """(sandbox ids, container ids, pod uid) that a call's messages name."""
     request, response = call.message("request"), call.message("response")
     sandboxes = {v for v in (request.get("pod_sandbox_id"), response.get("pod_sandbox_id")) if v}
     containers = {v for v in (request.get("container_id"), response.get("container_id")) if v}
-    metadata = ((request.get("config") or {}).get("metadata") or {}) if call.method == "RunPodSandbox" else \
-        ((request.get("sandbox_config") or {}).get("metadata") or {})
-    return sandboxes, containers, metadata.get("uid")
+    return sandboxes, containers, _pod_metadata(call).get("uid")
+
+
+def sandbox_attempt(call: PairedCall) -> int:
+    """The sandbox attempt a call's pod config names (kubelet counts up
+    when it re-creates a pod's sandbox; proto3 leaves out 0)."""
+    try:
+        return int(_pod_metadata(call).get("attempt") or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _answered_sandboxes(calls: list[PairedCall]) -> dict[tuple[str, int], str]:
+    """(pod uid, sandbox attempt) → the sandbox id RunPodSandbox answered with."""
+    answered = {}
+    for call in calls:
+        if call.method == "RunPodSandbox":
+            sandbox_id = call.message("response").get("pod_sandbox_id")
+            uid = _pod_metadata(call).get("uid")
+            if sandbox_id and uid:
+                answered[(uid, sandbox_attempt(call))] = sandbox_id
+    return answered
+
+
+# What the decoder says when a view was cut short, in words.
+_CUT_SHORT = {"connection_closed": "the connection closed", "connection_abandoned": "the connection was given up"}
+
+
+def unanswered_calls(calls: list[PairedCall]) -> list[str]:
+    """Why each call that never got its answer (neither view saw the
+    response's end or a status) is incomplete: the runtime died or
+    restarted mid-call, the client gave up, or tracing stopped first."""
+    reasons = []
+    for call in calls:
+        views = [v for v in (call.client, call.server) if v is not None]
+        if not views or any(v.complete or v.grpc_status is not None or v.response_end_ns is not None
+                            for v in views):
+            continue
+        why = next(v.incomplete_reason for v in views if v.incomplete_reason)
+        reasons.append(f"{call.method or 'a CRI call'} got no answer ({_CUT_SHORT.get(why, why)})")
+    return reasons
 
 
 # A pod's teardown is not part of its start.
@@ -256,7 +331,13 @@ def calls_for_pod(calls: list[PairedCall], sandbox_id: str, container_ids: set[s
     """The calls of a start whose messages name this pod (its sandbox id,
     uid or one of `container_ids`), in time order.  Calls that name a
     container of `other_container_ids` belong to another trace (a restart).
-    An empty `sandbox_id` and `uid` select by container ids only."""
+    An empty `sandbox_id` and `uid` select by container ids only.
+
+    A pod's uid outlives its sandboxes: when kubelet re-creates the
+    sandbox (a new attempt), calls that name only the uid go to the
+    sandbox their attempt was answered with, and never to another."""
+    answered = _answered_sandboxes(calls) if uid else {}
+    own_attempts = {attempt for (u, attempt), sid in answered.items() if u == uid and sid == sandbox_id}
     chosen = []
     for call in calls:
         if call.method in TEARDOWN_METHODS:
@@ -264,8 +345,13 @@ def calls_for_pod(calls: list[PairedCall], sandbox_id: str, container_ids: set[s
         sandboxes, containers, call_uid = pod_keys(call)
         if containers & other_container_ids:
             continue
-        if (sandbox_id and sandbox_id in sandboxes) or containers & container_ids or (uid and call_uid == uid):
+        if (sandbox_id and sandbox_id in sandboxes) or containers & container_ids:
             chosen.append(call)
+        elif uid and call_uid == uid and not sandboxes - {sandbox_id}:
+            attempt = sandbox_attempt(call)
+            owner = answered.get((uid, attempt))
+            if owner == sandbox_id or (owner is None and (not own_attempts or attempt in own_attempts)):
+                chosen.append(call)
     chosen.sort(key=lambda c: c.start_ns)
     if not chosen:
         return chosen
@@ -303,7 +389,10 @@ def _image_calls_for(calls: list[PairedCall], chosen: list[PairedCall]) -> list[
     matching = [c for c in calls if c.method in IMAGE_METHODS and image_annotations(c) == annotations]
     creates = [c for c in chosen if c.method == "CreateContainer"]
     begin = min(c.start_ns for c in chosen)
-    if not creates:  # no container (yet): the checks that followed the sandbox
+    if not creates:  # no container (yet): the checks that followed the sandbox,
+        # which kubelet makes only once it runs (another attempt's may match too)
+        if not any(c.method == "RunPodSandbox" and c.grpc_status == 0 for c in chosen):
+            return []
         return [c for c in matching if begin < c.start_ns <= begin + IMAGE_CHECK_WINDOW_NS]
     sandboxes = {c.message("request").get("pod_sandbox_id") for c in creates}
     all_creates = sorted(c.start_ns for c in calls if c.method == "CreateContainer"
