@@ -15,8 +15,10 @@ from tracer.pipeline import replay
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 SCENARIOS = sorted(p.name.removesuffix(".rec") for p in FIXTURES.glob("*.rec"))
-# failed-starts has its own expectations (tests/unit/test_diagnosis.py)
-STARTED_POD_SCENARIOS = [name for name in SCENARIOS if name != "failed-starts"]
+# these have expectations of their own (tests/unit/test_diagnosis.py,
+# test_reuse_fixture.py, test_tracer_restart_fixture.py)
+OWN_EXPECTATIONS = {"failed-starts", "reuse", "tracer-restart"}
+STARTED_POD_SCENARIOS = [name for name in SCENARIOS if name not in OWN_EXPECTATIONS]
 
 
 def expected(name: str) -> list[ExpectedPod]:
