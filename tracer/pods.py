@@ -501,8 +501,10 @@ class PodAssembler:
         of its own, is in no trace."""
         if pending is None:
             pending = self._pending_containers(self._units())
+        def ended(proc: Process) -> int | None:
+            return proc.exit_ns if proc.exit_ns is not None else proc.gone_by_ns
         gone = [key for key, proc in self.table.processes.items()
-                if proc.exit_ns is not None and proc.exit_ns < before_ns and self.owner.get(key) not in pending]
+                if (end := ended(proc)) is not None and end < before_ns and self.owner.get(key) not in pending]
         for key in gone:
             self.table.forget(key)
             owner = self.owner.pop(key, None)

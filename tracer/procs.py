@@ -65,6 +65,7 @@ class Process:
     real_parent_pid: int = 0             # the kernel's parent (creator may differ: CLONE_PARENT)
     clone_flags_raw: int | None = None
     oom_kill: OomKillEvent | None = None  # the OOM killer chose it
+    gone_by_ns: int | None = None        # its exit was never seen, but its pid was someone else's by then
 
     @property
     def exec_failures(self) -> list[ExecFailedEvent]:
@@ -119,6 +120,15 @@ class ProcessTable:
         if self._running.get(key[0]) == key:
             del self._running[key[0]]
 
+    def _note_running(self, proc: Process, ktime_ns: int) -> None:
+        """`proc` runs now under its pid.  A pid names one process at a time:
+        another one we thought running under it is gone, its exit event lost
+        (a full ring buffer), and can be forgotten like an exited one."""
+        previous = self.processes.get(self._running.get(proc.pid))
+        if previous is not None and previous is not proc and previous.exit_ns is None and previous.gone_by_ns is None:
+            previous.gone_by_ns = ktime_ns
+        self._running[proc.pid] = proc.key
+
     def _adopt_snapshot(self, key: ProcKey) -> Process | None:
         """The snapshot of this process, re-keyed to the kernel's exact start time."""
         snapshot_key = self._snapshots.get(key[0])
@@ -155,7 +165,7 @@ class ProcessTable:
                 parent.children.append(key)
                 proc.inherited = parent.image
         if proc.exit_ns is None:
-            self._running[key[0]] = proc.key
+            self._note_running(proc, header.ktime_ns)
         proc.comm = header.comm
         proc.real_parent_pid = header.ppid
         proc.cgroup_id = header.cgroup_id
@@ -179,7 +189,7 @@ class ProcessTable:
             child.inherited = parent.image
             child.comm = parent.comm
             child.last_seen_ns = header.ktime_ns
-            self._running[key[0]] = key
+            self._note_running(child, header.ktime_ns)
             return child
         proc = self._ensure(header)
         if isinstance(event, ExecEvent):

@@ -28,6 +28,7 @@ from tracer.events import (
     HEADER,
     SOCKET_FLAG_GAP_BEFORE,
     EventType,
+    ExecEvent,
     Header,
     Namespaces,
     SocketDataEvent,
@@ -38,6 +39,7 @@ from tracer.events import (
     decode_header,
 )
 from tracer.pipeline import replay
+from tracer.pods import PodAssembler
 from tracer.recording import RecordingWriter, RecordKind, read_recording
 
 from test_cri_capture import CRI_BYTES, CRI_READS, chunks
@@ -47,8 +49,8 @@ CONTAINERD_PID = 4242
 SERVER, CLIENT = 1001, 1002
 
 
-def _header(etype: EventType, ktime_ns: int, pid: int = CONTAINERD_PID) -> Header:
-    return Header(type=etype, size=0, cpu=0, ktime_ns=ktime_ns, pid=pid, tgid=pid, ppid=1, start_ns=1,
+def _header(etype: EventType, ktime_ns: int, pid: int = CONTAINERD_PID, start_ns: int = 1) -> Header:
+    return Header(type=etype, size=0, cpu=0, ktime_ns=ktime_ns, pid=pid, tgid=pid, ppid=1, start_ns=start_ns,
                   parent_start_ns=1, cgroup_id=1, cgroup_v1_id=0, ns=Namespaces(), comm="containerd")
 
 
@@ -267,3 +269,17 @@ def test_reused_pids_never_merge_two_pods(tmp_path):
 
 def pods_uid(name: str) -> str:
     return json.loads((FIXTURES / f"{name}.expected.json").read_text())[0]["uid"]
+
+
+def test_a_pid_that_names_a_new_process_ends_the_one_whose_exit_was_lost():
+    """The ring buffer lost a process's exit; its pid then names a new
+    process.  Two processes, never one, and the old one is known gone (so
+    that a daemon forgets it instead of keeping it for ever)."""
+    assembler = PodAssembler()
+    assembler.feed(ExecEvent(_header(EventType.EXEC, 100, pid=77, start_ns=50), 77, "/bin/old", ("old",)))
+    assembler.feed(ExecEvent(_header(EventType.EXEC, 9_000, pid=77, start_ns=8_000), 77, "/bin/new", ("new",)))
+    old, new = assembler.table.processes[(77, 50)], assembler.table.processes[(77, 8_000)]
+    assert old.image.filename == "/bin/old" and new.image.filename == "/bin/new"
+    assert old.exit_ns is None and old.gone_by_ns == 9_000 and new.gone_by_ns is None
+    assembler.prune(10_000)
+    assert set(assembler.table.processes) == {(77, 8_000)}
