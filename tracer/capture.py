@@ -39,7 +39,7 @@ from tracer.events import (
 from tracer.offsets import kernel_offsets
 from tracer.procfs import CLOCK_TICKS, proc_start_ns, read_stat
 from tracer.runtime import DEFAULT_CNI_BIN_DIRS
-from tracer.sockets import ExistingEndpoint, cri_listeners, path_variants, scan_cri_sockets, unix_sockets
+from tracer.sockets import ExistingEndpoint, cri_listeners, path_variants, scan_cri_sockets
 
 BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
 BPF_SOURCE = BPF_DIR / "tracer.bpf.c"
@@ -52,8 +52,8 @@ RUNTIME_COMMS = ("containerd", "containerd-shim", "runc", "crio", "conmon", "cri
 STAT_NAMES = {0: "tracked_table_full", 1: "syscall_entry_missing", 2: "socket_io_truncated",
               3: "cri_endpoints_full"}
 DEFAULT_CRI_SOCKETS = tuple(kernel.DEFAULT_RUNTIME_SOCKETS.values())
-# How often the runtime sockets are looked at again: a restarted runtime's
-# new listener, and endpoints whose process died with them open.
+# How often the runtime sockets are looked at again (a restarted runtime's
+# new listener).
 LISTENER_RESCAN_S = 1.0
 # The in-kernel maps whose entries come and go with processes and sockets.
 WATCHED_MAPS = ("tracked", "cri_endpoints", "cri_tgids", "cri_listeners", "cri_gaps")
@@ -77,7 +77,6 @@ class CaptureStats:
     attach_seconds: float = 0.0
     seeded_processes: int = 0
     seeded_cri_endpoints: int = 0
-    endpoints_closed_gone: int = 0   # sockets closed by the kernel (their process died)
     lost_by_type: dict[int, int] = field(default_factory=dict)
     kernel_stats: dict[str, int] = field(default_factory=dict)
 
@@ -173,47 +172,26 @@ class Capture:
     def _rescan_sockets(self) -> None:
         """A runtime that restarts listens on a new socket inode: watch it
         (and forget the old one), and seed the connections it accepted
-        before we watched it, as at start (kubelet reconnects at once).
-        A process that dies with a CRI socket open closes it in the kernel,
-        with no close(2) to see: such endpoints are closed here."""
-        endpoints = self._bpf[b"cri_endpoints"]
-        # read before listing the sockets: an endpoint added after the
-        # listing must not look gone
-        known = {key.value for key in endpoints.keys()}
-        sockets = unix_sockets()
-        listeners = cri_listeners(list(self.config.cri_sockets), sockets)
+        before we watched it, as at start (kubelet reconnects at once)."""
+        listeners = cri_listeners(list(self.config.cri_sockets))
         new_listeners = listeners - self._listeners
         self._register_listeners(listeners)
-        live = {s.inode for s in sockets}
-        self._batch.extend(self._close_gone_endpoints(known - live))
         if new_listeners:
+            known = {key.value for key in self._bpf[b"cri_endpoints"].keys()}
             _, existing = scan_cri_sockets(list(self.config.cri_sockets))
             fresh = [e for e in existing if e.inode not in known]
             holders = {e.pid for e in fresh}
             self._batch.extend(self._register_existing(fresh, {pid: info for pid in holders
                                                                 if (info := proc_info(pid)) is not None}))
 
-    def _close_gone_endpoints(self, inodes: set[int]) -> list[bytes]:
-        """Forgets endpoints whose sockets no longer exist; a SOCKET_CLOSE
-        event each (at the time noticed) closes them in the pipeline too."""
-        endpoints, gaps = self._bpf[b"cri_endpoints"], self._bpf[b"cri_gaps"]
-        now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
-        closes = []
-        for inode in inodes:
-            key = ctypes.c_uint64(inode)
+    def forget_endpoint(self, inode: int) -> None:
+        """An endpoint whose socket is gone (its process died with it open:
+        the kernel closed it, with no close(2) to see)."""
+        for name in (b"cri_endpoints", b"cri_gaps"):
             try:
-                leaf = endpoints[key]
-                del endpoints[key]
-            except KeyError:
-                continue  # closed meanwhile, with its own close event
-            try:
-                del gaps[key]
+                del self._bpf[name][ctypes.c_uint64(inode)]
             except KeyError:
                 pass
-            closes.append(_socket_close(SocketEndpoint(leaf.inode, leaf.peer_inode, leaf.fd, SocketSide(leaf.side)),
-                                        now))
-        self.stats.endpoints_closed_gone += len(closes)
-        return closes
 
     def map_sizes(self) -> dict[str, int]:
         """Entries in the in-kernel maps that must not grow without bound."""
@@ -352,7 +330,7 @@ def _socket_snapshot(existing: ExistingEndpoint, side: SocketSide, holder: "Proc
     return encode_socket_open(SocketOpenEvent(header, endpoint, holder.comm, existing.path))
 
 
-def _socket_close(endpoint: SocketEndpoint, ktime_ns: int) -> bytes:
+def socket_close_event(endpoint: SocketEndpoint, ktime_ns: int) -> bytes:
     """A SOCKET_CLOSE event for a socket the kernel closed on its own."""
     header = Header(
         type=EventType.SOCKET_CLOSE, size=HEADER.size + SOCKET_CLOSE_BODY.size, cpu=0, ktime_ns=ktime_ns, pid=0,

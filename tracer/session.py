@@ -9,14 +9,18 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tracer.capture import Capture, CaptureConfig
+from tracer.capture import Capture, CaptureConfig, socket_close_event
 from tracer.enrich import Enricher
+from tracer.events import SocketEndpoint
 from tracer.format import Clock
 from tracer.pipeline import Pipeline, recording_meta, stats_record
+from tracer.procfs import same_process
 from tracer.recording import RecordingWriter, RecordKind
 from tracer.spans import Trace
 
 LOSS_CHECK_INTERVAL_S = 0.1
+# How often CRI endpoints are checked for a process that died with them open.
+ENDPOINT_SWEEP_INTERVAL_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,7 @@ class Recorder:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._last_loss_check = 0.0
+        self._last_endpoint_sweep = 0.0
         self.started_at = 0.0
         self.stop_requested_at = 0.0
         self.stopped_at = 0.0
@@ -75,6 +80,25 @@ class Recorder:
             if now - self._last_loss_check >= LOSS_CHECK_INTERVAL_S:
                 self._last_loss_check = now
                 self.pipeline.note_lost(self.capture.new_losses(), time.clock_gettime_ns(time.CLOCK_MONOTONIC))
+            if now - self._last_endpoint_sweep >= ENDPOINT_SWEEP_INTERVAL_S:
+                self._last_endpoint_sweep = now
+                self._close_endpoints_of_dead_processes()
+
+    def _close_endpoints_of_dead_processes(self) -> None:
+        """A process that dies with a CRI socket open (a client that exits
+        without closing, a runtime that crashes) leaves it to the kernel to
+        close, with no close(2) to see.  The pipeline closes the endpoints
+        of traced processes at their exit; this closes those of the others
+        (kubelet is not in the runtime's process tree) once their process
+        is gone: in the pipeline, through a recorded SOCKET_CLOSE event, and
+        in the kernel's map of endpoints."""
+        now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        for endpoint in list(self.pipeline.cri.endpoints.values()):
+            if not endpoint.start_ns or same_process(endpoint.pid, endpoint.start_ns):
+                continue
+            self.capture.forget_endpoint(endpoint.inode)
+            self.pipeline.add_kernel_bytes(socket_close_event(
+                SocketEndpoint(endpoint.inode, endpoint.peer_inode, 0, endpoint.side), now))
 
     def status(self) -> LiveStatus:
         with self._lock:

@@ -102,10 +102,9 @@ def _listeners(sockets: list[UnixSocket], wanted: set[str]) -> set[int]:
     return {s.inode for s in sockets if s.path in wanted and s.state == TCP_LISTEN}
 
 
-def cri_listeners(paths: list[str], sockets: list[UnixSocket] | None = None) -> set[int]:
-    """The listening inodes of the runtime sockets (cheap: no /proc walk),
-    among `sockets` when the caller has listed them already."""
-    return _listeners(unix_sockets() if sockets is None else sockets, _wanted(paths))
+def cri_listeners(paths: list[str]) -> set[int]:
+    """The listening inodes of the runtime sockets (cheap: no /proc walk)."""
+    return _listeners(unix_sockets(), _wanted(paths))
 
 
 def scan_cri_sockets(paths: list[str]) -> tuple[set[int], list[ExistingEndpoint]]:

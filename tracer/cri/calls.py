@@ -36,6 +36,7 @@ class Endpoint:
     comm: str                 # the process's name as the kernel knew it at open
     path: str
     opened_before_tracing: bool
+    start_ns: int = 0         # the process's start: with `pid`, its identity (0: unknown)
 
 
 @dataclass
@@ -130,7 +131,7 @@ class CriLayer:
         e = event.endpoint
         self.endpoints[e.inode] = Endpoint(
             e.inode, e.peer_inode, e.side, event.header.tgid, event.process_comm, event.path,
-            opened_before_tracing=event.header.type == EventType.SOCKET_SNAPSHOT)
+            opened_before_tracing=event.header.type == EventType.SOCKET_SNAPSHOT, start_ns=event.header.start_ns)
         self.stats.endpoints += 1
         peer = self.endpoints.get(e.peer_inode)
         if peer is not None and not peer.peer_inode:
