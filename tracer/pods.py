@@ -209,7 +209,7 @@ class PodAssembler:
     """Feeds on events in time order; builds PodTraces on demand."""
 
     def __init__(self) -> None:
-        self.table = ProcessTable()
+        self.table = ProcessTable(on_rekey=self._rekeyed)
         self.owner: dict[ProcKey, str] = {}
         self.containers: dict[str, ContainerActivity] = {}
         self.stats = CorrelationStats()
@@ -222,6 +222,14 @@ class PodAssembler:
         if activity is None:
             activity = self.containers[container_id] = ContainerActivity(container_id)
         return activity
+
+    def _rekeyed(self, old: ProcKey, new: ProcKey) -> None:
+        """A process found running at start got the kernel's exact key."""
+        owner = self.owner.pop(old, None)
+        if owner is not None:
+            self.owner[new] = owner
+            processes = self.containers[owner].processes
+            processes[processes.index(old)] = new
 
     def _own(self, proc: Process, container_id: str | None) -> None:
         if not container_id:

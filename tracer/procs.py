@@ -8,6 +8,7 @@ cgroup events) that it performed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tracer.events import (
@@ -100,10 +101,13 @@ SNAPSHOT_START_TOLERANCE_NS = 20_000_000
 
 
 class ProcessTable:
-    def __init__(self) -> None:
+    def __init__(self, on_rekey: Callable[[ProcKey, ProcKey], None] | None = None) -> None:
         self.processes: dict[ProcKey, Process] = {}
         self._snapshots: dict[int, ProcKey] = {}   # tgid → key of a /proc snapshot
         self._running: dict[int, ProcKey] = {}     # tgid → key of the live process
+        # told when a snapshot takes the kernel's exact key, so that what
+        # is kept by key elsewhere (ownership) follows
+        self.on_rekey = on_rekey
 
     def get(self, key: ProcKey | None) -> Process | None:
         return self.processes.get(key) if key else None
@@ -145,6 +149,8 @@ class ProcessTable:
         parent = self.processes.get(proc.parent_key) if proc.parent_key else None
         if parent is not None:
             parent.children = [key if k == snapshot_key else k for k in parent.children]
+        if self.on_rekey is not None:
+            self.on_rekey(snapshot_key, key)
         return proc
 
     def _ensure(self, header: Header) -> Process:

@@ -29,6 +29,7 @@ from tracer.events import (
     SOCKET_FLAG_GAP_BEFORE,
     EventType,
     ExecEvent,
+    ForkEvent,
     Header,
     Namespaces,
     SocketDataEvent,
@@ -283,3 +284,18 @@ def test_a_pid_that_names_a_new_process_ends_the_one_whose_exit_was_lost():
     assert old.exit_ns is None and old.gone_by_ns == 9_000 and new.gone_by_ns is None
     assembler.prune(10_000)
     assert set(assembler.table.processes) == {(77, 8_000)}
+
+
+def test_a_running_shim_that_gets_its_exact_key_keeps_its_pod():
+    """A shim daemon found in /proc (its start to the clock tick) takes
+    the kernel's exact key at its first event; its ownership follows."""
+    shim = ("/usr/bin/containerd-shim-runc-v2", "-namespace", "k8s.io", "-id", "a" * 64, "-address", "/run/c.sock")
+    assembler = PodAssembler()
+    snapshot = dataclasses.replace(_header(EventType.PROC_SNAPSHOT, 500, pid=300, start_ns=10_000_000), comm="containerd-shim")
+    assembler.feed(ExecEvent(snapshot, 300, shim[0], shim))
+    exact = _header(EventType.FORK, 600, pid=300, start_ns=10_004_321)
+    assembler.feed(ForkEvent(exact, 301, 301, 590, 0))
+    assert assembler.owner[(300, 10_004_321)] == "a" * 64 and (300, 10_000_000) not in assembler.owner
+    assert assembler.containers["a" * 64].processes[0] == (300, 10_004_321)
+    assert assembler.owner[(301, 590)] == "a" * 64  # its child, by the exact key
+    assembler.build()  # every key it holds is the table's
