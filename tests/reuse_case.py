@@ -27,9 +27,9 @@ from tracer.testbed.kubelet import start_pods_as_kubelet
 NAMESPACE = "reuse"
 NAME = "web"
 SLEEP = ("sleep", "3600")
-# Stopped in the middle of the run: it exits 0 on SIGTERM (a `sleep` as
-# PID 1 ignores it and would be killed, which its trace would show).
-STOPPABLE = ("sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait")
+# Removed in the middle of the run: it exits 0 by itself first (a stop
+# would kill it, which its trace would show as the pod's failure).
+QUITS = ("sh", "-c", "exit 0")
 EXITING = ("sh", "-c", "sleep 0.3; exit 2")
 
 
@@ -57,7 +57,7 @@ def _pod(pod: StartedPod, executable: str, exit_code: int | None) -> dict:
 def run(bed, uid_a: str, uid_b: str) -> ReuseRun:
     """The three steps, each from its own "kubelet" process."""
     socket, logs = bed.socket, bed.layout.pod_logs
-    (first,) = start_pods_as_kubelet(socket, [PodSpec(name=NAME, namespace=NAMESPACE, uid=uid_a, command=STOPPABLE)],
+    (first,) = start_pods_as_kubelet(socket, [PodSpec(name=NAME, namespace=NAMESPACE, uid=uid_a, command=QUITS)],
                                      logs)
     bed.stop_pod(first)
     second_spec = PodSpec(name=NAME, namespace=NAMESPACE, uid=uid_b, command=EXITING, restarts=1)

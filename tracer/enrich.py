@@ -208,6 +208,7 @@ class Enricher:
     _prefetched: dict[str, dict] = field(default_factory=dict)
     _runc_creates: dict[tuple[int, int], RuncCall] = field(default_factory=dict)  # running `runc create`s
     _runc_logs: dict[tuple[int, int], dict] = field(default_factory=dict)
+    _found: dict[tuple[int, int], list[dict]] = field(default_factory=dict)  # discovery, read at arrival
 
     def on_arrival(self, event: Event) -> None:
         """Reads a bundle as soon as its `runc create` arrives, before the
@@ -215,6 +216,12 @@ class Enricher:
         with it within milliseconds.  Likewise runc's log.json when a
         `runc create` fails: containerd deletes the bundle right after."""
         key = event.header.process_key
+        if isinstance(event, ExecEvent) and event.header.type == EventType.PROC_SNAPSHOT:
+            # the process may be gone, and its bundle with it, by the time
+            # the reorder window lets its snapshot through
+            self._found[key] = self._discover(key, Exec(event.header.ktime_ns, event.filename, event.argv, {},
+                                                         event.argv_truncated))
+            return
         if isinstance(event, ExitEvent):
             call = self._runc_creates.pop(key, None)
             if call is not None and event.exit_code_raw != 0:
@@ -233,7 +240,7 @@ class Enricher:
         if isinstance(event, ExitEvent) and event.header.process_key in self._runc_logs:
             records = [self._runc_logs.pop(event.header.process_key)]
         elif isinstance(event, ExecEvent) and event.header.type == EventType.PROC_SNAPSHOT:
-            records = self._discover(proc)
+            records = self._found.pop(event.header.process_key, [])
         elif not isinstance(event, ExecEvent) or event.header.type != EventType.EXEC:
             return []
         else:
@@ -266,21 +273,21 @@ class Enricher:
             records.append(record)
         return records
 
-    def _discover(self, proc: Process) -> list[dict]:
+    def _discover(self, key: tuple[int, int], image: Exec) -> list[dict]:
         """A process found running when tracing began: a runc create that
         is under way (its bundle), or a process in a container (which one,
         and that container's bundle, once per container)."""
         records = []
-        runc = _bundle_call(proc.image) if proc.image is not None else None
+        runc = _bundle_call(image)
         if runc is not None and runc.container_id not in self.discovered:
             self.discovered.add(runc.container_id)
             records.append(self.bundle_reader(runc.bundle, runc.container_id))
-        found = self.container_finder(proc.pid, proc.key[1])
+        found = self.container_finder(*key)
         if found is None:
             return records
         container_id = found["container_id"]
-        records.append({"type": "discovered", "container_id": container_id, "pid": proc.pid,
-                        "start_ns": proc.key[1], "cgroup_path": found["cgroup_path"]})
+        records.append({"type": "discovered", "container_id": container_id, "pid": key[0],
+                        "start_ns": key[1], "cgroup_path": found["cgroup_path"]})
         if container_id not in self.discovered and found["bundle"]:
             self.discovered.add(container_id)
             records.append(self.bundle_reader(found["bundle"], container_id))
@@ -297,7 +304,8 @@ class Enricher:
     def table_sizes(self) -> dict[str, int]:
         return {"enrich_sandboxes": len(self.sandboxes), "enrich_netns_done": len(self.netns_done),
                 "enrich_discovered": len(self.discovered), "enrich_prefetched_bundles": len(self._prefetched),
-                "enrich_running_creates": len(self._runc_creates), "enrich_runc_logs": len(self._runc_logs)}
+                "enrich_running_creates": len(self._runc_creates), "enrich_runc_logs": len(self._runc_logs),
+                "enrich_found_running": len(self._found)}
 
 
 def _bundle_call(image: Exec) -> RuncCall | None:
