@@ -448,8 +448,7 @@ class PodAssembler:
                         attempt=len(earlier),
                         previous_container_id=previous.container_id if previous else "",
                         # a container found running: its own trace, if any, is unknown
-                        previous_in_pod_trace=previous is None or previous in in_pod
-                        or not self._started_here(previous),
+                        previous_in_pod_trace=previous is None or previous in in_pod or previous.discovered,
                         previous_exit_code_raw=self._main_exit_code(previous),
                     )
                     unit = _TraceUnit(activity.container_id, sandbox, [activity], restart)
@@ -525,8 +524,7 @@ class PodAssembler:
 
     def table_sizes(self) -> dict[str, int]:
         """How much the assembler holds (a long-running daemon's must stay flat)."""
-        return {"processes": len(self.table.processes), "process_owners": len(self.owner),
-                "running_pids": len(self.table._running), "snapshot_pids": len(self.table._snapshots),
+        return {**self.table.table_sizes(), "process_owners": len(self.owner),
                 "containers": len(self.containers), "emitted_traces": len(self.emitted),
                 "exported_containers": len(self.exported_containers), "loss_windows": len(self.lost_windows)}
 

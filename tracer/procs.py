@@ -112,6 +112,10 @@ class ProcessTable:
     def get(self, key: ProcKey | None) -> Process | None:
         return self.processes.get(key) if key else None
 
+    def table_sizes(self) -> dict[str, int]:
+        return {"processes": len(self.processes), "running_pids": len(self._running),
+                "snapshot_pids": len(self._snapshots)}
+
     def forget(self, key: ProcKey) -> None:
         proc = self.processes.pop(key, None)
         if proc is None:
