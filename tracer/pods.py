@@ -64,6 +64,8 @@ class ContainerActivity:
     runc_error: str = ""              # enrichment: the last error runc logged (log.json)
     start_pressure: dict[str, int] = field(default_factory=dict)  # enrichment: cgroup stats when it ran
     discovered: bool = False          # it already ran when tracing began
+    start_seen: bool = False          # a step of its start was seen from its beginning (kept once known:
+                                      # pruning forgets the steps long before the container)
 
     @property
     def annotations(self) -> dict[str, str]:
@@ -386,7 +388,7 @@ class PodAssembler:
         units = self._units()
         ready = []
         for unit in units:
-            if unit.key in self.emitted:
+            if not self._to_export(unit):
                 continue
             first, last = self.start_window(unit.activities)
             if now_ns - last >= quiet_ns or now_ns - first >= max_age_ns:
@@ -406,9 +408,16 @@ class PodAssembler:
         self.lost_windows = [(t, n) for t, n in self.lost_windows if t >= now_ns - max_age_ns - LOSS_MARGIN_NS]
         return pods
 
+    def _to_export(self, unit: _TraceUnit) -> bool:
+        """Not handed out yet: neither the trace, nor (for a later container
+        start) its container within another trace."""
+        if unit.key in self.emitted:
+            return False
+        return unit.restart is None or unit.key not in self.exported_containers
+
     def _pending_containers(self, units: list[_TraceUnit]) -> set[str]:
         """The containers (and their sandboxes) of traces not yet handed out."""
-        return {a.container_id for unit in units if unit.key not in self.emitted
+        return {a.container_id for unit in units if self._to_export(unit)
                 for a in (unit.sandbox, *unit.containers)}
 
     def _units(self) -> list[_TraceUnit]:
@@ -574,21 +583,23 @@ class PodAssembler:
     def _started_here(self, activity: ContainerActivity) -> bool:
         """Whether its start (shim start, runc create or start, CNI ADD)
         happened while tracing; teardown (runc delete, CNI DEL) is no start."""
-        for key in activity.processes:
-            proc = self.table.processes[key]
-            if not proc.seen_from_start or proc.image is None:
-                continue
-            role = role_of(proc)
-            if role is Role.SHIM_START:
-                return True
-            if role is Role.RUNC:
-                call = parse_runc(proc.image)
-                if call is not None and call.subcommand in START_PHASE_RUNC:
-                    return True
-            if role is Role.CNI_PLUGIN:
-                call = parse_cni(proc.image)
-                if call is not None and call.command in START_PHASE_CNI:
-                    return True
+        if not activity.start_seen:
+            activity.start_seen = any(self._start_step(self.table.processes[key]) for key in activity.processes)
+        return activity.start_seen
+
+    @staticmethod
+    def _start_step(proc: Process) -> bool:
+        if not proc.seen_from_start or proc.image is None:
+            return False
+        role = role_of(proc)
+        if role is Role.SHIM_START:
+            return True
+        if role is Role.RUNC:
+            call = parse_runc(proc.image)
+            return call is not None and call.subcommand in START_PHASE_RUNC
+        if role is Role.CNI_PLUGIN:
+            call = parse_cni(proc.image)
+            return call is not None and call.command in START_PHASE_CNI
         return False
 
     def _first_ns(self, activity: ContainerActivity) -> int:

@@ -133,6 +133,8 @@ def test_a_thousand_pod_starts_keep_memory_and_tables_flat(testbed, tmp_path):
     # every pod start exported once, complete, with only its own containers
     exported = _exported(log)
     assert wanted <= set(exported), f"{len(wanted - set(exported))} pod starts not exported"
+    extra = [line for trace_id, line in exported.items() if trace_id not in wanted]
+    assert not extra, (len(extra), extra[:5])  # each start once, and nothing else
     partial = [line for trace_id, line in exported.items() if trace_id in wanted and "(partial)" in line]
     assert not partial, partial[:5]
     by_trace: dict[str, set[str]] = defaultdict(set)
