@@ -170,8 +170,10 @@ class Daemon:
             return
         for trace in traces:
             root = trace.root
+            partial = f" (partial: {root.attributes.get('tracer.partial.reasons', '')})" \
+                if root.attributes.get("tracer.partial") else ""
             log.info("%s: %.1f ms, %d spans, trace %s%s", trace.name, (root.end_ns - root.start_ns) / 1e6,
-                     len(trace.spans), trace.trace_id, " (partial)" if root.attributes.get("tracer.partial") else "")
+                     len(trace.spans), trace.trace_id, partial)
         self.metrics.observe(traces)
         self.exported_traces += len(traces)
         for exporter in self.exporters:
