@@ -103,6 +103,9 @@ class Capture:
         self._batch: list[bytes] = []
         self._lost_seen: dict[int, int] = {}
         self._listeners: set[int] = set()
+        # Every event stamped before this (monotonic ns) has been handed to
+        # on_batch: the start of the last drain whose batch was processed.
+        self.drained_until_ns = 0
 
     # ---- lifecycle ---------------------------------------------------------
 
@@ -153,9 +156,11 @@ class Capture:
 
     def drain(self) -> int:
         """Consumes what the ring buffer holds; returns how many events."""
+        started = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
         self._bpf.ring_buffer_consume()
         batch, self._batch = self._batch, []
         self.on_batch(batch)  # also when empty: time moves the reorder window
+        self.drained_until_ns = started
         return len(batch)
 
     def run(self, stop: threading.Event) -> None:

@@ -97,7 +97,7 @@ class Daemon:
         if self.recorder is None:
             return None
         status = self.recorder.status()
-        return EventCounts(status.events, status.lost, status.decode_errors)
+        return EventCounts(status.events, status.lost, status.decode_errors, self.recorder.lag_seconds())
 
     def _table_sizes(self) -> dict[str, int] | None:
         return self.recorder.table_sizes() if self.recorder is not None else None

@@ -77,6 +77,7 @@ class EventCounts:
     events: int
     lost: int
     decode_errors: int
+    lag_seconds: float = 0.0   # how far event processing is behind the kernel
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,9 @@ class _Sources(Collector):
                                       value=events.lost)
             yield CounterMetricFamily("tracer_events_undecodable", "Kernel events that could not be decoded.",
                                       value=events.decode_errors)
+            yield GaugeMetricFamily("tracer_capture_lag_seconds",
+                                    "How far event processing is behind the kernel (a drain interval when it keeps up).",
+                                    value=events.lag_seconds)
         spans = self.metrics.span_source() if self.metrics.span_source else None
         if spans is not None:
             yield CounterMetricFamily("tracer_spans_exported", "Spans the OTLP backend accepted.",

@@ -128,9 +128,24 @@ class Recorder:
         on a node that then goes quiet are not left out of its trace.
         """
         with self._lock:
-            now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+            # Up to when every event is in the pipeline: when it falls
+            # behind (a burst, a busy node), a start whose last events still
+            # wait in the ring buffer must not look quiet.
+            now = self.horizon_ns()
             self.pipeline.flush(now_ktime_ns=now)
             return self.pipeline.take_finished_traces(now, quiet_ns, max_age_ns)
+
+    def horizon_ns(self) -> int:
+        """The kernel time up to which the pipeline has every event: the
+        start of the capture's last drain, once it has drained at all."""
+        now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        drained = self.capture.drained_until_ns
+        return min(now, drained) if drained and not self._stop.is_set() else now
+
+    def lag_seconds(self) -> float:
+        """How far the pipeline is behind the kernel (0 while it keeps up,
+        to a drain interval)."""
+        return (time.clock_gettime_ns(time.CLOCK_MONOTONIC) - self.horizon_ns()) / 1e9
 
     def stop_capture(self) -> None:
         """Stops the capture thread and processes every event left, but keeps
