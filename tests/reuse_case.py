@@ -77,9 +77,10 @@ def _container_ids(trace: Trace) -> set[str]:
 
 
 def net_namespaces(trace: Trace) -> set[int]:
-    """The network namespace inodes the trace's runc stages joined or made."""
+    """The pod's network namespace inodes: the ones runc's stages joined
+    (containerd makes a pod's network namespace, runc joins it)."""
     return {e.attributes["tracer.ns.net"] for s in trace.spans for e in s.events
-            if e.name.startswith(("setns", "unshare")) and e.attributes.get("tracer.ns.net")}
+            if e.name == "setns net" and e.attributes.get("tracer.ns.net")}
 
 
 def check(traces: list[Trace], expected: dict) -> dict:
