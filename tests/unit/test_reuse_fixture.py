@@ -6,15 +6,11 @@ namespace inode numbers and pids were reused along the way."""
 import json
 from pathlib import Path
 
-import pytest
-
 import reuse_case
 from tracer.pipeline import replay
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 RECORDING = FIXTURES / "reuse.rec"
-
-pytestmark = pytest.mark.skipif(not RECORDING.exists(), reason="recorded by tests/fixtures/make_captures.py")
 
 
 def test_reused_identities_never_merge_traces():

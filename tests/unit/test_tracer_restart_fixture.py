@@ -6,15 +6,11 @@ and a partial trace of the pod whose start began before the recording."""
 import json
 from pathlib import Path
 
-import pytest
-
 import tracer_restart_case as case
 from tracer.pipeline import replay
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 RECORDING = FIXTURES / "tracer-restart.rec"
-
-pytestmark = pytest.mark.skipif(not RECORDING.exists(), reason="recorded by tests/fixtures/make_captures.py")
 
 
 def test_running_pods_are_found_and_named_in_later_traces():
