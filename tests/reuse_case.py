@@ -78,8 +78,9 @@ def _container_ids(trace: Trace) -> set[str]:
 
 def net_namespaces(trace: Trace) -> set[int]:
     """The pod's network namespace inodes: the ones runc's stages joined
-    (containerd makes a pod's network namespace, runc joins it)."""
-    return {e.attributes["tracer.ns.net"] for s in trace.spans for e in s.events
+    (containerd makes a pod's network namespace, runc joins it; CNI
+    plugins go in and out of it, so they are not looked at)."""
+    return {e.attributes["tracer.ns.net"] for s in trace.spans if s.name.startswith("runc:[") for e in s.events
             if e.name == "setns net" and e.attributes.get("tracer.ns.net")}
 
 
