@@ -216,6 +216,7 @@ struct socket_close_event {
 };
 
 #define SOCKET_FLAG_TRUNCATED 0x1   /* the syscall moved more than was copied */
+#define SOCKET_FLAG_GAP_BEFORE 0x2  /* records of this endpoint and direction were lost before this one */
 
 /* A syscall's bytes are sent as consecutive segments of at most
  * SOCKET_SEGMENT_LEN; `offset` is the segment's place in the syscall. */

@@ -99,6 +99,10 @@ BPF_HASH(cri_listeners, __u64, __u8, 64);
 BPF_HASH(cri_endpoints, __u64, struct socket_endpoint, 16384);
 BPF_HASH(cri_tgids, __u32, __u8, 4096);
 BPF_TABLE("lru_hash", __u64, struct pending_io, pending_ios, 16384);
+/* Per endpoint inode: the directions (bit 1 out, bit 2 in) whose bytes the
+ * ring buffer could not take; the next record of that direction carries
+ * SOCKET_FLAG_GAP_BEFORE, so that the decoder knows where bytes are missing. */
+BPF_TABLE("lru_hash", __u64, __u8, cri_gaps, 16384);
 BPF_TABLE("lru_hash", __u64, struct socket_path_key, pending_connects, 1024);
 BPF_PERCPU_ARRAY(lost, __u64, EVENT_TYPE_MAX);
 BPF_PERCPU_ARRAY(stats, __u64, STAT_SLOTS);
@@ -206,11 +210,15 @@ static __always_inline void fill_header(struct event_header *hdr, __u16 type, __
 }
 
 /* Sends the first `size` bytes of an event; counts it as lost when the ring
- * buffer is full.  Wake-ups are batched: userspace drains on a short timer. */
-static __always_inline void submit(void *event, __u32 size, __u16 type)
+ * buffer is full (and returns non-zero).  Wake-ups are batched: userspace
+ * drains on a short timer. */
+static __always_inline int submit(void *event, __u32 size, __u16 type)
 {
-	if (events.ringbuf_output(event, size, BPF_RB_NO_WAKEUP) != 0)
+	if (events.ringbuf_output(event, size, BPF_RB_NO_WAKEUP) != 0) {
 		count_lost(type);
+		return -1;
+	}
+	return 0;
 }
 
 static __always_inline union scratch_event *scratch_space(void)
@@ -868,6 +876,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close)
 		return 0;
 	event.endpoint = *endpoint;
 	cri_endpoints.delete(&inode);
+	cri_gaps.delete(&inode);
 	fill_header(&event.hdr, EVENT_SOCKET_CLOSE, sizeof(event));
 	submit(&event, sizeof(event), EVENT_SOCKET_CLOSE);
 	return 0;
@@ -903,7 +912,7 @@ static __always_inline void remember_io(__u32 fd, __u64 buffer, __u64 count, __u
  * bytes, at most `segments` of them; returns the bytes sent.  Unrolled: the
  * verifier then walks a straight line instead of a loop's many states. */
 static __always_inline __u32 emit_segments(struct socket_data_event *event, __u64 base, __u64 length,
-					   __u32 offset, const int segments)
+					   __u32 offset, const int segments, __u32 *lost)
 {
 	__u32 sent = 0;
 
@@ -926,7 +935,8 @@ static __always_inline __u32 emit_segments(struct socket_data_event *event, __u6
 		event->data_len = chunk;
 		size = offsetof(struct socket_data_event, data) + chunk;
 		event->hdr.size = size;
-		submit(event, size, EVENT_SOCKET_DATA);
+		if (submit(event, size, EVENT_SOCKET_DATA) != 0)
+			*lost += 1;
 		sent += chunk;
 	}
 	return sent;
@@ -937,7 +947,7 @@ static __always_inline __u32 emit_segments(struct socket_data_event *event, __u6
  * turn of the loop either copies one iovec and goes on, or stops: one path
  * through the loop, which keeps the verifier's work linear in its length. */
 static __always_inline __u32 emit_gathered(struct socket_data_event *event, __u64 iov_array, __u64 iov_count,
-					   __u32 total)
+					   __u32 total, __u32 *lost)
 {
 	__u64 used = 0;
 	__u32 size;
@@ -973,7 +983,8 @@ static __always_inline __u32 emit_gathered(struct socket_data_event *event, __u6
 	event->data_len = used;
 	size = offsetof(struct socket_data_event, data) + used;
 	event->hdr.size = size;
-	submit(event, size, EVENT_SOCKET_DATA);
+	if (submit(event, size, EVENT_SOCKET_DATA) != 0)
+		*lost += 1;
 	return used;
 }
 
@@ -989,7 +1000,8 @@ static __always_inline void emit_io(long ret, const int vectored)
 	struct socket_data_event *event;
 	const void *file;
 	__u64 inode;
-	__u32 total, sent = 0;
+	__u32 total, sent = 0, lost = 0;
+	__u8 *gap, gap_bits = 0, bit;
 
 	if (!pending)
 		return;
@@ -1018,13 +1030,31 @@ static __always_inline void emit_io(long ret, const int vectored)
 	event->direction = io.direction;
 	event->flags = 0;
 	event->syscall = io.syscall;
+	bit = io.direction == SOCKET_DIRECTION_OUT ? 1 : 2;
+	gap = cri_gaps.lookup(&inode);
+	if (gap)
+		gap_bits = *gap;
+	if (gap_bits & bit)
+		event->flags = SOCKET_FLAG_GAP_BEFORE;
 
 	if (!vectored)
-		sent = emit_segments(event, io.buffer, total, 0, SOCKET_MAX_SEGMENTS);
+		sent = emit_segments(event, io.buffer, total, 0, SOCKET_MAX_SEGMENTS, &lost);
 	else
-		sent = emit_gathered(event, io.buffer, io.count, total);
+		sent = emit_gathered(event, io.buffer, io.count, total, &lost);
 	if (sent < total)
 		count_stat(STAT_IO_TRUNCATED);
+	/* A record lost now marks the direction; one delivered after a loss
+	 * carried the mark, which is then cleared. */
+	if (lost) {
+		gap_bits |= bit;
+		cri_gaps.update(&inode, &gap_bits);
+	} else if (gap_bits & bit) {
+		gap_bits &= ~bit;
+		if (gap_bits)
+			cri_gaps.update(&inode, &gap_bits);
+		else
+			cri_gaps.delete(&inode);
+	}
 }
 
 /* struct user_msghdr: msg_iov at byte 16, msg_iovlen at byte 24 */

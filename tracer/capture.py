@@ -19,6 +19,9 @@ from typing import Callable
 from tracer import kernel
 from tracer.cgroups import cgroup_id
 from tracer.events import (
+    HEADER,
+    SOCKET_CLOSE_BODY,
+    SOCKET_ENDPOINT,
     SOCKET_PATH_LEN,
     EventType,
     ExecEvent,
@@ -31,18 +34,19 @@ from tracer.events import (
     SocketSide,
     decode,
     encode_exec,
+    encode_header,
     encode_socket_close,
     encode_socket_open,
 )
 from tracer.offsets import kernel_offsets
 from tracer.preflight import require_tracing
+from tracer.procfs import CLOCK_TICKS, proc_start_ns, read_stat
 from tracer.runtime import DEFAULT_CNI_BIN_DIRS
 from tracer.sockets import ExistingEndpoint, cri_listeners, path_variants, scan_cri_sockets
 
 BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
 BPF_SOURCE = BPF_DIR / "tracer.bpf.c"
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 CNI_PREFIX_LEN = 48
 CNI_PREFIX_SLOTS = 4
 # comm values (first 15 bytes of the program name) of runtime daemons whose
@@ -51,9 +55,12 @@ RUNTIME_COMMS = ("containerd", "containerd-shim", "runc", "crio", "conmon", "cri
 STAT_NAMES = {0: "tracked_table_full", 1: "syscall_entry_missing", 2: "socket_io_truncated",
               3: "cri_endpoints_full"}
 DEFAULT_CRI_SOCKETS = tuple(kernel.DEFAULT_RUNTIME_SOCKETS.values())
+# How often the runtime sockets are looked at again (a restarted runtime's
+# new listener).
 LISTENER_RESCAN_S = 1.0
-# BPF maps whose size count_kernel_tables reports (the LRU maps bound themselves)
-KERNEL_TABLES = ("tracked", "cri_endpoints", "cri_tgids")
+# The in-kernel maps whose entries come and go with processes and sockets
+# (the LRU maps bound themselves).
+WATCHED_MAPS = ("tracked", "cri_endpoints", "cri_tgids", "cri_listeners", "cri_gaps")
 
 
 class SelfCheckError(RuntimeError):
@@ -101,6 +108,10 @@ class Capture:
         self._bpf = None
         self._batch: list[bytes] = []
         self._lost_seen: dict[int, int] = {}
+        self._listeners: set[int] = set()
+        # Every event stamped before this (monotonic ns) has been handed to
+        # on_batch: the start of the last drain whose batch was processed.
+        self.drained_until_ns = 0
 
     # ---- lifecycle ---------------------------------------------------------
 
@@ -152,9 +163,11 @@ class Capture:
 
     def drain(self) -> int:
         """Consumes what the ring buffer holds; returns how many events."""
+        started = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
         self._bpf.ring_buffer_consume()
         batch, self._batch = self._batch, []
         self.on_batch(batch)  # also when empty: time moves the reorder window
+        self.drained_until_ns = started
         return len(batch)
 
     def run(self, stop: threading.Event) -> None:
@@ -163,11 +176,40 @@ class Capture:
         while not stop.is_set():
             self.drain()
             if time.monotonic() >= next_rescan:
-                # a runtime that restarts listens on a new socket inode
-                self._register_listeners(cri_listeners(list(self.config.cri_sockets)))
+                self._rescan_sockets()
                 next_rescan = time.monotonic() + LISTENER_RESCAN_S
             stop.wait(self.config.drain_interval_s)
         self.drain()
+
+    def _rescan_sockets(self) -> None:
+        """A runtime that restarts listens on a new socket inode: watch it
+        (and forget the old one), and seed the connections it accepted
+        before we watched it, as at start (kubelet reconnects at once)."""
+        listeners = cri_listeners(list(self.config.cri_sockets))
+        new_listeners = listeners - self._listeners
+        self._register_listeners(listeners)
+        if new_listeners:
+            known = {key.value for key in self._bpf[b"cri_endpoints"].keys()}
+            _, existing = scan_cri_sockets(list(self.config.cri_sockets))
+            fresh = [e for e in existing if e.inode not in known]
+            holders = {e.pid for e in fresh}
+            self._batch.extend(self._register_existing(fresh, {pid: info for pid in holders
+                                                                if (info := proc_info(pid)) is not None}))
+
+    def forget_endpoint(self, inode: int) -> None:
+        """An endpoint whose socket is gone (its process died with it open:
+        the kernel closed it, with no close(2) to see)."""
+        for name in (b"cri_endpoints", b"cri_gaps"):
+            try:
+                del self._bpf[name][ctypes.c_uint64(inode)]
+            except KeyError:
+                pass
+
+    def map_sizes(self) -> dict[str, int]:
+        """Entries in the in-kernel maps that must not grow without bound."""
+        if self._bpf is None:
+            return {}
+        return {f"bpf_{name}": sum(1 for _ in self._bpf[name.encode()].keys()) for name in WATCHED_MAPS}
 
     def new_losses(self) -> dict[int, int]:
         """Events lost in the kernel since the last call, by event type."""
@@ -213,7 +255,7 @@ class Capture:
         """Entries in the BPF maps that userspace cannot bound by itself
         (one map walk each: call it seconds apart, not per batch)."""
         self.stats.kernel_tables = {name: sum(1 for _ in self._bpf[name.encode()].keys())
-                                    for name in KERNEL_TABLES}
+                                    for name in WATCHED_MAPS}
         return self.stats.kernel_tables
 
     # ---- self-check --------------------------------------------------------
@@ -278,9 +320,17 @@ class Capture:
         return snapshot
 
     def _register_listeners(self, listeners: set[int]) -> None:
+        """Watches exactly these listening sockets (the map has 64 slots:
+        the old listener of a restarted runtime must go)."""
         table = self._bpf[b"cri_listeners"]
-        for inode in listeners:
+        for inode in listeners - self._listeners:
             table[ctypes.c_uint64(inode)] = ctypes.c_uint8(1)
+        for inode in self._listeners - listeners:
+            try:
+                del table[ctypes.c_uint64(inode)]
+            except KeyError:
+                pass
+        self._listeners = set(listeners)
 
     def _seed_cri_sockets(self, processes: dict[int, "ProcInfo"]) -> list[bytes]:
         """Watches the runtime sockets; returns snapshot events for the
@@ -293,6 +343,13 @@ class Capture:
                 paths[key] = ctypes.c_uint8(1)
         listeners, endpoints = scan_cri_sockets(list(self.config.cri_sockets))
         self._register_listeners(listeners)
+        snapshot = self._register_existing(endpoints, processes)
+        self.stats.seeded_cri_endpoints = len(endpoints)
+        return snapshot
+
+    def _register_existing(self, endpoints: list[ExistingEndpoint], processes: dict[int, "ProcInfo"]) -> list[bytes]:
+        """Puts connection ends that are open already into the maps; a
+        SOCKET_SNAPSHOT event each."""
         table, holders = self._bpf[b"cri_endpoints"], self._bpf[b"cri_tgids"]
         now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
         snapshot = []
@@ -304,7 +361,6 @@ class Capture:
             holders[ctypes.c_uint32(existing.pid)] = ctypes.c_uint8(1)
             if existing.pid in processes:
                 snapshot.append(_socket_snapshot(existing, side, processes[existing.pid], now))
-        self.stats.seeded_cri_endpoints = len(endpoints)
         return snapshot
 
 
@@ -316,6 +372,16 @@ def _socket_snapshot(existing: ExistingEndpoint, side: SocketSide, holder: "Proc
     )
     endpoint = SocketEndpoint(existing.inode, existing.peer_inode, existing.fd, side)
     return encode_socket_open(SocketOpenEvent(header, endpoint, holder.comm, existing.path))
+
+
+def socket_close_event(endpoint: SocketEndpoint, ktime_ns: int) -> bytes:
+    """A SOCKET_CLOSE event for a socket the kernel closed on its own."""
+    header = Header(
+        type=EventType.SOCKET_CLOSE, size=HEADER.size + SOCKET_CLOSE_BODY.size, cpu=0, ktime_ns=ktime_ns, pid=0,
+        tgid=0, ppid=0, start_ns=0, parent_start_ns=0, cgroup_id=0, cgroup_v1_id=0, ns=Namespaces(), comm="",
+    )
+    return encode_header(header) + SOCKET_CLOSE_BODY.pack(
+        SOCKET_ENDPOINT.pack(endpoint.inode, endpoint.peer_inode, endpoint.fd, int(endpoint.side)))
 
 
 # ---- /proc -------------------------------------------------------------------
@@ -341,23 +407,6 @@ class ProcInfo:
         return encode_exec(ExecEvent(header, self.pid, self.exe, self.argv))
 
 
-def _monotonic_minus_boottime_ns() -> int:
-    return time.clock_gettime_ns(time.CLOCK_MONOTONIC) - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
-
-
-def proc_start_ns(stat_fields: list[str]) -> int:
-    """/proc/PID/stat's start time (boot-time clock ticks) as monotonic ns."""
-    ticks = int(stat_fields[19])  # field 22, counted after the comm
-    return ticks * 1_000_000_000 // CLOCK_TICKS + _monotonic_minus_boottime_ns()
-
-
-def _read_stat(pid: int) -> tuple[str, list[str]]:
-    with open(f"/proc/{pid}/stat") as f:
-        raw = f.read()
-    comm = raw[raw.index("(") + 1:raw.rindex(")")]
-    return comm, raw[raw.rindex(")") + 2:].split()
-
-
 def _ns_inode(pid: int | str, name: str) -> int:
     try:
         return os.stat(f"/proc/{pid}/ns/{name}").st_ino
@@ -371,31 +420,34 @@ def proc_namespaces(pid: int | str) -> Namespaces:
                       cgroup=_ns_inode(pid, "cgroup"))
 
 
+def proc_info(pid: int) -> ProcInfo | None:
+    """What /proc says about a process; None if it exited while we looked."""
+    try:
+        comm, fields = read_stat(pid)
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = tuple(a.decode("utf-8", "replace") for a in f.read().rstrip(b"\0").split(b"\0") if a)
+        try:
+            exe = os.readlink(f"/proc/{pid}/exe")
+        except OSError:
+            exe = argv[0] if argv else ""
+        return ProcInfo(pid, int(fields[1]), comm, proc_start_ns(fields), argv, exe,
+                        cgroup_id(pid), proc_namespaces(pid))
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def scan_proc() -> dict[int, ProcInfo]:
     processes = {}
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        pid = int(entry)
-        try:
-            comm, fields = _read_stat(pid)
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                argv = tuple(a.decode("utf-8", "replace") for a in f.read().rstrip(b"\0").split(b"\0") if a)
-            try:
-                exe = os.readlink(f"/proc/{pid}/exe")
-            except OSError:
-                exe = argv[0] if argv else ""
-            processes[pid] = ProcInfo(pid, int(fields[1]), comm, proc_start_ns(fields), argv, exe,
-                                      cgroup_id(pid), proc_namespaces(pid))
-        except (OSError, ValueError, IndexError):
-            continue  # it exited while we looked
+        if entry.isdigit() and (info := proc_info(int(entry))) is not None:
+            processes[info.pid] = info
     return processes
 
 
 def compare_with_proc(header: Header) -> list[str]:
     """Differences between what BPF read for us and what /proc says."""
     problems = []
-    comm, fields = _read_stat(os.getpid())
+    comm, fields = read_stat(os.getpid())
     expected = {
         "tgid": os.getpid(), "ppid": os.getppid(), "cgroup v2 id": cgroup_id("self"),
     }

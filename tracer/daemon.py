@@ -104,7 +104,8 @@ class Daemon:
         self.exporters = list(exporters)
         self.recorder = None
         self.health = Health(stale_after_s=max(30.0, 20 * config.poll_interval_s))
-        self.metrics = DaemonMetrics(self._event_counts, self._span_counts, self._pipeline_counts)
+        self.metrics = DaemonMetrics(self._event_counts, self._span_counts, self._pipeline_counts,
+                                     self._table_sizes, self._kernel_drops)
         self.server: MetricsServer | None = None
         self.exported_traces = 0
 
@@ -114,7 +115,13 @@ class Daemon:
         if self.recorder is None:
             return None
         status = self.recorder.status()
-        return EventCounts(status.events, status.lost, status.decode_errors)
+        return EventCounts(status.events, status.lost, status.decode_errors, self.recorder.lag_seconds())
+
+    def _table_sizes(self) -> dict[str, int] | None:
+        return self.recorder.table_sizes() if self.recorder is not None else None
+
+    def _kernel_drops(self) -> dict[str, int] | None:
+        return self.recorder.kernel_drops() if self.recorder is not None else None
 
     def _pipeline_counts(self) -> PipelineCounts | None:
         return self.recorder.counts() if self.recorder is not None else None
@@ -197,8 +204,10 @@ class Daemon:
             return
         for trace in traces:
             root = trace.root
+            partial = f" (partial: {root.attributes.get('tracer.partial.reasons', '')})" \
+                if root.attributes.get("tracer.partial") else ""
             log.info("%s: %.1f ms, %d spans, trace %s%s", trace.name, (root.end_ns - root.start_ns) / 1e6,
-                     len(trace.spans), trace.trace_id, " (partial)" if root.attributes.get("tracer.partial") else "")
+                     len(trace.spans), trace.trace_id, partial)
         self.metrics.observe(traces)
         self.exported_traces += len(traces)
         for exporter in self.exporters:

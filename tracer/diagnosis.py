@@ -25,7 +25,7 @@ from tracer.cri.calls import PairedCall
 from tracer.format import duration_text, errno_text, exit_status, size_text
 from tracer.pods import ContainerTrace, PodTrace
 from tracer.procs import Process, ProcKey
-from tracer.runtime import container_exec
+from tracer.runtime import container_exec, parse_runc
 
 LAYER_IMAGE = "image"            # the image service (PullImage, ImageStatus)
 LAYER_CNI = "cni"
@@ -159,6 +159,8 @@ def _container_finding(container: ContainerTrace, call: PairedCall | None,
                        time_ns=proc.exit_ns or 0, process=proc.key)
     proc = container.process
     if proc is not None and proc.exit_code_raw is not None:
+        if _stopped_by_runtime(container, proc, lambda key: processes.get(key)):
+            return None  # the pod's teardown (kubelet stopped it), not a failure of its start
         return _exit_finding(container, proc, lambda key: processes.get(key))
     oom = _oom_victim(container, lambda key: processes.get(key))
     if oom is not None and proc is not None:
@@ -263,6 +265,18 @@ def _oom_victim(container: ContainerTrace, lookup: Callable[[ProcKey], Process |
 def _limit_text(container: ContainerTrace) -> str:
     limit = ((container.activity.bundle or {}).get("resources") or {}).get("memory_limit_bytes")
     return f" at its memory limit of {size_text(limit)}" if limit else ""
+
+
+def _stopped_by_runtime(container: ContainerTrace, proc: Process,
+                        lookup: Callable[[ProcKey], Process | None]) -> bool:
+    """Whether the runtime was killing the container (`runc kill <id>`, as
+    containerd stops it for StopContainer and StopPodSandbox) when its
+    process ended."""
+    for other in _container_processes(container, lookup):
+        call = parse_runc(other.image) if other.image is not None else None
+        if call is not None and call.subcommand == "kill" and other.start_ns <= (proc.exit_ns or 0):
+            return True
+    return False
 
 
 def _exit_finding(container: ContainerTrace, proc: Process,

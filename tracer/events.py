@@ -83,6 +83,7 @@ class SocketDirection(IntEnum):
 
 
 SOCKET_FLAG_TRUNCATED = 0x1
+SOCKET_FLAG_GAP_BEFORE = 0x2
 
 
 class DecodeError(ValueError):

@@ -4,9 +4,9 @@ One small HTTP server (loopback by default) serves:
 
 - ``/metrics``: pod-start durations per layer (histograms), the capture's
   event and lost-event counters, what the capture and the CRI decoder
-  dropped (``tracer_dropped_total{stage,reason}`` and friends), the sizes of
-  the tracer's tables, its own memory and CPU (``process_*``), and what
-  became of the exported spans;
+  dropped (``tracer_dropped_total{stage,reason}`` and friends), the size of
+  every internal table (they must stay flat), its own memory and CPU
+  (``process_*``), and what became of the exported spans;
 - ``/healthz``: 200 while the daemon's loop is turning;
 - ``/readyz``: 200 once the BPF programs are attached, until shutdown.
 
@@ -78,6 +78,7 @@ class EventCounts:
     events: int
     lost: int
     decode_errors: int
+    lag_seconds: float = 0.0   # how far event processing is behind the kernel
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,25 @@ class _Sources(Collector):
         return []  # names are checked by collect(); these families vary with the sources
 
     def collect(self):
+        # one family for every table, whichever part reports it
+        tables = dict(self.metrics.table_source() or {}) if self.metrics.table_source else {}
+        counts = self.metrics.pipeline_source() if self.metrics.pipeline_source else None
+        if counts is not None:
+            tables = {**counts.tables, **tables}
+            yield from _pipeline_families(counts)
+        if tables:
+            entries = GaugeMetricFamily("tracer_table_entries",
+                                        "Entries in each internal table (userspace and BPF maps).", labels=["table"])
+            for table, size in sorted(tables.items()):
+                entries.add_metric([table], size)
+            yield entries
+        drops = self.metrics.drop_source() if self.metrics.drop_source else None
+        if drops is not None:
+            family = CounterMetricFamily("tracer_kernel_drops",
+                                         "What the BPF programs could not do, by cause.", labels=["cause"])
+            for cause, count in sorted(drops.items()):
+                family.add_metric([cause], count)
+            yield family
         events = self.metrics.event_source() if self.metrics.event_source else None
         if events is not None:
             yield CounterMetricFamily("tracer_events", "Kernel events received from the BPF programs.",
@@ -123,9 +143,9 @@ class _Sources(Collector):
                                       value=events.lost)
             yield CounterMetricFamily("tracer_events_undecodable", "Kernel events that could not be decoded.",
                                       value=events.decode_errors)
-        counts = self.metrics.pipeline_source() if self.metrics.pipeline_source else None
-        if counts is not None:
-            yield from _pipeline_families(counts)
+            yield GaugeMetricFamily("tracer_capture_lag_seconds",
+                                    "How far event processing is behind the kernel (a drain interval when it keeps up).",
+                                    value=events.lag_seconds)
         spans = self.metrics.span_source() if self.metrics.span_source else None
         if spans is not None:
             yield CounterMetricFamily("tracer_spans_exported", "Spans the OTLP backend accepted.",
@@ -171,10 +191,6 @@ def _pipeline_families(counts: PipelineCounts):
                               value=decoder.get("endpoints_abandoned", 0))
     yield CounterMetricFamily("tracer_cri_endpoints_reaped", "CRI socket ends closed without close(2) (process "
                               "exit, exec), found and forgotten.", value=counts.endpoints_reaped)
-    tables = GaugeMetricFamily("tracer_table_entries", "Entries in the tracer's tables.", labels=["table"])
-    for table, value in sorted(counts.tables.items()):
-        tables.add_metric([table], value)
-    yield tables
 
 
 class DaemonMetrics:
@@ -182,13 +198,16 @@ class DaemonMetrics:
 
     def __init__(self, event_source: Callable[[], EventCounts | None] | None = None,
                  span_source: Callable[[], SpanCounts | None] | None = None,
-                 pipeline_source: Callable[[], PipelineCounts | None] | None = None):
+                 pipeline_source: Callable[[], PipelineCounts | None] | None = None,
+                 table_source: Callable[[], dict[str, int] | None] | None = None,
+                 drop_source: Callable[[], dict[str, int] | None] | None = None):
         self.event_source = event_source
         self.span_source = span_source
         self.pipeline_source = pipeline_source
+        self.table_source = table_source
+        self.drop_source = drop_source
         self.registry = CollectorRegistry(auto_describe=False)
-        # process_resident_memory_bytes, process_cpu_seconds_total, open fds, …
-        ProcessCollector(registry=self.registry)
+        ProcessCollector(registry=self.registry)  # process_resident_memory_bytes, CPU seconds, …
         self.layer_seconds = Histogram(
             "tracer_pod_start_layer_duration_seconds",
             "Time spent in each layer of a pod start (one observation per outermost span of that layer).",

@@ -16,12 +16,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from tracer.critical_path import critical_path_attributes
-from tracer.cri.calls import CriLayer, call_record, calls_for_pod
+from tracer.cri.calls import CriLayer, call_record, calls_for_pod, unanswered_calls
 from tracer.enrich import Enricher
 from tracer.events import (
     DecodeError,
     Event,
     EventType,
+    ExitEvent,
     SocketCloseEvent,
     SocketDataEvent,
     SocketOpenEvent,
@@ -136,6 +137,8 @@ class Pipeline:
         if isinstance(event, SOCKET_EVENTS):
             self.cri.feed(event)
             return
+        if isinstance(event, ExitEvent):
+            self.cri.process_exited(event.header.tgid, event.header.ktime_ns)
         self.assembler.feed(event)
         if self.enricher is not None:
             proc = self.assembler.table.get(_subject_key(event))
@@ -154,6 +157,14 @@ class Pipeline:
         self.assembler.feed_enrichment(record)
 
     # ---- output ------------------------------------------------------------
+
+    def table_sizes(self) -> dict[str, int]:
+        """How many entries each of the pipeline's tables holds: they must
+        stay flat in a daemon that runs for months (tests/e2e/test_soak.py)."""
+        sizes = {"reorder_window": len(self._pending), **self.assembler.table_sizes(), **self.cri.table_sizes()}
+        if self.enricher is not None:
+            sizes.update(self.enricher.table_sizes())
+        return sizes
 
     def summary(self) -> dict:
         """Every counter of the pipeline: events, losses, what was dropped."""
@@ -178,6 +189,8 @@ class Pipeline:
         traces = [self._trace(pod) for pod in pods]
         # a pod start still to be exported began at most max_age ago
         self.cri.prune(now_ktime_ns - max_age_ns - PRUNE_GRACE_NS)
+        if self.enricher is not None:
+            self.enricher.retain(self.assembler.containers.keys())
         return traces
 
     def _trace(self, pod: PodTrace) -> Trace:
@@ -186,6 +199,10 @@ class Pipeline:
             calls = calls_for_pod(self.cri.calls, pod.sandbox_id, container_ids, pod.uid, pod.other_container_ids)
         else:
             calls = calls_for_pod(self.cri.calls, "", container_ids, "")
+        # a start that the runtime never answered (it died or restarted
+        # mid-call, the client gave up) is cut short, whatever else was seen
+        pod.partial_reasons.extend(reason for reason in unanswered_calls(calls)
+                                   if reason not in pod.partial_reasons)
         trace = build_trace(pod, self.clock, self.node_name, calls, self.assembler.table.processes)
         trace.root.attributes.update(critical_path_attributes(trace))
         return trace

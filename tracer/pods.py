@@ -7,8 +7,14 @@ Every process is owned by at most one container id:
   stages, the container's processes and host-local (run by bridge) follow.
 
 Containers are grouped into pods by the bundle's CRI annotations
-(`io.kubernetes.cri.sandbox-id`), and, when a bundle could not be read, by
-the pod UID in the cgroup path (`…/pod<uid>/<id>`).
+(`io.kubernetes.cri.sandbox-id`); when a bundle could not be read, by the
+sandbox whose shim daemon ran the container's runc (one shim serves a
+pod), and last by the pod UID in the cgroup path (`…/pod<uid>/<id>`).
+
+Containers that already ran when tracing began are *discovered* (their
+processes in /proc, their cgroup, their bundle: tracer/enrich.py): their
+pod is known, so that later exits and restarts are told apart and named,
+but their start is not traced.
 """
 
 from __future__ import annotations
@@ -33,6 +39,10 @@ from tracer.runtime import (
 )
 
 ANNOTATION = "io.kubernetes.cri."
+# How close a loss noted (by the capture's poll) must be to a pod's events
+# to count for it: losses are read every 0.1 s, and the events around a
+# loss reach the pipeline a batch later or earlier.
+LOSS_MARGIN_NS = 1_000_000_000
 _POD_UID_IN_CGROUP = re.compile(r"pod([0-9a-fA-F]{8}[-_][0-9a-fA-F]{4}[-_][0-9a-fA-F]{4}[-_][0-9a-fA-F]{4}[-_][0-9a-fA-F]{12})")
 START_PHASE_RUNC = ("create", "start", "run")
 START_PHASE_CNI = ("ADD",)
@@ -54,6 +64,9 @@ class ContainerActivity:
     cni_pod: dict[str, str] = field(default_factory=dict)  # K8S_POD_* from CNI_ARGS
     runc_error: str = ""              # enrichment: the last error runc logged (log.json)
     start_pressure: dict[str, int] = field(default_factory=dict)  # enrichment: cgroup stats when it ran
+    discovered: bool = False          # it already ran when tracing began
+    start_seen: bool = False          # a step of its start was seen from its beginning (kept once known:
+                                      # pruning forgets the steps long before the container)
 
     @property
     def annotations(self) -> dict[str, str]:
@@ -146,6 +159,7 @@ class Restart:
     attempt: int                      # how many containers of this name the pod ran before
     previous_container_id: str        # "" when this is the first of its name
     previous_in_pod_trace: bool       # the previous attempt's trace is the pod's start trace
+    previous_exit_code_raw: int | None = None  # how the previous attempt's main process ended, if seen
 
 
 @dataclass
@@ -155,6 +169,7 @@ class _TraceUnit:
     containers: list[ContainerActivity]
     restart: Restart | None
     other_container_ids: set[str] = field(default_factory=set)
+    partial_reasons: list[str] = field(default_factory=list)
 
     @property
     def activities(self) -> list[ContainerActivity]:
@@ -198,7 +213,7 @@ class PodAssembler:
     """Feeds on events in time order; builds PodTraces on demand."""
 
     def __init__(self) -> None:
-        self.table = ProcessTable()
+        self.table = ProcessTable(on_rekey=self._rekeyed)
         self.owner: dict[ProcKey, str] = {}
         self.containers: dict[str, ContainerActivity] = {}
         self.stats = CorrelationStats()
@@ -211,6 +226,14 @@ class PodAssembler:
         if activity is None:
             activity = self.containers[container_id] = ContainerActivity(container_id)
         return activity
+
+    def _rekeyed(self, old: ProcKey, new: ProcKey) -> None:
+        """A process found running at start got the kernel's exact key."""
+        owner = self.owner.pop(old, None)
+        if owner is not None:
+            self.owner[new] = owner
+            processes = self.containers[owner].processes
+            processes[processes.index(old)] = new
 
     def _own(self, proc: Process, container_id: str | None) -> None:
         if not container_id:
@@ -227,8 +250,8 @@ class PodAssembler:
         self.stats.events += 1
         proc = self.table.apply(event)
         if isinstance(event, ForkEvent):
-            # the creator by its table key: a process found running at start
-            # keeps its snapshot's key, the kernel's is only an alias
+            # the creator as the table knows it now (a process found running
+            # at start was re-keyed to the kernel's exact start by its event)
             creator = self.table.get(event.header.process_key)
             self._own(proc, self.owner.get(creator.key) if creator is not None else None)
             return
@@ -298,6 +321,15 @@ class PodAssembler:
             activity.runc_error = record.get("error", "")
         elif record.get("type") == "cgroup_stats":
             activity.start_pressure = dict(record.get("stats") or {})
+        elif record.get("type") == "discovered":
+            # a process found running at start, in this container's cgroup:
+            # its parent (the pod's shim) said nothing about which container
+            activity.discovered = True
+            if record.get("cgroup_path") and record["cgroup_path"] not in activity.cgroup_paths:
+                activity.cgroup_paths.append(record["cgroup_path"])
+            proc = self.table.get((record["pid"], record["start_ns"]))
+            if proc is not None:
+                self._own(proc, container_id)
 
     def note_lost(self, ktime_ns: int, count: int) -> None:
         if count:
@@ -369,15 +401,18 @@ class PodAssembler:
         entrypoint exec or exit) has happened for `quiet_ns`, which still
         catches a crash right after start; or, for a start that keeps
         going, `max_age_ns` after it began (then marked partial).
+        Then forgets what no trace still to be exported needs.
         """
-        ready = set()
-        for unit in self._units():
-            if unit.key in self.emitted:
+        units = self._units()
+        ready = []
+        for unit in units:
+            if not self._to_export(unit):
                 continue
             first, last = self.start_window(unit.activities)
             if now_ns - last >= quiet_ns or now_ns - first >= max_age_ns:
-                ready.add(unit.key)
-        pods = self._build(ready.__contains__)
+                ready.append(unit)
+        ready.sort(key=lambda unit: self._first_ns(unit.activities[0]))
+        pods = [self._pod_trace(unit) for unit in ready]
         for pod in pods:
             self.emitted.add(pod.key)
             self.exported_containers.update(c.container_id for c in pod.all_containers)
@@ -386,25 +421,42 @@ class PodAssembler:
             first, last = self.start_window([c.activity for c in pod.all_containers])
             if now_ns - last < quiet_ns:
                 pod.partial_reasons.append("exported before its start went quiet (max age reached)")
-        self.prune(now_ns - PRUNE_GRACE_NS)
+        self.prune(now_ns - PRUNE_GRACE_NS, self._pending_containers(units))
+        # a start still to be exported began at most max_age ago
+        self.lost_windows = [(t, n) for t, n in self.lost_windows if t >= now_ns - max_age_ns - LOSS_MARGIN_NS]
         return pods
+
+    def _to_export(self, unit: _TraceUnit) -> bool:
+        """Not handed out yet: neither the trace, nor (for a later container
+        start) its container within another trace."""
+        if unit.key in self.emitted:
+            return False
+        return unit.restart is None or unit.key not in self.exported_containers
+
+    def _pending_containers(self, units: list[_TraceUnit]) -> set[str]:
+        """The containers (and their sandboxes) of traces not yet handed out."""
+        return {a.container_id for unit in units if self._to_export(unit)
+                for a in (unit.sandbox, *unit.containers)}
 
     def _units(self) -> list[_TraceUnit]:
         """What goes into which trace: a pod's start trace holds its sandbox
         and the first container of each name; any later container of the
         pod (a restart, or a first start after the pod's trace went out)
-        gets a trace of its own."""
-        sandboxes = {cid: a for cid, a in self.containers.items() if a.is_sandbox and self._started_here(a)}
-        by_uid = {a.pod_uid: cid for cid, a in sandboxes.items() if a.pod_uid}
+        gets a trace of its own.  So does every container started in a pod
+        whose own start was not seen (it already ran when tracing began):
+        marked partial when it is the first of its name, which makes it the
+        rest of a pod start that began before tracing."""
+        sandboxes = {cid: a for cid, a in self.containers.items() if a.is_sandbox}
         members: dict[str, list[ContainerActivity]] = {cid: [] for cid in sandboxes}
         for cid, activity in self.containers.items():
-            if cid in sandboxes or activity.is_sandbox:
+            if activity.is_sandbox:
                 continue
-            sandbox_id = activity.sandbox_id or by_uid.get(activity.pod_uid or "")
-            if sandbox_id in members and self._started_here(activity):
+            sandbox_id = self._sandbox_of(activity, sandboxes)
+            if sandbox_id in members:
                 members[sandbox_id].append(activity)
         units = []
         for sandbox_id, sandbox in sandboxes.items():
+            start_seen = self._started_here(sandbox)
             pod_exported = sandbox_id in self.emitted
             in_pod: list[ContainerActivity] = []
             later: list[_TraceUnit] = []
@@ -412,44 +464,96 @@ class PodAssembler:
             for activity in sorted(members[sandbox_id], key=self._first_ns):
                 name = activity.annotations.get(ANNOTATION + "container-name") or activity.container_id
                 earlier = by_name.setdefault(name, [])
-                if not earlier and (not pod_exported or activity.container_id in self.exported_containers):
+                started = self._started_here(activity)
+                if started and start_seen and not earlier and (
+                        not pod_exported or activity.container_id in self.exported_containers):
                     in_pod.append(activity)
-                else:
+                elif started:
                     previous = earlier[-1] if earlier else None
                     restart = Restart(
                         container_name=name if name != activity.container_id else "",
                         attempt=len(earlier),
                         previous_container_id=previous.container_id if previous else "",
-                        previous_in_pod_trace=previous is None or previous in in_pod,
+                        # a container found running: its own trace, if any, is unknown
+                        previous_in_pod_trace=previous is None or previous in in_pod or previous.discovered,
+                        previous_exit_code_raw=self._main_exit_code(previous),
                     )
-                    later.append(_TraceUnit(activity.container_id, sandbox, [activity], restart))
+                    unit = _TraceUnit(activity.container_id, sandbox, [activity], restart)
+                    if not start_seen and not earlier:
+                        unit.partial_reasons.append(
+                            f"the pod's start began before tracing (sandbox {sandbox_id[:12]} was already there)")
+                    later.append(unit)
                 earlier.append(activity)
-            units.append(_TraceUnit(sandbox_id, sandbox, in_pod, None,
-                                    {unit.key for unit in later}))
+            if start_seen:
+                units.append(_TraceUnit(sandbox_id, sandbox, in_pod, None, {unit.key for unit in later}))
             units.extend(later)
         return units
+
+    def _sandbox_of(self, activity: ContainerActivity, sandboxes: dict[str, ContainerActivity]) -> str | None:
+        """The sandbox of an app container: named by its bundle; else the
+        one whose shim daemon ran its runc (a pod has one shim); else the
+        sandbox with its pod UID, the latest begun before it when the pod
+        had several sandbox attempts."""
+        if activity.sandbox_id:
+            return activity.sandbox_id
+        for key in activity.processes:
+            parent = self.table.get(self.table.processes[key].parent_key)
+            if parent is not None and role_of(parent) is Role.SHIM_DAEMON and self.owner.get(parent.key) in sandboxes:
+                return self.owner[parent.key]
+        uid = activity.pod_uid
+        if not uid:
+            return None
+        first = self._first_ns(activity)
+        candidates = [cid for cid, s in sandboxes.items() if s.pod_uid == uid and self._first_ns(s) <= first]
+        return max(candidates, key=lambda cid: self._first_ns(sandboxes[cid]), default=None)
+
+    def _main_exit_code(self, activity: ContainerActivity | None) -> int | None:
+        """How a container's main process ended (a wait status), if seen: its
+        entrypoint's process, or, for a container found running, the first
+        of its processes (the one runc started)."""
+        if activity is None:
+            return None
+        procs = [self.table.processes[key] for key in activity.processes]
+        main = next((p for p in procs if role_of(p) is Role.CONTAINER), None)
+        if main is None:
+            found = [p for p in procs if p.execs and p.execs[0].from_snapshot]
+            main = min(found, key=lambda p: p.start_ns, default=None)
+        return main.exit_code_raw if main is not None else None
 
     def _build(self, wanted) -> list[PodTrace]:
         units = [unit for unit in self._units() if wanted(unit.key)]
         units.sort(key=lambda unit: self._first_ns(unit.activities[0]))
         return [self._pod_trace(unit) for unit in units]
 
-    def prune(self, before_ns: int) -> None:
-        """Forgets processes that exited before `before_ns` and are not part
-        of a pod start still to be exported, and containers left empty, so
-        that a long-running daemon's memory stays flat."""
-        def exported_or_unowned(key: ProcKey) -> bool:
-            owner = self.owner.get(key)
-            return owner is None or owner in self.exported_containers
+    def prune(self, before_ns: int, pending: set[str] | None = None) -> None:
+        """Forgets what no trace still to be exported needs, so that a
+        long-running daemon's memory stays flat: processes that exited
+        before `before_ns`, unless they belong to a container of a pending
+        trace (`pending`, by default worked out here), then containers left
+        without processes.  A container that is forgotten and shows up
+        again (its teardown, much later) starts afresh and, having no start
+        of its own, is in no trace."""
+        if pending is None:
+            pending = self._pending_containers(self._units())
+        def ended(proc: Process) -> int | None:
+            return proc.exit_ns if proc.exit_ns is not None else proc.gone_by_ns
         gone = [key for key, proc in self.table.processes.items()
-                if proc.exit_ns is not None and proc.exit_ns < before_ns and exported_or_unowned(key)]
+                if (end := ended(proc)) is not None and end < before_ns and self.owner.get(key) not in pending]
         for key in gone:
             self.table.forget(key)
             owner = self.owner.pop(key, None)
             if owner is not None and owner in self.containers:
                 self.containers[owner].processes.remove(key)
-        for cid in [cid for cid, a in self.containers.items() if not a.processes and cid in self.exported_containers]:
+        for cid in [cid for cid, a in self.containers.items() if not a.processes and cid not in pending]:
             del self.containers[cid]
+            self.emitted.discard(cid)
+            self.exported_containers.discard(cid)
+
+    def table_sizes(self) -> dict[str, int]:
+        """How much the assembler holds (a long-running daemon's must stay flat)."""
+        return {**self.table.table_sizes(), "process_owners": len(self.owner),
+                "containers": len(self.containers), "emitted_traces": len(self.emitted),
+                "exported_containers": len(self.exported_containers), "loss_windows": len(self.lost_windows)}
 
     def start_window(self, activities: list[ContainerActivity]) -> tuple[int, int]:
         """First and last moment of the containers' start activity: not of
@@ -495,11 +599,25 @@ class PodAssembler:
         return True
 
     def _started_here(self, activity: ContainerActivity) -> bool:
-        """Whether its start (shim start or runc create) happened while tracing."""
-        for key in activity.processes:
-            proc = self.table.processes[key]
-            if role_of(proc) in (Role.SHIM_START, Role.RUNC, Role.CNI_PLUGIN) and proc.seen_from_start:
-                return True
+        """Whether its start (shim start, runc create or start, CNI ADD)
+        happened while tracing; teardown (runc delete, CNI DEL) is no start."""
+        if not activity.start_seen:
+            activity.start_seen = any(self._start_step(self.table.processes[key]) for key in activity.processes)
+        return activity.start_seen
+
+    @staticmethod
+    def _start_step(proc: Process) -> bool:
+        if not proc.seen_from_start or proc.image is None:
+            return False
+        role = role_of(proc)
+        if role is Role.SHIM_START:
+            return True
+        if role is Role.RUNC:
+            call = parse_runc(proc.image)
+            return call is not None and call.subcommand in START_PHASE_RUNC
+        if role is Role.CNI_PLUGIN:
+            call = parse_cni(proc.image)
+            return call is not None and call.command in START_PHASE_CNI
         return False
 
     def _first_ns(self, activity: ContainerActivity) -> int:
@@ -523,7 +641,7 @@ class PodAssembler:
             restart=unit.restart,
             other_container_ids=frozenset(unit.other_container_ids),
         )
-        pod.partial_reasons = self._partial_reasons(pod)
+        pod.partial_reasons = unit.partial_reasons + self._partial_reasons(pod)
         return pod
 
     def _partial_reasons(self, pod: PodTrace) -> list[str]:
@@ -556,7 +674,7 @@ class PodAssembler:
                      for k in c.activity.processes), default=0)
         end = max((self.table.processes[k].last_seen_ns for c in pod.all_containers
                    for k in c.activity.processes), default=0)
-        lost = sum(n for t, n in self.lost_windows if start <= t <= end + 1_000_000_000)
+        lost = sum(n for t, n in self.lost_windows if start - LOSS_MARGIN_NS <= t <= end + LOSS_MARGIN_NS)
         if lost:
             reasons.append(f"{lost} kernel events lost while this pod started")
         return reasons

@@ -8,6 +8,7 @@ cgroup events) that it performed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tracer.events import (
@@ -65,6 +66,7 @@ class Process:
     real_parent_pid: int = 0             # the kernel's parent (creator may differ: CLONE_PARENT)
     clone_flags_raw: int | None = None
     oom_kill: OomKillEvent | None = None  # the OOM killer chose it
+    gone_by_ns: int | None = None        # its exit was never seen, but its pid was someone else's by then
 
     @property
     def exec_failures(self) -> list[ExecFailedEvent]:
@@ -99,22 +101,20 @@ SNAPSHOT_START_TOLERANCE_NS = 20_000_000
 
 
 class ProcessTable:
-    """Every process seen, by key.
-
-    A process found running at start (a /proc snapshot) keeps the key of its
-    snapshot for good, since the correlator and the spans refer to it by
-    that key; the kernel's exact key for it, learnt from its first event,
-    is an alias that :meth:`get` and the table itself resolve.
-    """
-
-    def __init__(self) -> None:
+    def __init__(self, on_rekey: Callable[[ProcKey, ProcKey], None] | None = None) -> None:
         self.processes: dict[ProcKey, Process] = {}
-        self._snapshots: dict[int, ProcKey] = {}   # tgid → key of a /proc snapshot not yet matched
-        self._aliases: dict[ProcKey, ProcKey] = {}  # the kernel's key → a snapshot's key
+        self._snapshots: dict[int, ProcKey] = {}   # tgid → key of a /proc snapshot
         self._running: dict[int, ProcKey] = {}     # tgid → key of the live process
+        # told when a snapshot takes the kernel's exact key, so that what
+        # is kept by key elsewhere (ownership) follows
+        self.on_rekey = on_rekey
 
     def get(self, key: ProcKey | None) -> Process | None:
-        return self.processes.get(self._aliases.get(key, key)) if key else None
+        return self.processes.get(key) if key else None
+
+    def table_sizes(self) -> dict[str, int]:
+        return {"processes": len(self.processes), "running_pids": len(self._running),
+                "snapshot_pids": len(self._snapshots)}
 
     def forget(self, key: ProcKey) -> None:
         proc = self.processes.pop(key, None)
@@ -127,30 +127,45 @@ class ProcessTable:
             del self._snapshots[key[0]]
         if self._running.get(key[0]) == key:
             del self._running[key[0]]
-        for alias in [alias for alias, target in self._aliases.items() if target == key]:
-            del self._aliases[alias]
+
+    def _note_running(self, proc: Process, ktime_ns: int) -> None:
+        """`proc` runs now under its pid.  A pid names one process at a time:
+        another one we thought running under it is gone, its exit event lost
+        (a full ring buffer), and can be forgotten like an exited one."""
+        previous = self.processes.get(self._running.get(proc.pid))
+        if previous is not None and previous is not proc and previous.exit_ns is None and previous.gone_by_ns is None:
+            previous.gone_by_ns = ktime_ns
+        self._running[proc.pid] = proc.key
 
     def _adopt_snapshot(self, key: ProcKey) -> Process | None:
-        """The snapshot of this process, now also known by the kernel's exact key."""
+        """The snapshot of this process, re-keyed to the kernel's exact start time."""
         snapshot_key = self._snapshots.get(key[0])
         if snapshot_key is None or abs(snapshot_key[1] - key[1]) > SNAPSHOT_START_TOLERANCE_NS:
             return None
         del self._snapshots[key[0]]
-        self._aliases[key] = snapshot_key
-        return self.processes[snapshot_key]
-
-    def _find(self, key: ProcKey) -> Process | None:
-        return self.get(key) or self._adopt_snapshot(key)
+        proc = self.processes.pop(snapshot_key)
+        proc.key = key
+        self.processes[key] = proc
+        for child_key in proc.children:
+            child = self.processes.get(child_key)
+            if child is not None:
+                child.parent_key = key
+        parent = self.processes.get(proc.parent_key) if proc.parent_key else None
+        if parent is not None:
+            parent.children = [key if k == snapshot_key else k for k in parent.children]
+        if self.on_rekey is not None:
+            self.on_rekey(snapshot_key, key)
+        return proc
 
     def _ensure(self, header: Header) -> Process:
         key = header.process_key
         snapshot = header.type == EventType.PROC_SNAPSHOT
-        proc = self.processes.get(key) if snapshot else self._find(key)
+        proc = self.processes.get(key) or (None if snapshot else self._adopt_snapshot(key))
         if proc is None:
             parent_key = header.parent_key if header.ppid else None
             parent = None
             if parent_key is not None:
-                parent = self._find(parent_key)
+                parent = self.processes.get(parent_key) or self._adopt_snapshot(parent_key)
                 parent_key = parent.key if parent is not None else parent_key
             proc = Process(key, parent_key, first_seen_ns=header.ktime_ns)
             self.processes[key] = proc
@@ -160,7 +175,7 @@ class ProcessTable:
                 parent.children.append(key)
                 proc.inherited = parent.image
         if proc.exit_ns is None:
-            self._running[key[0]] = proc.key
+            self._note_running(proc, header.ktime_ns)
         proc.comm = header.comm
         proc.real_parent_pid = header.ppid
         proc.cgroup_id = header.cgroup_id
@@ -174,7 +189,7 @@ class ProcessTable:
         if isinstance(event, ForkEvent):
             parent = self._ensure(header)
             key = event.child_key
-            child = self.get(key)
+            child = self.processes.get(key)
             if child is None:
                 child = Process(key, parent.key, first_seen_ns=header.ktime_ns)
                 self.processes[key] = child
@@ -184,7 +199,7 @@ class ProcessTable:
             child.inherited = parent.image
             child.comm = parent.comm
             child.last_seen_ns = header.ktime_ns
-            self._running[key[0]] = child.key
+            self._note_running(child, header.ktime_ns)
             return child
         proc = self._ensure(header)
         if isinstance(event, ExecEvent):

@@ -10,10 +10,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tracer.capture import Capture, CaptureConfig
+from tracer.capture import Capture, CaptureConfig, socket_close_event
 from tracer.enrich import Enricher
+from tracer.events import SocketEndpoint
 from tracer.format import Clock
 from tracer.pipeline import Pipeline, recording_meta, stats_record
+from tracer.procfs import same_process
 from tracer.recording import RecordingWriter, RecordKind
 from tracer.sockets import socket_inodes_of
 from tracer.spans import Trace
@@ -23,6 +25,8 @@ LOSS_CHECK_INTERVAL_S = 0.1
 # (see Recorder._reap_closed_endpoints); an endpoint is forgotten after two
 # checks in a row found its holder without it.
 REAP_INTERVAL_S = 5.0
+# How often CRI endpoints are checked for a process that died with them open.
+ENDPOINT_SWEEP_INTERVAL_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,7 @@ class Recorder:
         self._last_loss_check = 0.0
         self._last_reap = time.monotonic()
         self._reap_candidates: set[int] = set()
+        self._last_endpoint_sweep = 0.0
         self.started_at = 0.0
         self.stop_requested_at = 0.0
         self.stopped_at = 0.0
@@ -87,6 +92,9 @@ class Recorder:
                 self._last_reap = now
                 self._reap_closed_endpoints()
                 self.capture.count_kernel_tables()
+            if now - self._last_endpoint_sweep >= ENDPOINT_SWEEP_INTERVAL_S:
+                self._last_endpoint_sweep = now
+                self._close_endpoints_of_dead_processes()
 
     def _reap_closed_endpoints(self) -> None:
         """Forgets CRI endpoints that their process no longer holds.
@@ -138,11 +146,40 @@ class Recorder:
                                   cri_decoder=pipeline.cri.decoder.stats.as_dict(),
                                   endpoints_reaped=capture.endpoints_reaped, tables=tables)
 
+    def _close_endpoints_of_dead_processes(self) -> None:
+        """A process that dies with a CRI socket open (a client that exits
+        without closing, a runtime that crashes) leaves it to the kernel to
+        close, with no close(2) to see.  The pipeline closes the endpoints
+        of traced processes at their exit; this closes those of the others
+        (kubelet is not in the runtime's process tree) once their process
+        is gone: in the pipeline, through a recorded SOCKET_CLOSE event, and
+        in the kernel's map of endpoints."""
+        now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        for endpoint in list(self.pipeline.cri.endpoints.values()):
+            if not endpoint.start_ns or same_process(endpoint.pid, endpoint.start_ns):
+                continue
+            self.capture.forget_endpoint(endpoint.inode)
+            self.pipeline.add_kernel_bytes(socket_close_event(
+                SocketEndpoint(endpoint.inode, endpoint.peer_inode, 0, endpoint.side), now))
+
     def status(self) -> LiveStatus:
         with self._lock:
             stats = self.pipeline.stats
             sandboxes = sum(1 for a in self.pipeline.assembler.containers.values() if a.is_sandbox)
             return LiveStatus(stats.events + self.pipeline.pending_events, stats.lost, stats.decode_errors, sandboxes)
+
+    def table_sizes(self) -> dict[str, int]:
+        """Entries in every table the tracer keeps, in userspace and in the
+        kernel's maps: in a daemon they must stay flat over months."""
+        with self._lock:
+            sizes = self.pipeline.table_sizes()
+        return {**sizes, **self.capture.map_sizes()}
+
+    def kernel_drops(self) -> dict[str, int]:
+        """What the BPF programs could not do, by cause (tracked table full,
+        socket bytes not copied, …), since tracing began."""
+        with self._lock:
+            return dict(self.capture.stats.kernel_stats)
 
     def take_finished(self, quiet_ns: int, max_age_ns: int) -> list[Trace]:
         """Traces of the pod starts that are over, each once (daemon mode).
@@ -153,9 +190,24 @@ class Recorder:
         on a node that then goes quiet are not left out of its trace.
         """
         with self._lock:
-            now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+            # Up to when every event is in the pipeline: when it falls
+            # behind (a burst, a busy node), a start whose last events still
+            # wait in the ring buffer must not look quiet.
+            now = self.horizon_ns()
             self.pipeline.flush(now_ktime_ns=now)
             return self.pipeline.take_finished_traces(now, quiet_ns, max_age_ns)
+
+    def horizon_ns(self) -> int:
+        """The kernel time up to which the pipeline has every event: the
+        start of the capture's last drain, once it has drained at all."""
+        now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        drained = self.capture.drained_until_ns
+        return min(now, drained) if drained and not self._stop.is_set() else now
+
+    def lag_seconds(self) -> float:
+        """How far the pipeline is behind the kernel (0 while it keeps up,
+        to a drain interval)."""
+        return (time.clock_gettime_ns(time.CLOCK_MONOTONIC) - self.horizon_ns()) / 1e9
 
     def stop_capture(self) -> None:
         """Stops the capture thread and processes every event left, but keeps

@@ -515,6 +515,14 @@ def _restart_root(root: Span, pod: PodTrace, calls: list[PairedCall]) -> None:
         previous = restart_trace_id_for(restart.previous_container_id)
     root.links.append(SpanLink(previous, root_span_id(previous), {"tracer.link.kind": "previous attempt"}))
     root.attributes["tracer.previous_attempt.trace_id"] = previous
+    if restart.previous_container_id:
+        root.attributes["tracer.previous_attempt.container_id"] = restart.previous_container_id
+    if restart.previous_exit_code_raw is not None:
+        # why it was restarted: how the attempt before ended
+        status = exit_status(restart.previous_exit_code_raw)
+        root.attributes["tracer.previous_attempt.exit_code"] = status.code
+        if status.signal_name:
+            root.attributes["tracer.previous_attempt.exit_signal"] = status.signal_name
 
 
 def _apply_findings(builder: _TraceBuilder, root: Span, findings: list[Finding]) -> None:

@@ -15,8 +15,10 @@ from tracer.pipeline import replay
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 SCENARIOS = sorted(p.name.removesuffix(".rec") for p in FIXTURES.glob("*.rec"))
-# failed-starts has its own expectations (tests/unit/test_diagnosis.py)
-STARTED_POD_SCENARIOS = [name for name in SCENARIOS if name != "failed-starts"]
+# these have expectations of their own (tests/unit/test_diagnosis.py,
+# test_reuse_fixture.py, test_tracer_restart_fixture.py)
+OWN_EXPECTATIONS = {"failed-starts", "reuse", "tracer-restart"}
+STARTED_POD_SCENARIOS = [name for name in SCENARIOS if name not in OWN_EXPECTATIONS]
 
 
 def expected(name: str) -> list[ExpectedPod]:
@@ -88,6 +90,26 @@ def test_prune_after_export_keeps_the_tables_flat():
     assert len(assembler.table.processes) < processes_before
     assert all(p.exit_ns is None for p in remaining)
     assert set(assembler.owner) <= set(assembler.table.processes)
+
+
+def test_a_pod_is_handed_out_once_however_its_steps_are_forgotten():
+    """Pruning forgets a start's steps as they age: the sandbox's (which
+    end first) before its container's.  Half forgotten, a pod start is
+    still the one that was handed out, never a new one."""
+    pipeline = replay(str(FIXTURES / "ten-pods.rec"))
+    assembler = pipeline.assembler
+    _, last = assembler.start_window(list(assembler.containers.values()))
+    quiet, max_age = 2_000_000_000, 300_000_000_000
+    assert len(pipeline.take_finished_traces(last + quiet, quiet, max_age)) == 10
+    # just before the first app container's runtime steps began: only
+    # sandbox steps that ended by then are forgotten
+    apps = [a for a in assembler.containers.values() if not a.is_sandbox]
+    cut = min(assembler.start_window([a])[0] for a in apps)
+    forgotten = [k for k, p in assembler.table.processes.items() if p.exit_ns is not None and p.exit_ns < cut]
+    assert forgotten
+    assembler.prune(cut)
+    assert all(k not in assembler.table.processes for k in forgotten)
+    assert pipeline.take_finished_traces(last + 10 * quiet, quiet, max_age) == []
 
 
 def test_pod_trace_joins_kubelets_trace_when_it_sends_traceparent():

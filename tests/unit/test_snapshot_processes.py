@@ -76,7 +76,7 @@ def test_a_seeded_parent_is_found_by_the_kernel_key_its_new_child_names():
     new_child = header(EventType.EXEC, 103, APP_EXACT_START + 2 * 10**8, APP, APP_EXACT_START, NOW - 10**8, "sh")
     assembler.feed(ExecEvent(new_child, 103, "/bin/sh", ("/bin/sh", "-c", "true")))
     child = assembler.table.get((103, APP_EXACT_START + 2 * 10**8))
-    app = assembler.table.get((APP, APP_START))
+    app = assembler.table.get((APP, APP_EXACT_START))  # re-keyed to the kernel's exact start
     assert child is not None and app is not None
     assert child.parent_key == app.key and child.key in app.children
     assert assembler.owner[child.key] == SANDBOX

@@ -18,6 +18,7 @@ from typing import Callable
 from tracer.cri.wire import C2S, S2C, Chunk, CriCall, CriDecoder
 from tracer.format import encodable_text
 from tracer.events import (
+    SOCKET_FLAG_GAP_BEFORE,
     EventType,
     SocketCloseEvent,
     SocketDataEvent,
@@ -36,6 +37,7 @@ class Endpoint:
     comm: str                 # the process's name as the kernel knew it at open
     path: str
     opened_before_tracing: bool
+    start_ns: int = 0         # the process's start: with `pid`, its identity (0: unknown)
 
 
 @dataclass
@@ -101,6 +103,7 @@ class _Syscall:
     syscall_bytes: int
     direction: SocketDirection
     data: bytearray = field(default_factory=bytearray)
+    gap_before: bool = False   # the kernel lost earlier bytes of this direction
 
 
 @dataclass
@@ -109,6 +112,8 @@ class CriStats:
     data_events: int = 0
     data_without_endpoint: int = 0
     segments_out_of_order: int = 0
+    gaps: int = 0                     # places where the kernel lost a direction's bytes
+    closed_at_exit: int = 0           # endpoints whose process exited without close(2)
     calls: int = 0
     unpaired_client_views: int = 0
     unpaired_server_views: int = 0
@@ -141,7 +146,7 @@ class CriLayer:
         e = event.endpoint
         self.endpoints[e.inode] = Endpoint(
             e.inode, e.peer_inode, e.side, event.header.tgid, event.process_comm, event.path,
-            opened_before_tracing=event.header.type == EventType.SOCKET_SNAPSHOT)
+            opened_before_tracing=event.header.type == EventType.SOCKET_SNAPSHOT, start_ns=event.header.start_ns)
         self.stats.endpoints += 1
         peer = self.endpoints.get(e.peer_inode)
         if peer is not None and not peer.peer_inode:
@@ -175,7 +180,8 @@ class CriLayer:
             if event.offset != 0:
                 self.stats.segments_out_of_order += 1
                 return
-            pending = self._pending[key] = _Syscall(event.header.ktime_ns, event.syscall_bytes, event.direction)
+            pending = self._pending[key] = _Syscall(event.header.ktime_ns, event.syscall_bytes, event.direction,
+                                                    gap_before=bool(event.flags_raw & SOCKET_FLAG_GAP_BEFORE))
         if event.offset != len(pending.data):
             self.stats.segments_out_of_order += 1
             return
@@ -188,8 +194,16 @@ class CriLayer:
         client = endpoint.side is SocketSide.CLIENT
         outgoing = pending.direction is SocketDirection.OUT
         truncated = len(pending.data) < pending.syscall_bytes
-        chunk = Chunk(connection=endpoint.inode, side="client" if client else "server",
-                      direction=C2S if client == outgoing else S2C, ktime_ns=pending.ktime_ns,
+        side, direction = "client" if client else "server", C2S if client == outgoing else S2C
+        if pending.gap_before:
+            # Ring-buffer records of this direction were lost before this
+            # syscall: an empty chunk of unknown length makes the decoder
+            # resynchronise instead of reading across the hole.
+            self.stats.gaps += 1
+            for call in self.decoder.feed(Chunk(connection=endpoint.inode, side=side, direction=direction,
+                                                ktime_ns=pending.ktime_ns, data=b"", truncated=True)):
+                self._add(call, endpoint)
+        chunk = Chunk(connection=endpoint.inode, side=side, direction=direction, ktime_ns=pending.ktime_ns,
                       data=bytes(pending.data), truncated=truncated,
                       original_len=pending.syscall_bytes if truncated else None)
         for call in self.decoder.feed(chunk):
@@ -197,13 +211,25 @@ class CriLayer:
 
     def _close(self, event: SocketCloseEvent) -> None:
         endpoint = self._endpoint_for(event)
-        if endpoint is None:
-            return
+        if endpoint is not None:
+            self._close_endpoint(endpoint, event.header.ktime_ns)
+
+    def _close_endpoint(self, endpoint: Endpoint, ktime_ns: int) -> None:
         for key in [k for k in self._pending if k[0] == endpoint.inode]:
             self._flush(endpoint, key)
-        for call in self.decoder.close_connection(endpoint.inode, event.header.ktime_ns):
+        for call in self.decoder.close_connection(endpoint.inode, ktime_ns):
             self._add(call, endpoint)
         del self.endpoints[endpoint.inode]  # its calls keep what they need of it
+
+    def process_exited(self, tgid: int, ktime_ns: int) -> None:
+        """The process holding endpoints exited: the kernel closed its
+        sockets without a close(2) to see (a runtime that crashed or was
+        killed, a client that exited).  Its calls still open end here, as
+        calls the connection's end cut short.  (The runtimes and clients
+        traced never share a CRI socket with another process.)"""
+        for endpoint in [e for e in self.endpoints.values() if e.pid == tgid]:
+            self.stats.closed_at_exit += 1
+            self._close_endpoint(endpoint, ktime_ns)
 
     def _add(self, call: CriCall, endpoint: Endpoint) -> None:
         if self.on_call is not None:
@@ -240,6 +266,12 @@ class CriLayer:
         kept = {id(c) for c in self.calls}
         self._pairs = {k: p for k, p in self._pairs.items() if id(p) in kept}
 
+    def table_sizes(self) -> dict[str, int]:
+        """How much this layer holds (a long-running daemon's must stay flat)."""
+        return {"cri_endpoints": len(self.endpoints), "cri_calls": len(self.calls),
+                "cri_pairs": len(self._pairs), "cri_pending_syscalls": len(self._pending),
+                "cri_decoder_connections": len(self.decoder.connections())}
+
     def finish(self, ktime_ns: int) -> None:
         """Flushes calls still open (their endpoints are closed as of now)."""
         for key in list(self._pending):
@@ -251,6 +283,11 @@ class CriLayer:
         self.stats.unpaired_server_views = sum(1 for p in self.calls if p.client is None)
 
 
+def _pod_metadata(call: PairedCall) -> dict:
+    config = "config" if call.method == "RunPodSandbox" else "sandbox_config"
+    return _mapping(call.field("request", config, "metadata"))
+
+
 def pod_keys(call: PairedCall) -> tuple[set[str], set[str], str | None]:
     """(sandbox ids, container ids, pod uid) that a call's messages name.
 
@@ -259,13 +296,52 @@ def pod_keys(call: PairedCall) -> tuple[set[str], set[str], str | None]:
     request, response = call.message("request"), call.message("response")
     sandboxes = {v for v in (request.get("pod_sandbox_id"), response.get("pod_sandbox_id")) if v and isinstance(v, str)}
     containers = {v for v in (request.get("container_id"), response.get("container_id")) if v and isinstance(v, str)}
-    config = _mapping(request.get("config" if call.method == "RunPodSandbox" else "sandbox_config"))
-    uid = _mapping(config.get("metadata")).get("uid")
+    uid = _pod_metadata(call).get("uid")
     return sandboxes, containers, uid if isinstance(uid, str) else None
 
 
 def _mapping(value: object) -> dict:
     return value if isinstance(value, dict) else {}
+
+
+def sandbox_attempt(call: PairedCall) -> int:
+    """The sandbox attempt a call's pod config names (kubelet counts up
+    when it re-creates a pod's sandbox; proto3 leaves out 0)."""
+    try:
+        return int(_pod_metadata(call).get("attempt") or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _answered_sandboxes(calls: list[PairedCall]) -> dict[tuple[str, int], str]:
+    """(pod uid, sandbox attempt) → the sandbox id RunPodSandbox answered with."""
+    answered = {}
+    for call in calls:
+        if call.method == "RunPodSandbox":
+            sandbox_id = call.message("response").get("pod_sandbox_id")
+            uid = _pod_metadata(call).get("uid")
+            if sandbox_id and uid:
+                answered[(uid, sandbox_attempt(call))] = sandbox_id
+    return answered
+
+
+# What the decoder says when a view was cut short, in words.
+_CUT_SHORT = {"connection_closed": "the connection closed", "connection_abandoned": "the connection was given up"}
+
+
+def unanswered_calls(calls: list[PairedCall]) -> list[str]:
+    """Why each call that never got its answer (neither view saw the
+    response's end or a status) is incomplete: the runtime died or
+    restarted mid-call, the client gave up, or tracing stopped first."""
+    reasons = []
+    for call in calls:
+        views = [v for v in (call.client, call.server) if v is not None]
+        if not views or any(v.complete or v.grpc_status is not None or v.response_end_ns is not None
+                            for v in views):
+            continue
+        why = next(v.incomplete_reason for v in views if v.incomplete_reason)
+        reasons.append(f"{call.method or 'a CRI call'} got no answer ({_CUT_SHORT.get(why, why)})")
+    return reasons
 
 
 # A pod's teardown is not part of its start.
@@ -282,7 +358,13 @@ def calls_for_pod(calls: list[PairedCall], sandbox_id: str, container_ids: set[s
     """The calls of a start whose messages name this pod (its sandbox id,
     uid or one of `container_ids`), in time order.  Calls that name a
     container of `other_container_ids` belong to another trace (a restart).
-    An empty `sandbox_id` and `uid` select by container ids only."""
+    An empty `sandbox_id` and `uid` select by container ids only.
+
+    A pod's uid outlives its sandboxes: when kubelet re-creates the
+    sandbox (a new attempt), calls that name only the uid go to the
+    sandbox their attempt was answered with, and never to another."""
+    answered = _answered_sandboxes(calls) if uid else {}
+    own_attempts = {attempt for (u, attempt), sid in answered.items() if u == uid and sid == sandbox_id}
     chosen = []
     for call in calls:
         if call.method in TEARDOWN_METHODS:
@@ -290,8 +372,13 @@ def calls_for_pod(calls: list[PairedCall], sandbox_id: str, container_ids: set[s
         sandboxes, containers, call_uid = pod_keys(call)
         if containers & other_container_ids:
             continue
-        if (sandbox_id and sandbox_id in sandboxes) or containers & container_ids or (uid and call_uid == uid):
+        if (sandbox_id and sandbox_id in sandboxes) or containers & container_ids:
             chosen.append(call)
+        elif uid and call_uid == uid and not sandboxes - {sandbox_id}:
+            attempt = sandbox_attempt(call)
+            owner = answered.get((uid, attempt))
+            if owner == sandbox_id or (owner is None and (not own_attempts or attempt in own_attempts)):
+                chosen.append(call)
     chosen.sort(key=lambda c: c.start_ns)
     if not chosen:
         return chosen
@@ -330,7 +417,10 @@ def _image_calls_for(calls: list[PairedCall], chosen: list[PairedCall]) -> list[
     matching = [c for c in calls if c.method in IMAGE_METHODS and image_annotations(c) == annotations]
     creates = [c for c in chosen if c.method == "CreateContainer"]
     begin = min(c.start_ns for c in chosen)
-    if not creates:  # no container (yet): the checks that followed the sandbox
+    if not creates:  # no container (yet): the checks that followed the sandbox,
+        # which kubelet makes only once it runs (another attempt's may match too)
+        if not any(c.method == "RunPodSandbox" and c.grpc_status == 0 for c in chosen):
+            return []
         return [c for c in matching if begin < c.start_ns <= begin + IMAGE_CHECK_WINDOW_NS]
     sandboxes = {c.text("request", "pod_sandbox_id") for c in creates}
     all_creates = sorted(c.start_ns for c in calls if c.method == "CreateContainer"
@@ -386,8 +476,10 @@ def _one_of(*allowed: object):
 # Every field of a recorded Endpoint and CriCall, and what its value may be.
 ENDPOINT_FIELD_CHECKS = {
     "inode": _int, "peer_inode": _int, "side": _one_of(int(SocketSide.CLIENT), int(SocketSide.SERVER)),
-    "pid": _int, "comm": _text, "path": _text, "opened_before_tracing": _one_of(True, False),
+    "pid": _int, "comm": _text, "path": _text, "opened_before_tracing": _one_of(True, False), "start_ns": _int,
 }
+# Fields that recordings made before they existed lack.
+OPTIONAL_FIELDS = {"endpoint": frozenset({"start_ns"}), "call": frozenset()}
 _OPT_INT = lambda v: _int(v, optional=True)  # noqa: E731
 _OPT_TEXT = lambda v: _text(v, optional=True)  # noqa: E731
 _OPT_DICT = lambda v: v is None or isinstance(v, dict)  # noqa: E731
@@ -412,11 +504,12 @@ def call_record_problem(record: object) -> str | None:
         value = record.get(part)
         if not isinstance(value, dict):
             return f"{part!r} is missing or not an object"
-        if set(value) != set(checks):
-            unknown, missing = sorted(set(value) - set(checks)), sorted(set(checks) - set(value))
+        unknown = sorted(set(value) - set(checks))
+        missing = sorted(set(checks) - OPTIONAL_FIELDS[part] - set(value))
+        if unknown or missing:
             return f"{part!r} has unknown fields {unknown} or lacks {missing}"
         for name, check in checks.items():
-            if not check(value[name]):
+            if name in value and not check(value[name]):
                 return f"field {part}.{name} has a value of the wrong type or range"
     return None
 

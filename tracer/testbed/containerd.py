@@ -230,6 +230,24 @@ class Testbed:
             self._lock.close()  # releases the flock
             self._lock = None
 
+    def restart_containerd(self, signo: signal.Signals = signal.SIGTERM) -> None:
+        """Stop containerd (ours, by its PID) and start it again with the
+        same configuration, as a node's service manager does after a crash
+        (SIGKILL) or a restart (SIGTERM).  The shims, and with them the
+        pods' containers, keep running; the new containerd finds them again.
+        Returns once CRI reports ready; the test bed's client is a new one."""
+        pid = self.pid
+        if pid is None:
+            raise TestbedError("the test bed is not started")
+        os.kill(pid, signo)
+        if not self._wait_for_exit(pid, TERM_GRACE_S):
+            self._stop_containerd(pid)
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        self._launch_containerd()
+        self._wait_until_ready()
+
     def remaining_processes(self) -> list[int]:
         """PIDs of processes whose command line names the test bed's directory.
 

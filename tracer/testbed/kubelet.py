@@ -6,11 +6,19 @@ their own: the tracer then sees the client exactly as it sees kubelet
 disturbed by the tracer sharing its interpreter.
 
     python -m tracer.testbed.kubelet SOCKET LOG_ROOT < specs.json > pods.json
+    python -m tracer.testbed.kubelet SOCKET LOG_ROOT PHASE < input.json > output.json
     python -m tracer.testbed.kubelet SOCKET --calls N > timings.json
+
+PHASE is one part of kubelet's work, for each item at once:
+`sandbox` (specs → the pods' sandboxes only), `containers` (those
+sandboxes → their app containers started), `restart` (started pods →
+their container restarted, with the next attempt number), `cycle:S`
+(specs → pods started, kept S seconds, stopped and removed).
 """
 
 from __future__ import annotations
 
+import base64
 import ctypes
 import dataclasses
 import json
@@ -20,15 +28,21 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from tracer.cri import api_pb2
 from tracer.testbed.client import RuntimeClient
 from tracer.testbed.pods import (
     CallTiming,
     PodSpec,
     PodStartError,
     StartedPod,
+    StartedSandbox,
+    restart_container,
     run_crash_loop,
     sandbox_config,
+    start_app_container,
     start_pod,
+    start_sandbox,
+    stop_and_remove,
 )
 
 PR_SET_NAME = 15
@@ -40,17 +54,67 @@ def _spec_from_json(fields: dict) -> PodSpec:
     return PodSpec(**fields)
 
 
+def _config_json(config: api_pb2.PodSandboxConfig) -> str:
+    return base64.b64encode(config.SerializeToString()).decode()
+
+
+def _config_from_json(result: dict, spec: PodSpec, log_root: Path) -> api_pb2.PodSandboxConfig:
+    """The sandbox config the pod was started with (kubelet keeps it and
+    sends the same again), or one made anew."""
+    if "sandbox_config" not in result:
+        return sandbox_config(spec, log_root)
+    return api_pb2.PodSandboxConfig.FromString(base64.b64decode(result["sandbox_config"]))
+
+
 def _pod_json(pod: StartedPod) -> dict:
     return {"spec": dataclasses.asdict(pod.spec), "sandbox_id": pod.sandbox_id, "container_id": pod.container_id,
+            "sandbox_config": _config_json(pod.sandbox_config),
             "calls": [dataclasses.asdict(c) for c in pod.calls],
             "restarted": [_pod_json(attempt) for attempt in pod.restarted]}
 
 
 def _pod_from_json(result: dict, log_root: Path) -> StartedPod:
     spec = _spec_from_json(result["spec"])
-    return StartedPod(spec, result["sandbox_id"], result["container_id"], sandbox_config(spec, log_root),
+    return StartedPod(spec, result["sandbox_id"], result["container_id"], _config_from_json(result, spec, log_root),
                       [CallTiming(**c) for c in result["calls"]],
                       [_pod_from_json(attempt, log_root) for attempt in result.get("restarted", [])])
+
+
+def _sandbox_json(sandbox: StartedSandbox) -> dict:
+    return {"spec": dataclasses.asdict(sandbox.spec), "sandbox_id": sandbox.sandbox_id,
+            "sandbox_config": _config_json(sandbox.sandbox_config),
+            "calls": [dataclasses.asdict(c) for c in sandbox.calls]}
+
+
+def _sandbox_from_json(result: dict, log_root: Path) -> StartedSandbox:
+    spec = _spec_from_json(result["spec"])
+    return StartedSandbox(spec, result["sandbox_id"], _config_from_json(result, spec, log_root),
+                          [CallTiming(**c) for c in result["calls"]])
+
+
+def _error_json(error: PodStartError) -> dict:
+    return {"error": str(error), "spec": dataclasses.asdict(error.spec), "sandbox_id": error.sandbox_id,
+            "calls": [dataclasses.asdict(c) for c in error.calls]}
+
+
+def _cycle(client: RuntimeClient, spec: PodSpec, log_root: Path, hold_s: float) -> StartedPod:
+    """A pod's whole life: started, kept `hold_s`, stopped and removed."""
+    pod = start_pod(client, spec, log_root)
+    time.sleep(hold_s)
+    stop_and_remove(client, pod)
+    return pod
+
+
+def _phase(client: RuntimeClient, phase: str, item: dict, log_root: Path) -> dict:
+    if phase == "sandbox":
+        return _sandbox_json(start_sandbox(client, _spec_from_json(item), log_root))
+    if phase == "containers":
+        return _pod_json(start_app_container(client, _sandbox_from_json(item, log_root)))
+    if phase == "restart":
+        return _pod_json(restart_container(client, _pod_from_json(item, log_root)))
+    if phase.startswith("cycle:"):
+        return _pod_json(_cycle(client, _spec_from_json(item), log_root, float(phase.split(":", 1)[1])))
+    raise ValueError(f"unknown phase {phase!r}")
 
 
 def _run_pod(client: RuntimeClient, spec: PodSpec, log_root: Path) -> StartedPod:
@@ -98,6 +162,19 @@ def main() -> None:
             json.dump([dataclasses.asdict(t) for t in periodic_calls(client, int(sys.argv[3]))], sys.stdout)
         return
     socket, log_root = sys.argv[1], Path(sys.argv[2])
+    if len(sys.argv) > 3:
+        items = json.load(sys.stdin)
+        with RuntimeClient(socket) as client, ThreadPoolExecutor(max_workers=max(1, len(items))) as pool:
+            client.version()
+            futures = [pool.submit(_phase, client, sys.argv[3], item, log_root) for item in items]
+            outcomes = []
+            for future in futures:
+                try:
+                    outcomes.append(future.result())
+                except PodStartError as error:
+                    outcomes.append(_error_json(error))
+        json.dump(outcomes, sys.stdout)
+        return
     specs = [_spec_from_json(fields) for fields in json.load(sys.stdin)]
     results: list[dict] = []
     with RuntimeClient(socket) as client, ThreadPoolExecutor(max_workers=max(1, len(specs))) as pool:
@@ -109,9 +186,7 @@ def main() -> None:
             try:
                 results.append(_pod_json(future.result()))
             except PodStartError as error:
-                results.append({"error": str(error), "spec": dataclasses.asdict(error.spec),
-                                "sandbox_id": error.sandbox_id,
-                                "calls": [dataclasses.asdict(c) for c in error.calls]})
+                results.append(_error_json(error))
             except TimeoutError as error:  # a crash loop whose container did not exit
                 results.append({"error": str(error), "spec": dataclasses.asdict(spec),
                                 "sandbox_id": "", "calls": []})
@@ -124,14 +199,7 @@ def run_pods_as_kubelet(socket: str | Path, specs: list[PodSpec], log_root: Path
     run = subprocess.run([sys.executable, "-m", "tracer.testbed.kubelet", str(socket), str(log_root)],
                          input=json.dumps([dataclasses.asdict(s) for s in specs]), capture_output=True,
                          text=True, check=True, timeout=300)
-    outcomes: list[StartedPod | PodStartError] = []
-    for result in json.loads(run.stdout):
-        if "error" in result:
-            outcomes.append(PodStartError(_spec_from_json(result["spec"]), [CallTiming(**c) for c in result["calls"]],
-                                          result.get("sandbox_id", ""), RuntimeError(result["error"])))
-        else:
-            outcomes.append(_pod_from_json(result, log_root))
-    return outcomes
+    return [_error_from_json(r) if "error" in r else _pod_from_json(r, log_root) for r in json.loads(run.stdout)]
 
 
 def start_pods_as_kubelet(socket: str | Path, specs: list[PodSpec], log_root: Path) -> list[StartedPod]:
@@ -146,6 +214,50 @@ def start_pods_as_kubelet(socket: str | Path, specs: list[PodSpec], log_root: Pa
 
 if __name__ == "__main__":
     main()
+
+
+def _error_from_json(result: dict) -> PodStartError:
+    return PodStartError(_spec_from_json(result["spec"]), [CallTiming(**c) for c in result["calls"]],
+                         result.get("sandbox_id", ""), RuntimeError(result["error"]))
+
+
+def _run_phase(socket: str | Path, log_root: Path, phase: str, items: list[dict], timeout_s: float = 300) -> list[dict]:
+    run = subprocess.run([sys.executable, "-m", "tracer.testbed.kubelet", str(socket), str(log_root), phase],
+                         input=json.dumps(items), capture_output=True, text=True, check=True, timeout=timeout_s)
+    return json.loads(run.stdout)
+
+
+def start_sandboxes_as_kubelet(socket: str | Path, specs: list[PodSpec],
+                               log_root: Path) -> list[StartedSandbox | PodStartError]:
+    """Only the first half of the pods' starts, concurrently, from a
+    separate "kubelet" process: their sandboxes."""
+    results = _run_phase(socket, log_root, "sandbox", [dataclasses.asdict(s) for s in specs])
+    return [_error_from_json(r) if "error" in r else _sandbox_from_json(r, log_root) for r in results]
+
+
+def start_app_containers_as_kubelet(socket: str | Path, sandboxes: list[StartedSandbox],
+                                    log_root: Path) -> list[StartedPod | PodStartError]:
+    """The second half: each sandbox's app container, from a new "kubelet" process."""
+    results = _run_phase(socket, log_root, "containers", [_sandbox_json(s) for s in sandboxes])
+    return [_error_from_json(r) if "error" in r else _pod_from_json(r, log_root) for r in results]
+
+
+def restart_containers_as_kubelet(socket: str | Path, pods: list[StartedPod], log_root: Path) -> list[StartedPod]:
+    """kubelet's restart of each pod's (exited) container: a new container
+    of the same name, with the next attempt number."""
+    results = _run_phase(socket, log_root, "restart", [_pod_json(p) for p in pods])
+    for result in results:
+        if "error" in result:
+            raise _error_from_json(result)
+    return [_pod_from_json(r, log_root) for r in results]
+
+
+def cycle_pods_as_kubelet(socket: str | Path, specs: list[PodSpec], log_root: Path,
+                          hold_s: float = 0.0) -> list[StartedPod | PodStartError]:
+    """Each pod's whole life, concurrently, from one "kubelet" process:
+    started, kept `hold_s` seconds, stopped and removed."""
+    results = _run_phase(socket, log_root, f"cycle:{hold_s}", [dataclasses.asdict(s) for s in specs])
+    return [_error_from_json(r) if "error" in r else _pod_from_json(r, log_root) for r in results]
 
 
 def periodic_calls_as_kubelet(socket: str | Path, count: int) -> list[CallTiming]:

@@ -304,6 +304,22 @@ def start_pod(client: RuntimeClient, spec: PodSpec, log_root: Path) -> StartedPo
     fails; a sandbox that was already created is left for the caller (or the
     test bed's teardown) to remove.
     """
+    sandbox = start_sandbox(client, spec, log_root)
+    return start_app_container(client, sandbox)
+
+
+@dataclass
+class StartedSandbox:
+    """The first half of a pod start: its sandbox runs, no container yet."""
+
+    spec: PodSpec
+    sandbox_id: str
+    sandbox_config: api_pb2.PodSandboxConfig
+    calls: list[CallTiming]
+
+
+def start_sandbox(client: RuntimeClient, spec: PodSpec, log_root: Path) -> StartedSandbox:
+    """kubelet's first steps of a pod start: RunPodSandbox, PodSandboxStatus."""
     calls: list[CallTiming] = []
     config = sandbox_config(spec, log_root)
     Path(config.log_directory).mkdir(parents=True, exist_ok=True)
@@ -311,6 +327,16 @@ def start_pod(client: RuntimeClient, spec: PodSpec, log_root: Path) -> StartedPo
     try:
         sandbox_id = _timed(calls, "RunPodSandbox", lambda: client.run_pod_sandbox(config)).pod_sandbox_id
         _timed(calls, "PodSandboxStatus", lambda: client.pod_sandbox_status(sandbox_id))
+    except Exception as error:
+        raise PodStartError(spec, calls, sandbox_id, error) from error
+    return StartedSandbox(spec, sandbox_id, config, calls)
+
+
+def start_app_container(client: RuntimeClient, sandbox: StartedSandbox) -> StartedPod:
+    """The rest of a pod start: its image, then its app container."""
+    spec, sandbox_id, config = sandbox.spec, sandbox.sandbox_id, sandbox.sandbox_config
+    calls = list(sandbox.calls)
+    try:
         image_ref = _ensure_image(client, calls, spec, config)
         container = container_config(spec, image_ref)
         created = _timed(calls, "CreateContainer", lambda: client.create_container(sandbox_id, container, config))
