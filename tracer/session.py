@@ -60,6 +60,7 @@ class Recorder:
         self._last_reap = time.monotonic()
         self._reap_candidates: set[int] = set()
         self._last_endpoint_sweep = 0.0
+        self._swept: set[int] = set()  # endpoints closed by the sweep, until the pipeline drops them
         self.started_at = 0.0
         self.stop_requested_at = 0.0
         self.stopped_at = 0.0
@@ -155,10 +156,16 @@ class Recorder:
         is gone: in the pipeline, through a recorded SOCKET_CLOSE event, and
         in the kernel's map of endpoints."""
         now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
-        for endpoint in list(self.pipeline.cri.endpoints.values()):
-            if not endpoint.start_ns or same_process(endpoint.pid, endpoint.start_ns):
+        endpoints = self.pipeline.cri.endpoints
+        # a close sent last time may still wait in the reorder window
+        self._swept &= set(endpoints)
+        for endpoint in list(endpoints.values()):
+            if endpoint.inode in self._swept or not endpoint.start_ns or same_process(endpoint.pid,
+                                                                                        endpoint.start_ns):
                 continue
+            self._swept.add(endpoint.inode)
             self.capture.forget_endpoint(endpoint.inode)
+            self.capture.stats.endpoints_reaped += 1
             self.pipeline.add_kernel_bytes(socket_close_event(
                 SocketEndpoint(endpoint.inode, endpoint.peer_inode, 0, endpoint.side), now))
 
