@@ -9,7 +9,12 @@ snapshot events), and hands raw event bytes to a callback in batches.
 from __future__ import annotations
 
 import ctypes
+import ctypes.util
+import gc
+import mmap
 import os
+import re
+import select
 import threading
 import time
 from dataclasses import dataclass, field
@@ -34,7 +39,7 @@ from tracer.events import (
 )
 from tracer.offsets import kernel_offsets
 from tracer.runtime import DEFAULT_CNI_BIN_DIRS
-from tracer.sockets import ExistingEndpoint, cri_listeners, path_variants, scan_cri_sockets
+from tracer.sockets import ExistingEndpoint, path_variants, scan_cri_sockets
 
 BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
 BPF_SOURCE = BPF_DIR / "tracer.bpf.c"
@@ -48,7 +53,11 @@ RUNTIME_COMMS = ("containerd", "containerd-shim", "runc", "crio", "conmon", "cri
 STAT_NAMES = {0: "tracked_table_full", 1: "syscall_entry_missing", 2: "socket_io_truncated",
               3: "cri_endpoints_full"}
 DEFAULT_CRI_SOCKETS = tuple(kernel.DEFAULT_RUNTIME_SOCKETS.values())
-LISTENER_RESCAN_S = 1.0
+LOST_ALL_TYPES = 0  # the `lost` slot that counts every type
+# Shared objects that only compiling the BPF program uses (bcc's clang/LLVM):
+# their pages are released once the programs are loaded.
+COMPILER_OBJECTS = re.compile(r"/lib(LLVM|clang|bcc|bpfcc)[^/]*\.so")
+MADV_PAGEOUT = 21
 
 
 class SelfCheckError(RuntimeError):
@@ -58,7 +67,8 @@ class SelfCheckError(RuntimeError):
 @dataclass(frozen=True)
 class CaptureConfig:
     ring_buffer_bytes: int = 32 << 20
-    drain_interval_s: float = 0.01
+    drain_interval_s: float = 0.01       # while events arrive
+    idle_drain_interval_s: float = 0.1   # the longest wait, after empty drains (doubling from the above)
     cni_bin_dirs: tuple[str, ...] = DEFAULT_CNI_BIN_DIRS
     runtime_comms: tuple[str, ...] = RUNTIME_COMMS
     cri_sockets: tuple[str, ...] = DEFAULT_CRI_SOCKETS
@@ -67,6 +77,8 @@ class CaptureConfig:
 @dataclass
 class CaptureStats:
     attach_seconds: float = 0.0
+    rss_after_load_mb: float = 0.0       # before releasing the compiler's memory
+    rss_after_release_mb: float = 0.0
     seeded_processes: int = 0
     seeded_cri_endpoints: int = 0
     lost_by_type: dict[int, int] = field(default_factory=dict)
@@ -76,7 +88,8 @@ class CaptureStats:
 def bpf_cflags(config: CaptureConfig) -> list[str]:
     pages = max(1, config.ring_buffer_bytes // PAGE_SIZE)
     pages = 1 << (pages.bit_length() - 1)  # ring buffers are a power of two pages
-    return [*kernel_offsets().as_cflags(), f"-DRINGBUF_PAGES={pages}", f"-I{BPF_DIR}",
+    return [*kernel_offsets().as_cflags(), f"-DRINGBUF_PAGES={pages}",
+            f"-DTRACER_PAGE_SHIFT={PAGE_SIZE.bit_length() - 1}", f"-I{BPF_DIR}",
             "-Wno-macro-redefined", "-Wno-unused-function"]
 
 
@@ -86,14 +99,72 @@ def final_source(config: CaptureConfig) -> str:
     return f"/* cflags: {flags} */\n" + BPF_SOURCE.read_text()
 
 
+class IdFlags:
+    """A BPF array of one flag byte per process (or thread) id: `struct
+    flags8` elements in a BPF_F_MMAPABLE array, so that byte `id` of the
+    mapping is the flag of `id`.  Userspace sets a flag with one byte store,
+    never a read-modify-write of the 8-byte element, which would race with
+    the kernel setting a neighbour's byte."""
+
+    def __init__(self, table) -> None:
+        self._size = table.max_entries * ctypes.sizeof(table.Leaf)
+        self._map = mmap.mmap(table.get_fd(), self._size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+
+    def __setitem__(self, id_: int, value: bool) -> None:
+        self._map[id_] = 1 if value else 0
+
+    def __getitem__(self, id_: int) -> bool:
+        return self._map[id_] != 0
+
+    def close(self) -> None:
+        self._map.close()
+
+
+def release_compiler_memory() -> None:
+    """Gives back what compiling the BPF program left behind: freed heap
+    (malloc_trim) and the pages of clang/LLVM and bcc's own code
+    (MADV_PAGEOUT on their mappings).  Nothing is lost: pages come back from
+    the files if ever touched again (MADV_PAGEOUT never drops a dirty private
+    page; with no swap such pages stay)."""
+    gc.collect()
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.malloc_trim(0)
+    libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split(maxsplit=5)
+            if len(fields) == 6 and COMPILER_OBJECTS.search(fields[5]):
+                start, end = (int(x, 16) for x in fields[0].split("-"))
+                libc.madvise(start, end - start, MADV_PAGEOUT)  # best effort: old kernels say EINVAL
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
 class Capture:
     def __init__(self, config: CaptureConfig, on_batch: Callable[[list[bytes]], None]):
         self.config = config
         self.on_batch = on_batch
         self.stats = CaptureStats()
         self._bpf = None
+        self._tracked: IdFlags | None = None
+        self._cri_holders: IdFlags | None = None
         self._batch: list[bytes] = []
         self._lost_seen: dict[int, int] = {}
+        self._lost_total_seen = 0
+        self._interrupt = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._idle_poll: select.poll | None = None  # ring buffer wake-ups or interrupt
+        self._busy_poll = select.poll()              # interrupt only
+        self._busy_poll.register(self._interrupt, select.POLLIN)
+        # CLOCK_MONOTONIC just before the last drain began: every event the
+        # kernel stamped before it has been handed to on_batch (daemon mode
+        # takes pod starts as over only up to here).
+        self.drained_through_ns = 0
 
     # ---- lifecycle ---------------------------------------------------------
 
@@ -110,8 +181,14 @@ class Capture:
         from bcc import BPF  # the only bcc import outside kernel feature probes
 
         self._bpf = BPF(src_file=str(BPF_SOURCE).encode(), cflags=bpf_cflags(self.config))
+        self.stats.rss_after_load_mb = _rss_mb()
+        release_compiler_memory()
+        self.stats.rss_after_release_mb = _rss_mb()
+        self._tracked = IdFlags(self._bpf[b"tracked"])
+        self._cri_holders = IdFlags(self._bpf[b"cri_tgids"])
         self._configure_filters()
         self._bpf[b"events"].open_ring_buffer(self._on_event)
+        self._idle_poll = self._wakeup_poll()
         self._self_check()
         processes = scan_proc()
         snapshot = self._seed_runtime_processes(processes) + self._seed_cri_sockets(processes)
@@ -120,8 +197,37 @@ class Capture:
 
     def close(self) -> None:
         if self._bpf is not None:
+            for flags in (self._tracked, self._cri_holders):
+                if flags is not None:
+                    flags.close()
+            self._tracked = self._cri_holders = None
             self._bpf.cleanup()
             self._bpf = None
+        if self._interrupt >= 0:
+            os.close(self._interrupt)
+            self._interrupt = -1
+
+    def _wakeup_poll(self) -> select.poll | None:
+        """A poll set that wakes on the ring buffer's wake-ups (the kernel side
+        asks for one with each exec and exit event: a pod start begins with
+        one) and on interrupt(); None if libbpf's epoll fd is out of reach."""
+        try:
+            libbpf = ctypes.CDLL(ctypes.util.find_library("bpf") or "libbpf.so.1")
+            libbpf.ring_buffer__epoll_fd.argtypes = (ctypes.c_void_p,)
+            epoll_fd = libbpf.ring_buffer__epoll_fd(self._bpf._ringbuf_manager)
+        except (OSError, AttributeError):
+            return None
+        if epoll_fd < 0:
+            return None
+        poll = select.poll()
+        poll.register(epoll_fd, select.POLLIN)
+        poll.register(self._interrupt, select.POLLIN)
+        return poll
+
+    def interrupt(self) -> None:
+        """Ends run()'s current wait at once (after setting its stop event)."""
+        if self._interrupt >= 0:
+            os.eventfd_write(self._interrupt, 1)
 
     def _configure_filters(self) -> None:
         comms = self._bpf[b"runtime_comms"]
@@ -144,37 +250,57 @@ class Capture:
 
     def drain(self) -> int:
         """Consumes what the ring buffer holds; returns how many events."""
+        drained_through = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
         self._bpf.ring_buffer_consume()
         batch, self._batch = self._batch, []
-        self.on_batch(batch)  # also when empty: time moves the reorder window
+        self.on_batch(batch)  # also when empty: the loss check runs on it
+        self.drained_through_ns = drained_through  # once on_batch has them
         return len(batch)
 
     def run(self, stop: threading.Event) -> None:
-        """Drains on a short timer (the kernel side does not wake us per event)."""
-        next_rescan = time.monotonic() + LISTENER_RESCAN_S
+        """Drains on a timer (the kernel side does not wake us per event):
+        every `drain_interval_s` while events arrive.  After an empty drain
+        the wait doubles, up to `idle_drain_interval_s`, so that an idle
+        node costs a few wake-ups a second; while idle, an exec or exit
+        event (the kernel side asks for a wake-up with those) ends the wait
+        at once, so a pod start's first events, and the runc bundles that
+        must be read while they exist, are not kept waiting."""
+        interval = self.config.drain_interval_s
         while not stop.is_set():
-            self.drain()
-            if time.monotonic() >= next_rescan:
-                # a runtime that restarts listens on a new socket inode
-                self._register_listeners(cri_listeners(list(self.config.cri_sockets)))
-                next_rescan = time.monotonic() + LISTENER_RESCAN_S
-            stop.wait(self.config.drain_interval_s)
+            if self.drain() or self._idle_poll is None:
+                interval = self.config.drain_interval_s
+                poll = self._busy_poll
+            else:
+                interval = min(2 * interval, self.config.idle_drain_interval_s)
+                poll = self._idle_poll
+            if any(fd == self._interrupt for fd, _ in poll.poll(interval * 1000)):
+                os.eventfd_read(self._interrupt)
         self.drain()
 
     def new_losses(self) -> dict[int, int]:
-        """Events lost in the kernel since the last call, by event type."""
+        """Events lost in the kernel since the last call, by event type.
+
+        Reads one counter (all types); the per-type counters only when it moved."""
+        total = sum(self._bpf[b"lost"][ctypes.c_int(LOST_ALL_TYPES)])
+        if total == self._lost_total_seen:
+            return {}
+        self._lost_total_seen = total
         totals: dict[int, int] = {}
         for etype, per_cpu in self._bpf[b"lost"].items():
-            total = sum(per_cpu)
-            if total:
-                totals[etype.value] = total
+            count = sum(per_cpu)
+            if count and etype.value != LOST_ALL_TYPES:
+                totals[etype.value] = count
         fresh = {t: n - self._lost_seen.get(t, 0) for t, n in totals.items() if n > self._lost_seen.get(t, 0)}
         self._lost_seen = totals
         self.stats.lost_by_type = totals
+        return fresh
+
+    def read_kernel_stats(self) -> dict[str, int]:
+        """The kernel side's counters (CaptureStats.kernel_stats), read now."""
         self.stats.kernel_stats = {
             STAT_NAMES.get(k.value, str(k.value)): sum(v) for k, v in self._bpf[b"stats"].items() if sum(v)
         }
-        return fresh
+        return self.stats.kernel_stats
 
     # ---- self-check --------------------------------------------------------
 
@@ -184,9 +310,8 @@ class Capture:
         Offsets from BTF are trusted only once the values they produce agree
         with what the kernel reports through /proc for this very process.
         """
-        tracked = self._bpf[b"tracked"]
-        me = ctypes.c_uint32(os.getpid())
-        tracked[me] = ctypes.c_uint8(1)
+        me = os.getpid()
+        self._tracked[me] = True
         try:
             libc = ctypes.CDLL(None, use_errno=True)
             libc.unshare(0)
@@ -205,7 +330,7 @@ class Capture:
                 self._batch = others
                 time.sleep(0.005)
         finally:
-            del tracked[me]
+            self._tracked[me] = False
         if sample is None:
             raise SelfCheckError("self-check: no event arrived from our own unshare(0)")
         problems = compare_with_proc(sample.header)
@@ -228,32 +353,28 @@ class Capture:
                 continue
             seeded.append(pid)
             stack.extend(children.get(pid, []))
-        tracked = self._bpf[b"tracked"]
         snapshot = []
         now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
         for pid in sorted(seeded, key=lambda p: processes[p].start_ns):
-            tracked[ctypes.c_uint32(pid)] = ctypes.c_uint8(1)
+            self._tracked[pid] = True
             snapshot.append(processes[pid].snapshot_event(now, processes))
         self.stats.seeded_processes = len(seeded)
         return snapshot
 
-    def _register_listeners(self, listeners: set[int]) -> None:
-        table = self._bpf[b"cri_listeners"]
-        for inode in listeners:
-            table[ctypes.c_uint64(inode)] = ctypes.c_uint8(1)
-
     def _seed_cri_sockets(self, processes: dict[int, "ProcInfo"]) -> list[bytes]:
         """Watches the runtime sockets; returns snapshot events for the
-        connections that are already open (kubelet's, typically)."""
+        connections that are already open (kubelet's, typically).
+
+        Listening sockets need no seeding: the kernel side recognises them
+        at accept by the path they are bound to."""
         paths = self._bpf[b"cri_paths"]
         for path in self.config.cri_sockets:
             for variant in path_variants(path):
                 key = paths.Key()
                 key.path = variant.encode()[:SOCKET_PATH_LEN - 1]
                 paths[key] = ctypes.c_uint8(1)
-        listeners, endpoints = scan_cri_sockets(list(self.config.cri_sockets))
-        self._register_listeners(listeners)
-        table, holders = self._bpf[b"cri_endpoints"], self._bpf[b"cri_tgids"]
+        endpoints = scan_cri_sockets(list(self.config.cri_sockets))
+        table = self._bpf[b"cri_endpoints"]
         now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
         snapshot = []
         for existing in endpoints:
@@ -261,7 +382,7 @@ class Capture:
             leaf = table.Leaf()
             leaf.inode, leaf.peer_inode, leaf.fd, leaf.side = existing.inode, existing.peer_inode, existing.fd, side
             table[ctypes.c_uint64(existing.inode)] = leaf
-            holders[ctypes.c_uint32(existing.pid)] = ctypes.c_uint8(1)
+            self._cri_holders[existing.pid] = True
             if existing.pid in processes:
                 snapshot.append(_socket_snapshot(existing, side, processes[existing.pid], now))
         self.stats.seeded_cri_endpoints = len(endpoints)

@@ -91,7 +91,9 @@ class Recorder:
         on a node that then goes quiet are not left out of its trace.
         """
         with self._lock:
-            now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+            # Only up to the last drain: events stamped since then may still
+            # sit in the ring buffer, and a start is not over before them.
+            now = self.capture.drained_through_ns or time.clock_gettime_ns(time.CLOCK_MONOTONIC)
             self.pipeline.flush(now_ktime_ns=now)
             return self.pipeline.take_finished_traces(now, quiet_ns, max_age_ns)
 
@@ -101,11 +103,13 @@ class Recorder:
         Lets the daemon export the last pod starts before detaching."""
         self.stop_requested_at = time.monotonic()
         self._stop.set()
+        self.capture.interrupt()
         if self._thread is not None:
             self._thread.join()
         self.stopped_at = time.monotonic()
         with self._lock:
             self.pipeline.note_lost(self.capture.new_losses(), time.clock_gettime_ns(time.CLOCK_MONOTONIC))
+            self.capture.read_kernel_stats()
             self.pipeline.flush(everything=True)
 
     def stop(self, build: bool = True, detach: bool = True) -> list[Trace]:

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 UDIAG_SHOW_NAME = 0x1
 UDIAG_SHOW_PEER = 0x4
 TCP_ESTABLISHED = 1
-TCP_LISTEN = 10
 _SOCKET_LINK = re.compile(r"^socket:\[(\d+)\]$")
 
 
@@ -98,24 +97,16 @@ def _wanted(paths: list[str]) -> set[str]:
     return {variant for path in paths for variant in path_variants(path)}
 
 
-def _listeners(sockets: list[UnixSocket], wanted: set[str]) -> set[int]:
-    return {s.inode for s in sockets if s.path in wanted and s.state == TCP_LISTEN}
-
-
-def cri_listeners(paths: list[str]) -> set[int]:
-    """The listening inodes of the runtime sockets (cheap: no /proc walk)."""
-    return _listeners(unix_sockets(), _wanted(paths))
-
-
-def scan_cri_sockets(paths: list[str]) -> tuple[set[int], list[ExistingEndpoint]]:
-    """The listening inodes of the runtime sockets, and every open endpoint.
+def scan_cri_sockets(paths: list[str]) -> list[ExistingEndpoint]:
+    """Every open endpoint of a connection to one of the runtime sockets.
 
     A server end is an accepted socket that carries the listener's path; its
-    peer is the client end, which has no path of its own.
+    peer is the client end, which has no path of its own.  (Listening
+    sockets need no scan: the BPF side reads the path a socket is bound to
+    when it accepts.)
     """
     wanted = _wanted(paths)
     sockets = unix_sockets()
-    listeners = _listeners(sockets, wanted)
     servers = [s for s in sockets if s.path in wanted and s.state == TCP_ESTABLISHED]
     inodes = {s.inode for s in servers} | {s.peer_inode for s in servers if s.peer_inode}
     holders = socket_holders(inodes)
@@ -127,4 +118,4 @@ def scan_cri_sockets(paths: list[str]) -> tuple[set[int], list[ExistingEndpoint]
         if server.peer_inode in holders:
             pid, fd = holders[server.peer_inode]
             endpoints.append(ExistingEndpoint(server.peer_inode, server.inode, "client", server.path, pid, fd))
-    return listeners, endpoints
+    return endpoints
