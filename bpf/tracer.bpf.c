@@ -998,14 +998,16 @@ static __always_inline __u32 emit_segments(struct socket_data_event *event, __u6
 /* A vectored read or write (grpc-core sends one iovec per header field)
  * gathered into one segment of at most SOCKET_GATHER_LEN bytes.  Every
  * turn of the loop either copies one iovec and goes on, or stops: one path
- * through the loop, which keeps the verifier's work linear in its length. */
+ * through the loop, which keeps the verifier's work linear in its length.
+ * A bounded loop, not unrolled: unrolling its 64 turns cost ~0.2 s of
+ * compiling at every start, for ~40 ms less verifying. */
 static __always_inline __u32 emit_gathered(struct socket_data_event *event, __u64 iov_array, __u64 iov_count,
 					   __u32 total)
 {
 	__u64 used = 0;
 	__u32 size;
 
-#pragma unroll
+#pragma clang loop unroll(disable)
 	for (int j = 0; j < SOCKET_MAX_IOV; j++) {
 		struct { __u64 base; __u64 len; } iov = {};
 		__u64 take;

@@ -3,7 +3,7 @@
 kubelet opens its connection to the runtime once and keeps it, so the
 connect(2)/accept(2) that the BPF programs watch for happened long ago.
 The kernel still knows every unix socket, its bound path and its peer
-(sock_diag, read here with pyroute2), and /proc says which process holds
+(sock_diag, read with tracer/netlink.py), and /proc says which process holds
 which socket.  From that we seed the in-kernel maps and record one
 snapshot event per existing endpoint.
 """
@@ -59,18 +59,10 @@ class ExistingEndpoint:
 
 
 def unix_sockets() -> list[UnixSocket]:
-    from pyroute2 import DiagSocket  # netlink sock_diag
+    from tracer.netlink import unix_sockets as diag_unix_sockets  # netlink sock_diag
 
-    found = []
-    with DiagSocket() as diag:
-        diag.bind()
-        for message in diag.get_sock_stats(family=socket.AF_UNIX, states=0xFFFFFFFF,
-                                           show=UDIAG_SHOW_NAME | UDIAG_SHOW_PEER):
-            attrs = dict(message["attrs"])
-            found.append(UnixSocket(message["udiag_ino"], attrs.get("UNIX_DIAG_PEER", 0),
-                                    normalize_socket_path(attrs.get("UNIX_DIAG_NAME", "") or ""),
-                                    message["udiag_state"]))
-    return found
+    return [UnixSocket(inode, peer, normalize_socket_path(name), state)
+            for inode, peer, name, state in diag_unix_sockets()]
 
 
 def socket_holders(inodes: set[int]) -> dict[int, tuple[int, int]]:
