@@ -83,8 +83,8 @@ STATES = ("off", "on", "floor")
 def interleaved(bed: Testbed, config: dict, tracers: list[RecordingTracer], resources: dict) -> dict:
     """(a), (b), (c) and the idle figure of (e): rounds of tracer-off and tracer-on phases,
     alternating which comes first; each on phase starts and stops its own tracer.  Each
-    round also has a "floor" phase (fork+exec and pipe only): empty raw sys_enter/sys_exit
-    programs in place of the tracer, the least any program on those hooks costs."""
+    round also has a "floor" phase: empty raw sys_enter/sys_exit programs in place of the
+    tracer, the least any program on those hooks costs."""
     samples = {state: {"pod_ms": [], "fork_s": [], "pipe_s": []} for state in STATES}
     rounds, pods_per_round = config["rounds"], config["pods"] // config["rounds"]
     extra = config["pods"] % config["rounds"]
@@ -92,15 +92,8 @@ def interleaved(bed: Testbed, config: dict, tracers: list[RecordingTracer], reso
         pods_this_round = pods_per_round + (1 if index < extra else 0)
         order = STATES[index % 3:] + STATES[:index % 3]
         for state in (order if index % 2 == 0 else order[::-1]):
-            if state == "floor":
-                floor = FloorPrograms()
-                try:
-                    samples[state]["fork_s"].append(workloads.fork_exec(config["fork_execs"]))
-                    samples[state]["pipe_s"].append(workloads.pipe_rw(config["pipe_roundtrips"]))
-                finally:
-                    floor.stop()
-                continue
             tracer = RecordingTracer(bed.socket).start() if state == "on" else None
+            floor = FloorPrograms() if state == "floor" else None
             started = []
             try:
                 if tracer is not None:
@@ -123,6 +116,8 @@ def interleaved(bed: Testbed, config: dict, tracers: list[RecordingTracer], reso
             finally:
                 if tracer is not None:
                     tracer.stop(signal.SIGINT if index % 2 == 0 else signal.SIGTERM)
+                if floor is not None:
+                    floor.stop()
                 stop_pods(bed, started)
     result = {}
     for name, key in (("pod_start", "pod_ms"), ("fork_exec", "fork_s"), ("pipe_rw", "pipe_s")):
@@ -333,8 +328,9 @@ def table(report: dict) -> str:
                  f"fork+exec off {inter['fork_exec']['off_median']} s, on {inter['fork_exec']['on_median']} s; "
                  f"pipe off {inter['pipe_rw']['off_median']} s, on {inter['pipe_rw']['on_median']} s")
     if "floor_ratio" in inter["pipe_rw"]:
-        lines.append(f"  floor (empty raw sys_enter+sys_exit programs, no tracer): fork+exec "
-                     f"{inter['fork_exec']['floor_ratio']}, pipe {inter['pipe_rw']['floor_ratio']}")
+        lines.append(f"  floor (empty raw sys_enter+sys_exit programs, no tracer), on/off: pod start "
+                     f"{inter['pod_start']['floor_ratio']}, fork+exec {inter['fork_exec']['floor_ratio']}, "
+                     f"pipe {inter['pipe_rw']['floor_ratio']}")
     res = report["resources"]
     if res.get("rss_after_attach_mb"):
         lines.append(f"  tracer RSS right after attach {max(res['rss_after_attach_mb'])} MB (max)")

@@ -9,7 +9,6 @@ snapshot events), and hands raw event bytes to a callback in batches.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import gc
 import mmap
 import os
@@ -212,7 +211,10 @@ class Capture:
         asks for one with each exec and exit event: a pod start begins with
         one) and on interrupt(); None if libbpf's epoll fd is out of reach."""
         try:
-            libbpf = ctypes.CDLL(ctypes.util.find_library("bpf") or "libbpf.so.1")
+            # bcc's libbcc links libbpf.so.1, so it is loaded already.  (Not
+            # ctypes.util.find_library: it forks ldconfig, and a fork in a
+            # process where grpc runs upsets grpc's poller.)
+            libbpf = ctypes.CDLL("libbpf.so.1")
             libbpf.ring_buffer__epoll_fd.argtypes = (ctypes.c_void_p,)
             epoll_fd = libbpf.ring_buffer__epoll_fd(self._bpf._ringbuf_manager)
         except (OSError, AttributeError):
