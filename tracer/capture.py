@@ -146,11 +146,14 @@ def _rss_mb() -> float:
 
 
 class Capture:
-    def __init__(self, config: CaptureConfig, on_batch: Callable[[list[bytes]], None]):
+    def __init__(self, config: CaptureConfig, on_batch: Callable[[list[bytes]], None] | None = None):
         self.config = config
-        self.on_batch = on_batch
+        self.on_batch = on_batch  # set before start() when not given here
         self.stats = CaptureStats()
         self._bpf = None
+        self._loader: threading.Thread | None = None
+        self._load_error: BaseException | None = None
+        self._load_began = 0.0
         self._tracked: IdFlags | None = None
         self._cri_holders: IdFlags | None = None
         self._batch: list[bytes] = []
@@ -167,13 +170,22 @@ class Capture:
 
     # ---- lifecycle ---------------------------------------------------------
 
-    def start(self) -> list[bytes]:
-        """Compiles, loads, attaches, self-checks and seeds.
+    def begin_load(self) -> None:
+        """Starts compiling, loading and attaching the programs in a thread
+        of its own, so that what the caller does meanwhile (importing the
+        rest of the tracer, say) overlaps the second or so of compiling:
+        bcc's compiler runs without the GIL.  start() waits for it."""
+        self._load_began = time.monotonic()
+        self._loader = threading.Thread(target=self._load_in_thread, name="tracer-bpf-load", daemon=True)
+        self._loader.start()
 
-        Returns snapshot events (raw bytes) for the runtime processes that
-        already run; they belong at the start of the stream.
-        """
-        started = time.monotonic()
+    def _load_in_thread(self) -> None:
+        try:
+            self._load()
+        except BaseException as error:  # re-raised by start(), in the caller's thread
+            self._load_error = error
+
+    def _load(self) -> None:
         # bcc picks its tracefs path at import time: mount first, then import.
         kernel.mount_tracing_filesystems()
         kernel.prepare_headers()
@@ -185,6 +197,23 @@ class Capture:
         self.stats.rss_after_release_mb = _rss_mb()
         self._tracked = IdFlags(self._bpf[b"tracked"])
         self._cri_holders = IdFlags(self._bpf[b"cri_tgids"])
+
+    def start(self) -> list[bytes]:
+        """Compiles, loads, attaches (or waits for begin_load() to have),
+        self-checks and seeds.
+
+        Returns snapshot events (raw bytes) for the runtime processes that
+        already run; they belong at the start of the stream.
+        """
+        if self._loader is None:
+            started = time.monotonic()
+            self._load()
+        else:
+            started = self._load_began
+            self._loader.join()
+            self._loader = None
+            if self._load_error is not None:
+                raise self._load_error
         self._configure_filters()
         self._bpf[b"events"].open_ring_buffer(self._on_event)
         self._idle_poll = self._wakeup_poll()

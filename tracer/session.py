@@ -37,12 +37,15 @@ class LiveStatus:
 class Recorder:
     """Owns the capture thread; everything else happens in that thread."""
 
-    def __init__(self, config: RecordConfig):
+    def __init__(self, config: RecordConfig, capture: Capture | None = None):
+        """`capture`: one made beforehand (of config.capture), e.g. to have
+        begun loading its programs while the caller was still importing."""
         self.config = config
         self.clock = Clock.measure()
         self._writer = RecordingWriter(config.raw_path) if config.raw_path else None
         self.pipeline = Pipeline(self.clock, config.node_name, Enricher(), self._writer)
-        self.capture = Capture(config.capture, self._on_batch)
+        self.capture = capture if capture is not None else Capture(config.capture)
+        self.capture.on_batch = self._on_batch
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
