@@ -65,20 +65,31 @@ def _program_name(prog_id: int) -> str:
 
 
 def program_stats(pid: int) -> dict[str, dict[str, int]]:
-    """name → {"run_cnt", "run_time_ns"} for every BPF program `pid` holds."""
-    found: dict[str, dict[str, int]] = {}
+    """name → {"run_cnt", "run_time_ns"} for every BPF program `pid` holds.
+
+    A program attached to a raw tracepoint is named after it (from its
+    link's fdinfo); others by their kernel name, which keeps 15 characters."""
+    programs: dict[int, dict[str, int]] = {}
+    attached_to: dict[int, str] = {}
     for fd in os.listdir(f"/proc/{pid}/fd"):
         try:
-            if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:bpf-prog":
+            kind = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if kind not in ("anon_inode:bpf-prog", "anon_inode:bpf_link"):
                 continue
             with open(f"/proc/{pid}/fdinfo/{fd}") as f:
                 info = dict(re.findall(r"^(\w+):\s+(\S+)", f.read(), re.MULTILINE))
         except OSError:
             continue
         prog_id = int(info.get("prog_id", 0))
-        name = _program_name(prog_id)  # the kernel keeps 15 characters: names can collide
-        found[name if name not in found else f"{name} (id {prog_id})"] = {
-            "run_cnt": int(info.get("run_cnt", 0)), "run_time_ns": int(info.get("run_time_ns", 0))}
+        if kind == "anon_inode:bpf_link":
+            if "tp_name" in info:
+                attached_to[prog_id] = info["tp_name"]
+            continue
+        programs[prog_id] = {"run_cnt": int(info.get("run_cnt", 0)), "run_time_ns": int(info.get("run_time_ns", 0))}
+    found: dict[str, dict[str, int]] = {}
+    for prog_id, stats in programs.items():
+        name = attached_to.get(prog_id) or _program_name(prog_id)
+        found[name if name not in found else f"{name} (id {prog_id})"] = stats
     return found
 
 
