@@ -81,7 +81,7 @@ struct cni_prefix {
 	char prefix[CNI_PREFIX_LEN];
 };
 
-/* Syscall arguments kept from sys_enter_* to sys_exit_*, so that one event
+/* Syscall arguments kept from a syscall's entry to its exit, so that one event
  * carries both the arguments and the result. */
 struct pending_syscall {
 	__u64 args[4];
@@ -937,6 +937,8 @@ static __always_inline void enter_close(const void *regs)
 	submit(&event, sizeof(event), EVENT_SOCKET_CLOSE);
 }
 
+/* A read or write by a process that holds a CRI connection (the caller
+ * checked): kept for the exit if the fd is one of the endpoints. */
 static __always_inline void remember_io(__u32 fd, __u64 buffer, __u64 count, __u8 vectored,
 					__u8 direction, __u16 syscall)
 {
