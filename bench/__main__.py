@@ -20,7 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import workloads
+from bench import bpfstats, workloads
+from bench.floor import FloorPrograms
 from bench.pods import APP_EXECUTABLE, start_latency_ms, start_pods, stop_pods
 from bench.process import CpuWindow, RecordingTracer, rss_mb, tracer_command
 from tracer.files import write_private
@@ -77,16 +78,24 @@ def open_testbed(wait_s: float = 1800) -> Testbed:
             time.sleep(10)
 
 
+STATES = ("off", "on", "floor")
+
+
 def interleaved(bed: Testbed, config: dict, tracers: list[RecordingTracer], resources: dict) -> dict:
     """(a), (b), (c) and the idle figure of (e): rounds of tracer-off and tracer-on phases,
-    alternating which comes first; each on phase starts and stops its own tracer."""
-    samples = {state: {"pod_ms": [], "fork_s": [], "pipe_s": []} for state in ("off", "on")}
+    alternating which comes first; each on phase starts and stops its own tracer.  Each
+    round also has a "floor" phase: empty raw sys_enter/sys_exit programs in place of the
+    tracer, the least any program on those hooks costs."""
+    samples = {state: {"pod_ms": [], "fork_s": [], "pipe_s": []} for state in STATES}
     rounds, pods_per_round = config["rounds"], config["pods"] // config["rounds"]
     extra = config["pods"] % config["rounds"]
     for index in range(rounds):
         pods_this_round = pods_per_round + (1 if index < extra else 0)
-        for state in (("off", "on") if index % 2 == 0 else ("on", "off")):
+        order = STATES[index % 3:] + STATES[:index % 3]
+        for state in (order if index % 2 == 0 else order[::-1]):
             tracer = RecordingTracer(bed.socket).start() if state == "on" else None
+            floor = FloorPrograms() if state == "floor" else None
+            started = []
             try:
                 if tracer is not None:
                     tracers.append(tracer)
@@ -108,6 +117,8 @@ def interleaved(bed: Testbed, config: dict, tracers: list[RecordingTracer], reso
             finally:
                 if tracer is not None:
                     tracer.stop(signal.SIGINT if index % 2 == 0 else signal.SIGTERM)
+                if floor is not None:
+                    floor.stop()
                 stop_pods(bed, started)
     result = {}
     for name, key in (("pod_start", "pod_ms"), ("fork_exec", "fork_s"), ("pipe_rw", "pipe_s")):
@@ -115,6 +126,10 @@ def interleaved(bed: Testbed, config: dict, tracers: list[RecordingTracer], reso
         result[name] = {"off_median": round(off, 4), "on_median": round(on, 4), "ratio": round(on / off, 4),
                         "off": [round(v, 4) for v in samples["off"][key]],
                         "on": [round(v, 4) for v in samples["on"][key]]}
+        if samples["floor"][key]:
+            floor = median(samples["floor"][key])
+            result[name].update(floor_median=round(floor, 4), floor_ratio=round(floor / off, 4),
+                                floor=[round(v, 4) for v in samples["floor"][key]])
     result["pod_start"]["unit"], result["fork_exec"]["unit"], result["pipe_rw"]["unit"] = "ms", "s", "s"
     result["fork_exec"]["per_run"], result["pipe_rw"]["per_run"] = config["fork_execs"], config["pipe_roundtrips"]
     return result
@@ -140,6 +155,29 @@ def busy(bed: Testbed, config: dict, tracers: list[RecordingTracer], resources: 
     finally:
         tracer.stop()
         stop_pods(bed, started)
+
+
+def bpf_profile(bed: Testbed, config: dict, tracers: list[RecordingTracer]) -> dict:
+    """Where the kernel side's time goes: each BPF program's run count and average
+    run time (kernel.bpf_stats_enabled, held only for this phase) while the tracer
+    watches pods start and the unrelated workloads run.  The floor's empty programs
+    run alongside: their average is what the counting itself adds to every run."""
+    tracer = RecordingTracer(bed.socket).start()
+    tracers.append(tracer)
+    floor = FloorPrograms()
+    pods = []
+    try:
+        with bpfstats.run_stats():
+            before = {"tracer": bpfstats.program_stats(tracer.pid), "floor": bpfstats.program_stats(floor.process.pid)}
+            workloads.pipe_rw(config["pipe_roundtrips"] // 5)
+            workloads.fork_exec(config["fork_execs"] // 5)
+            pods = start_pods(bed, "profile", config["batch"])
+            after = {"tracer": bpfstats.program_stats(tracer.pid), "floor": bpfstats.program_stats(floor.process.pid)}
+    finally:
+        floor.stop()
+        tracer.stop()
+        stop_pods(bed, pods)
+    return {who: bpfstats.difference(before[who], after[who]) for who in before}
 
 
 def burst(bed: Testbed, count: int, work: Path, tracers: list[RecordingTracer], resources: dict) -> dict:
@@ -290,6 +328,16 @@ def table(report: dict) -> str:
     lines.append(f"  pod start median off {inter['pod_start']['off_median']} ms, on {inter['pod_start']['on_median']} ms; "
                  f"fork+exec off {inter['fork_exec']['off_median']} s, on {inter['fork_exec']['on_median']} s; "
                  f"pipe off {inter['pipe_rw']['off_median']} s, on {inter['pipe_rw']['on_median']} s")
+    if "floor_ratio" in inter["pipe_rw"]:
+        lines.append(f"  floor (empty raw sys_enter+sys_exit programs, no tracer), on/off: pod start "
+                     f"{inter['pod_start']['floor_ratio']}, fork+exec {inter['fork_exec']['floor_ratio']}, "
+                     f"pipe {inter['pipe_rw']['floor_ratio']}")
+    res = report["resources"]
+    if res.get("rss_after_attach_mb"):
+        lines.append(f"  tracer RSS right after attach {max(res['rss_after_attach_mb'])} MB (max)")
+    for who, programs in report.get("bpf_profile", {}).items():
+        ran = ", ".join(f"{name} {p['avg_ns']} ns ×{p['run_cnt']}" for name, p in programs.items() if p["run_cnt"])
+        lines.append(f"  BPF programs ({who}): {ran or 'none ran'}")
     busy_ = report["resources"]["busy"]
     lines.append(f"  busy: {busy_['pods']} pods at {busy_['pods_per_s']}/s, tracer {busy_['cpu_s']} s CPU "
                  f"in {busy_['wall_s']} s; burst: {report['burst']['complete']}/{report['burst']['pods']} "
@@ -320,6 +368,7 @@ def run(config: dict, bed: Testbed) -> dict:
         with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
             work = Path(tmp)
             report["interleaved"] = interleaved(bed, config, tracers, resources)
+            report["bpf_profile"] = bpf_profile(bed, config, tracers)
             busy(bed, config, tracers, resources)
             report["burst"] = burst(bed, config["burst"], work, tracers, resources)
             report["export"] = export_latency(bed, config["export_pods"], work)

@@ -74,12 +74,17 @@ class RecordingTracer:
         started = time.monotonic()
         self.process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
                                         preexec_fn=_default_sigint)
-        first_line = self.process.stderr.readline()
+        before = []  # a library's warning may come first
+        line = self.process.stderr.readline()
+        while line and not line.startswith("recording"):
+            before.append(line)
+            line = self.process.stderr.readline()
         self.attach_s = time.monotonic() - started
-        if not first_line.startswith("recording"):
+        self.stderr = "".join(before)
+        if not line:
             self.process.kill()
             rest = self.process.communicate()[1]
-            raise RuntimeError(f"tracer did not start: {first_line}{rest}")
+            raise RuntimeError(f"tracer did not start: {self.stderr}{rest}")
         return self
 
     @property
@@ -89,7 +94,8 @@ class RecordingTracer:
     def stop(self, sig: int = signal.SIGINT) -> str:
         stopped = time.monotonic()
         self.process.send_signal(sig)
-        _, self.stderr = self.process.communicate(timeout=120)
+        _, rest = self.process.communicate(timeout=120)
+        self.stderr += rest
         self.detach_s = time.monotonic() - stopped
         if self.process.returncode != 0:
             raise RuntimeError(f"tracer exited with {self.process.returncode}: {self.stderr}")

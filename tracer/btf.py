@@ -384,18 +384,53 @@ class Btf:
         """Size in bytes of a named struct, union, typedef, enum or base type."""
         return self.type_size(self.find(name, _SIZED_KINDS))
 
+    def enumerator_value(self, enumerator: str) -> int:
+        """Value of ``enumerator`` in whichever enum declares it, named or
+        anonymous (``MM_ANONPAGES`` lives in an anonymous enum)."""
+        for type_id in range(1, len(self._starts)):
+            i, kind, vlen, signed, _ = self._record(type_id)
+            if kind not in _ENUM_KINDS:
+                continue
+            stride = 2 if kind == BtfKind.ENUM else 3
+            for j in range(i + 3, i + 3 + stride * vlen, stride):
+                if self._string(self._words[j]) == enumerator:
+                    return self._enumerator_at(kind, signed, j)
+        raise BtfLookupError(f"no enumerator {enumerator!r} in BTF")
+
+    def _enumerator_at(self, kind: BtfKind, signed: bool, j: int) -> int:
+        words = self._words
+        if kind == BtfKind.ENUM:
+            value, bits = words[j + 1], 32
+        else:
+            value, bits = words[j + 1] | (words[j + 2] << 32), 64
+        if signed and value >> (bits - 1):
+            value -= 1 << bits
+        return value
+
+    def tracepoint_arg_count(self, tracepoint: str) -> int:
+        """How many arguments a raw tracepoint hands to BPF (``ctx->args[]``),
+        from its ``btf_trace_<name>`` typedef: a pointer to a function whose
+        first parameter is the probe's private data, not an argument."""
+        pointer = self.resolve(self.find(f"btf_trace_{tracepoint}", (BtfKind.TYPEDEF,)))
+        if not pointer or self.kind(pointer) != BtfKind.PTR:
+            raise BtfLookupError(f"btf_trace_{tracepoint} is not a function pointer")
+        proto = self.resolve(self._record(pointer)[4])
+        if not proto or self.kind(proto) != BtfKind.FUNC_PROTO:
+            raise BtfLookupError(f"btf_trace_{tracepoint} does not point to a function prototype")
+        return self._record(proto)[2] - 1
+
+    def member_kind(self, struct_name: str, member: str) -> BtfKind:
+        """Kind of a member's type, typedefs and qualifiers stripped."""
+        type_id = self.resolve(self._member_step(self.find(struct_name, _COMPOSITE_KINDS), member)[1])
+        if not type_id:
+            raise BtfLookupError(f"{struct_name}.{member} is void")
+        return self.kind(type_id)
+
     def enum_value(self, enum_name: str, enumerator: str) -> int:
         i, kind, vlen, signed, _ = self._record(self.find(enum_name, _ENUM_KINDS))
         words = self._words
         stride = 2 if kind == BtfKind.ENUM else 3
         for j in range(i + 3, i + 3 + stride * vlen, stride):
-            if self._string(words[j]) != enumerator:
-                continue
-            if kind == BtfKind.ENUM:
-                value, bits = words[j + 1], 32
-            else:
-                value, bits = words[j + 1] | (words[j + 2] << 32), 64
-            if signed and value >> (bits - 1):
-                value -= 1 << bits
-            return value
+            if self._string(words[j]) == enumerator:
+                return self._enumerator_at(kind, signed, j)
         raise BtfLookupError(f"enum {enum_name} has no enumerator {enumerator!r}")

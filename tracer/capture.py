@@ -9,7 +9,11 @@ snapshot events), and hands raw event bytes to a callback in batches.
 from __future__ import annotations
 
 import ctypes
+import gc
+import mmap
 import os
+import re
+import select
 import threading
 import time
 from dataclasses import dataclass, field
@@ -42,7 +46,7 @@ from tracer.offsets import kernel_offsets
 from tracer.preflight import require_tracing
 from tracer.procfs import CLOCK_TICKS, proc_start_ns, read_stat
 from tracer.runtime import DEFAULT_CNI_BIN_DIRS
-from tracer.sockets import ExistingEndpoint, cri_listeners, path_variants, scan_cri_sockets
+from tracer.sockets import ExistingEndpoint, path_variants, scan_cri_sockets
 
 BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
 BPF_SOURCE = BPF_DIR / "tracer.bpf.c"
@@ -52,15 +56,16 @@ CNI_PREFIX_SLOTS = 4
 # comm values (first 15 bytes of the program name) of runtime daemons whose
 # process trees are traced; containers are their descendants.
 RUNTIME_COMMS = ("containerd", "containerd-shim", "runc", "crio", "conmon", "cri-dockerd", "kubelet")
-STAT_NAMES = {0: "tracked_table_full", 1: "syscall_entry_missing", 2: "socket_io_truncated",
-              3: "cri_endpoints_full"}
+STAT_NAMES = {0: "syscall_entry_missing", 1: "socket_io_truncated", 2: "cri_endpoints_full"}
 DEFAULT_CRI_SOCKETS = tuple(kernel.DEFAULT_RUNTIME_SOCKETS.values())
-# How often the runtime sockets are looked at again (a restarted runtime's
-# new listener).
-LISTENER_RESCAN_S = 1.0
-# The in-kernel maps whose entries come and go with processes and sockets
-# (the LRU maps bound themselves).
-WATCHED_MAPS = ("tracked", "cri_endpoints", "cri_tgids", "cri_listeners", "cri_gaps")
+LOST_ALL_TYPES = 0  # the `lost` slot that counts every type
+# Shared objects that only compiling the BPF program uses (bcc's clang/LLVM):
+# their pages are released once the programs are loaded.
+COMPILER_OBJECTS = re.compile(r"/lib(LLVM|clang|bcc|bpfcc)[^/]*\.so")
+MADV_PAGEOUT = 21
+# The in-kernel hash maps whose entries come and go with sockets (the LRU
+# maps bound themselves; the per-id flag arrays are counted by their flags).
+WATCHED_MAPS = ("cri_endpoints", "cri_gaps")
 
 
 class SelfCheckError(RuntimeError):
@@ -70,7 +75,8 @@ class SelfCheckError(RuntimeError):
 @dataclass(frozen=True)
 class CaptureConfig:
     ring_buffer_bytes: int = 32 << 20
-    drain_interval_s: float = 0.01
+    drain_interval_s: float = 0.01       # while events arrive
+    idle_drain_interval_s: float = 0.1   # the longest wait, after empty drains (doubling from the above)
     cni_bin_dirs: tuple[str, ...] = DEFAULT_CNI_BIN_DIRS
     runtime_comms: tuple[str, ...] = RUNTIME_COMMS
     cri_sockets: tuple[str, ...] = DEFAULT_CRI_SOCKETS
@@ -79,6 +85,8 @@ class CaptureConfig:
 @dataclass
 class CaptureStats:
     attach_seconds: float = 0.0
+    rss_after_load_mb: float = 0.0       # before releasing the compiler's memory
+    rss_after_release_mb: float = 0.0
     seeded_processes: int = 0
     seeded_cri_endpoints: int = 0
     lost_by_type: dict[int, int] = field(default_factory=dict)
@@ -90,7 +98,8 @@ class CaptureStats:
 def bpf_cflags(config: CaptureConfig) -> list[str]:
     pages = max(1, config.ring_buffer_bytes // PAGE_SIZE)
     pages = 1 << (pages.bit_length() - 1)  # ring buffers are a power of two pages
-    return [*kernel_offsets().as_cflags(), f"-DRINGBUF_PAGES={pages}", f"-I{BPF_DIR}",
+    return [*kernel_offsets().as_cflags(), f"-DRINGBUF_PAGES={pages}",
+            f"-DTRACER_PAGE_SHIFT={PAGE_SIZE.bit_length() - 1}", f"-I{BPF_DIR}",
             "-Wno-macro-redefined", "-Wno-unused-function"]
 
 
@@ -100,28 +109,98 @@ def final_source(config: CaptureConfig) -> str:
     return f"/* cflags: {flags} */\n" + BPF_SOURCE.read_text()
 
 
+class IdFlags:
+    """A BPF array of one flag byte per process (or thread) id: `struct
+    flags8` elements in a BPF_F_MMAPABLE array, so that byte `id` of the
+    mapping is the flag of `id`.  Userspace sets a flag with one byte store,
+    never a read-modify-write of the 8-byte element, which would race with
+    the kernel setting a neighbour's byte."""
+
+    def __init__(self, table) -> None:
+        self._size = table.max_entries * ctypes.sizeof(table.Leaf)
+        self._map = mmap.mmap(table.get_fd(), self._size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+
+    def __setitem__(self, id_: int, value: bool) -> None:
+        self._map[id_] = 1 if value else 0
+
+    def __getitem__(self, id_: int) -> bool:
+        return self._map[id_] != 0
+
+    def count(self) -> int:
+        """How many ids are flagged."""
+        return self._size - bytes(self._map).count(0)
+
+    def close(self) -> None:
+        self._map.close()
+
+
+def release_compiler_memory() -> None:
+    """Gives back what compiling the BPF program left behind: freed heap
+    (malloc_trim) and the pages of clang/LLVM and bcc's own code
+    (MADV_PAGEOUT on their mappings).  Nothing is lost: pages come back from
+    the files if ever touched again (MADV_PAGEOUT never drops a dirty private
+    page; with no swap such pages stay)."""
+    gc.collect()
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.malloc_trim(0)
+    libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split(maxsplit=5)
+            if len(fields) == 6 and COMPILER_OBJECTS.search(fields[5]):
+                start, end = (int(x, 16) for x in fields[0].split("-"))
+                libc.madvise(start, end - start, MADV_PAGEOUT)  # best effort: old kernels say EINVAL
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
 class Capture:
-    def __init__(self, config: CaptureConfig, on_batch: Callable[[list[bytes]], None]):
+    def __init__(self, config: CaptureConfig, on_batch: Callable[[list[bytes]], None] | None = None):
         self.config = config
-        self.on_batch = on_batch
+        self.on_batch = on_batch  # set before start() when not given here
         self.stats = CaptureStats()
         self._bpf = None
+        self._loader: threading.Thread | None = None
+        self._load_error: BaseException | None = None
+        self._load_began = 0.0
+        self._tracked: IdFlags | None = None
+        self._cri_holders: IdFlags | None = None
         self._batch: list[bytes] = []
         self._lost_seen: dict[int, int] = {}
-        self._listeners: set[int] = set()
-        # Every event stamped before this (monotonic ns) has been handed to
-        # on_batch: the start of the last drain whose batch was processed.
-        self.drained_until_ns = 0
+        self._lost_total_seen = 0
+        self._interrupt = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._idle_poll: select.poll | None = None  # ring buffer wake-ups or interrupt
+        self._busy_poll = select.poll()              # interrupt only
+        self._busy_poll.register(self._interrupt, select.POLLIN)
+        # CLOCK_MONOTONIC just before the last drain began: every event the
+        # kernel stamped before it has been handed to on_batch (daemon mode
+        # takes pod starts as over only up to here).
+        self.drained_through_ns = 0
 
     # ---- lifecycle ---------------------------------------------------------
 
-    def start(self) -> list[bytes]:
-        """Compiles, loads, attaches, self-checks and seeds.
+    def begin_load(self) -> None:
+        """Starts compiling, loading and attaching the programs in a thread
+        of its own, so that what the caller does meanwhile (importing the
+        rest of the tracer, say) overlaps the second or so of compiling:
+        bcc's compiler runs without the GIL.  start() waits for it."""
+        self._load_began = time.monotonic()
+        self._loader = threading.Thread(target=self._load_in_thread, name="tracer-bpf-load", daemon=True)
+        self._loader.start()
 
-        Returns snapshot events (raw bytes) for the runtime processes that
-        already run; they belong at the start of the stream.
-        """
-        started = time.monotonic()
+    def _load_in_thread(self) -> None:
+        try:
+            self._load()
+        except BaseException as error:  # re-raised by start(), in the caller's thread
+            self._load_error = error
+
+    def _load(self) -> None:
         # a clear refusal (CannotTrace) rather than a failure deep in bcc;
         # it also mounts tracefs: bcc picks its tracefs path at import time
         require_tracing()
@@ -129,8 +208,31 @@ class Capture:
         from bcc import BPF  # the only bcc import outside kernel feature probes
 
         self._bpf = BPF(src_file=str(BPF_SOURCE).encode(), cflags=bpf_cflags(self.config))
+        self.stats.rss_after_load_mb = _rss_mb()
+        release_compiler_memory()
+        self.stats.rss_after_release_mb = _rss_mb()
+        self._tracked = IdFlags(self._bpf[b"tracked"])
+        self._cri_holders = IdFlags(self._bpf[b"cri_tgids"])
+
+    def start(self) -> list[bytes]:
+        """Compiles, loads, attaches (or waits for begin_load() to have),
+        self-checks and seeds.
+
+        Returns snapshot events (raw bytes) for the runtime processes that
+        already run; they belong at the start of the stream.
+        """
+        if self._loader is None:
+            started = time.monotonic()
+            self._load()
+        else:
+            started = self._load_began
+            self._loader.join()
+            self._loader = None
+            if self._load_error is not None:
+                raise self._load_error
         self._configure_filters()
         self._bpf[b"events"].open_ring_buffer(self._on_event)
+        self._idle_poll = self._wakeup_poll()
         self._self_check()
         processes = scan_proc()
         snapshot = self._seed_runtime_processes(processes) + self._seed_cri_sockets(processes)
@@ -139,8 +241,40 @@ class Capture:
 
     def close(self) -> None:
         if self._bpf is not None:
+            for flags in (self._tracked, self._cri_holders):
+                if flags is not None:
+                    flags.close()
+            self._tracked = self._cri_holders = None
             self._bpf.cleanup()
             self._bpf = None
+        if self._interrupt >= 0:
+            os.close(self._interrupt)
+            self._interrupt = -1
+
+    def _wakeup_poll(self) -> select.poll | None:
+        """A poll set that wakes on the ring buffer's wake-ups (the kernel side
+        asks for one with each exec and exit event: a pod start begins with
+        one) and on interrupt(); None if libbpf's epoll fd is out of reach."""
+        try:
+            # bcc's libbcc links libbpf.so.1, so it is loaded already.  (Not
+            # ctypes.util.find_library: it forks ldconfig, and a fork in a
+            # process where grpc runs upsets grpc's poller.)
+            libbpf = ctypes.CDLL("libbpf.so.1")
+            libbpf.ring_buffer__epoll_fd.argtypes = (ctypes.c_void_p,)
+            epoll_fd = libbpf.ring_buffer__epoll_fd(self._bpf._ringbuf_manager)
+        except (OSError, AttributeError):
+            return None
+        if epoll_fd < 0:
+            return None
+        poll = select.poll()
+        poll.register(epoll_fd, select.POLLIN)
+        poll.register(self._interrupt, select.POLLIN)
+        return poll
+
+    def interrupt(self) -> None:
+        """Ends run()'s current wait at once (after setting its stop event)."""
+        if self._interrupt >= 0:
+            os.eventfd_write(self._interrupt, 1)
 
     def _configure_filters(self) -> None:
         comms = self._bpf[b"runtime_comms"]
@@ -163,68 +297,57 @@ class Capture:
 
     def drain(self) -> int:
         """Consumes what the ring buffer holds; returns how many events."""
-        started = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        drained_through = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
         self._bpf.ring_buffer_consume()
         batch, self._batch = self._batch, []
-        self.on_batch(batch)  # also when empty: time moves the reorder window
-        self.drained_until_ns = started
+        self.on_batch(batch)  # also when empty: the loss check runs on it
+        self.drained_through_ns = drained_through  # once on_batch has them
         return len(batch)
 
     def run(self, stop: threading.Event) -> None:
-        """Drains on a short timer (the kernel side does not wake us per event)."""
-        next_rescan = time.monotonic() + LISTENER_RESCAN_S
+        """Drains on a timer (the kernel side does not wake us per event):
+        every `drain_interval_s` while events arrive.  After an empty drain
+        the wait doubles, up to `idle_drain_interval_s`, so that an idle
+        node costs a few wake-ups a second; while idle, an exec or exit
+        event (the kernel side asks for a wake-up with those) ends the wait
+        at once, so a pod start's first events, and the runc bundles that
+        must be read while they exist, are not kept waiting."""
+        interval = self.config.drain_interval_s
         while not stop.is_set():
-            self.drain()
-            if time.monotonic() >= next_rescan:
-                self._rescan_sockets()
-                next_rescan = time.monotonic() + LISTENER_RESCAN_S
-            stop.wait(self.config.drain_interval_s)
+            if self.drain() or self._idle_poll is None:
+                interval = self.config.drain_interval_s
+                poll = self._busy_poll
+            else:
+                interval = min(2 * interval, self.config.idle_drain_interval_s)
+                poll = self._idle_poll
+            if any(fd == self._interrupt for fd, _ in poll.poll(interval * 1000)):
+                os.eventfd_read(self._interrupt)
         self.drain()
 
-    def _rescan_sockets(self) -> None:
-        """A runtime that restarts listens on a new socket inode: watch it
-        (and forget the old one), and seed the connections it accepted
-        before we watched it, as at start (kubelet reconnects at once)."""
-        listeners = cri_listeners(list(self.config.cri_sockets))
-        new_listeners = listeners - self._listeners
-        self._register_listeners(listeners)
-        if new_listeners:
-            known = {key.value for key in self._bpf[b"cri_endpoints"].keys()}
-            _, existing = scan_cri_sockets(list(self.config.cri_sockets))
-            fresh = [e for e in existing if e.inode not in known]
-            holders = {e.pid for e in fresh}
-            self._batch.extend(self._register_existing(fresh, {pid: info for pid in holders
-                                                                if (info := proc_info(pid)) is not None}))
-
-    def forget_endpoint(self, inode: int) -> None:
-        """An endpoint whose socket is gone (its process died with it open:
-        the kernel closed it, with no close(2) to see)."""
-        for name in (b"cri_endpoints", b"cri_gaps"):
-            try:
-                del self._bpf[name][ctypes.c_uint64(inode)]
-            except KeyError:
-                pass
-
-    def map_sizes(self) -> dict[str, int]:
-        """Entries in the in-kernel maps that must not grow without bound."""
-        if self._bpf is None:
-            return {}
-        return {f"bpf_{name}": sum(1 for _ in self._bpf[name.encode()].keys()) for name in WATCHED_MAPS}
-
     def new_losses(self) -> dict[int, int]:
-        """Events lost in the kernel since the last call, by event type."""
+        """Events lost in the kernel since the last call, by event type.
+
+        Reads one counter (all types); the per-type counters only when it moved."""
+        total = sum(self._bpf[b"lost"][ctypes.c_int(LOST_ALL_TYPES)])
+        if total == self._lost_total_seen:
+            return {}
+        self._lost_total_seen = total
         totals: dict[int, int] = {}
         for etype, per_cpu in self._bpf[b"lost"].items():
-            total = sum(per_cpu)
-            if total:
-                totals[etype.value] = total
+            count = sum(per_cpu)
+            if count and etype.value != LOST_ALL_TYPES:
+                totals[etype.value] = count
         fresh = {t: n - self._lost_seen.get(t, 0) for t, n in totals.items() if n > self._lost_seen.get(t, 0)}
         self._lost_seen = totals
         self.stats.lost_by_type = totals
+        return fresh
+
+    def read_kernel_stats(self) -> dict[str, int]:
+        """The kernel side's counters (CaptureStats.kernel_stats), read now."""
         self.stats.kernel_stats = {
             STAT_NAMES.get(k.value, str(k.value)): sum(v) for k, v in self._bpf[b"stats"].items() if sum(v)
         }
-        return fresh
+        return self.stats.kernel_stats
 
     def forget_endpoints(self, endpoints: list[tuple[int, int, SocketSide, int, str]], ktime_ns: int) -> list[bytes]:
         """Removes CRI endpoints that were closed without close(2) from the
@@ -234,7 +357,7 @@ class Capture:
         `endpoints`: (inode, peer inode, side, holder tgid, holder comm).  A
         process that exits, or execs with the socket marked O_CLOEXEC, closes
         it without the close(2) that the BPF program watches."""
-        table = self._bpf[b"cri_endpoints"]
+        table, gaps = self._bpf[b"cri_endpoints"], self._bpf[b"cri_gaps"]
         closes = []
         for inode, peer_inode, side, tgid, comm in endpoints:
             fd = 0
@@ -243,6 +366,10 @@ class Capture:
                 del table[ctypes.c_uint64(inode)]
             except KeyError:
                 pass  # not in the kernel's map (its registration was refused or lost)
+            try:
+                del gaps[ctypes.c_uint64(inode)]
+            except KeyError:
+                pass
             header = Header(type=EventType.SOCKET_CLOSE, size=0, cpu=0, ktime_ns=ktime_ns, pid=tgid, tgid=tgid,
                             ppid=0, start_ns=0, parent_start_ns=0, cgroup_id=0, cgroup_v1_id=0, ns=Namespaces(),
                             comm=comm)
@@ -252,10 +379,15 @@ class Capture:
         return closes
 
     def count_kernel_tables(self) -> dict[str, int]:
-        """Entries in the BPF maps that userspace cannot bound by itself
-        (one map walk each: call it seconds apart, not per batch)."""
-        self.stats.kernel_tables = {name: sum(1 for _ in self._bpf[name.encode()].keys())
-                                    for name in WATCHED_MAPS}
+        """Entries in the BPF maps that userspace cannot bound by itself, and
+        the ids flagged in the per-id arrays (a map walk each: call it
+        seconds apart, not per batch)."""
+        if self._bpf is None:
+            return dict(self.stats.kernel_tables)
+        self.stats.kernel_tables = {
+            **{name: sum(1 for _ in self._bpf[name.encode()].keys()) for name in WATCHED_MAPS},
+            "tracked": self._tracked.count(), "cri_tgids": self._cri_holders.count(),
+        }
         return self.stats.kernel_tables
 
     # ---- self-check --------------------------------------------------------
@@ -266,9 +398,8 @@ class Capture:
         Offsets from BTF are trusted only once the values they produce agree
         with what the kernel reports through /proc for this very process.
         """
-        tracked = self._bpf[b"tracked"]
-        me = ctypes.c_uint32(os.getpid())
-        tracked[me] = ctypes.c_uint8(1)
+        me = os.getpid()
+        self._tracked[me] = True
         try:
             libc = ctypes.CDLL(None, use_errno=True)
             libc.unshare(0)
@@ -287,7 +418,7 @@ class Capture:
                 self._batch = others
                 time.sleep(0.005)
         finally:
-            del tracked[me]
+            self._tracked[me] = False
         if sample is None:
             raise SelfCheckError("self-check: no event arrived from our own unshare(0)")
         problems = compare_with_proc(sample.header)
@@ -310,47 +441,28 @@ class Capture:
                 continue
             seeded.append(pid)
             stack.extend(children.get(pid, []))
-        tracked = self._bpf[b"tracked"]
         snapshot = []
         now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
         for pid in sorted(seeded, key=lambda p: processes[p].start_ns):
-            tracked[ctypes.c_uint32(pid)] = ctypes.c_uint8(1)
+            self._tracked[pid] = True
             snapshot.append(processes[pid].snapshot_event(now, processes))
         self.stats.seeded_processes = len(seeded)
         return snapshot
 
-    def _register_listeners(self, listeners: set[int]) -> None:
-        """Watches exactly these listening sockets (the map has 64 slots:
-        the old listener of a restarted runtime must go)."""
-        table = self._bpf[b"cri_listeners"]
-        for inode in listeners - self._listeners:
-            table[ctypes.c_uint64(inode)] = ctypes.c_uint8(1)
-        for inode in self._listeners - listeners:
-            try:
-                del table[ctypes.c_uint64(inode)]
-            except KeyError:
-                pass
-        self._listeners = set(listeners)
-
     def _seed_cri_sockets(self, processes: dict[int, "ProcInfo"]) -> list[bytes]:
         """Watches the runtime sockets; returns snapshot events for the
-        connections that are already open (kubelet's, typically)."""
+        connections that are already open (kubelet's, typically).
+
+        Listening sockets need no seeding: the kernel side recognises them
+        at accept by the path they are bound to."""
         paths = self._bpf[b"cri_paths"]
         for path in self.config.cri_sockets:
             for variant in path_variants(path):
                 key = paths.Key()
                 key.path = variant.encode()[:SOCKET_PATH_LEN - 1]
                 paths[key] = ctypes.c_uint8(1)
-        listeners, endpoints = scan_cri_sockets(list(self.config.cri_sockets))
-        self._register_listeners(listeners)
-        snapshot = self._register_existing(endpoints, processes)
-        self.stats.seeded_cri_endpoints = len(endpoints)
-        return snapshot
-
-    def _register_existing(self, endpoints: list[ExistingEndpoint], processes: dict[int, "ProcInfo"]) -> list[bytes]:
-        """Puts connection ends that are open already into the maps; a
-        SOCKET_SNAPSHOT event each."""
-        table, holders = self._bpf[b"cri_endpoints"], self._bpf[b"cri_tgids"]
+        endpoints = scan_cri_sockets(list(self.config.cri_sockets))
+        table = self._bpf[b"cri_endpoints"]
         now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
         snapshot = []
         for existing in endpoints:
@@ -358,7 +470,7 @@ class Capture:
             leaf = table.Leaf()
             leaf.inode, leaf.peer_inode, leaf.fd, leaf.side = existing.inode, existing.peer_inode, existing.fd, side
             table[ctypes.c_uint64(existing.inode)] = leaf
-            holders[ctypes.c_uint32(existing.pid)] = ctypes.c_uint8(1)
+            self._cri_holders[existing.pid] = True
             if existing.pid in processes:
                 snapshot.append(_socket_snapshot(existing, side, processes[existing.pid], now))
         return snapshot

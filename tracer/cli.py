@@ -12,16 +12,22 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from exporters.console import ConsoleExporter
-from exporters.jaeger_json import JaegerJsonExporter
-from tracer.report import DEFAULT_SLOWEST
-from tracer.spans import Trace
+# Only light imports at the top: `tracer record` compiles its BPF programs
+# while the rest of the tracer is still being imported (record_traces).
+if TYPE_CHECKING:
+    from tracer.spans import Trace
+
+REPORT_SLOWEST = 5  # tracer.report.DEFAULT_SLOWEST (a unit test keeps them equal)
 
 
 def _export_files(traces: list[Trace], output: Path | None, quiet: bool) -> None:
+    from exporters.console import ConsoleExporter
+    from exporters.jaeger_json import JaegerJsonExporter
+
     if output is not None:
         result = JaegerJsonExporter(output).export(traces)
         if not result.ok:
@@ -148,12 +154,16 @@ def record_traces(capture_config, raw: Path | None, node_name: str | None, durat
 
     Returns (traces, recorder).
     """
+    from tracer.capture import Capture
     from tracer.preflight import CannotTrace
+
+    capture = Capture(capture_config)
+    capture.begin_load()  # compiles while the rest is imported
     from tracer.session import RecordConfig, Recorder
 
     config = RecordConfig(raw_path=raw, capture=capture_config,
                           **({"node_name": node_name} if node_name else {}))
-    recorder = Recorder(config)
+    recorder = Recorder(config, capture=capture)
     try:
         recorder.start()
     except CannotTrace as error:  # tracing cannot work here: say why, no traceback
@@ -298,7 +308,7 @@ def replay(recording: Path, output: Path | None, quiet: bool, use_otlp: bool, ot
 @click.option("--svg", "svg_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also draw every pod start as a waterfall, layers colour-coded, into this SVG file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (every pod, not only the slowest).")
-@click.option("--slowest", type=click.IntRange(0), default=DEFAULT_SLOWEST, show_default=True,
+@click.option("--slowest", type=click.IntRange(0), default=REPORT_SLOWEST, show_default=True,
               help="How many of the slowest pod starts to list.")
 def report(recording: Path, svg_path: Path | None, as_json: bool, slowest: int) -> None:
     """Summarise the pod starts of a `tracer record --raw` file: where the time went, what failed."""

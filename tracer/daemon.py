@@ -104,8 +104,7 @@ class Daemon:
         self.exporters = list(exporters)
         self.recorder = None
         self.health = Health(stale_after_s=max(30.0, 20 * config.poll_interval_s))
-        self.metrics = DaemonMetrics(self._event_counts, self._span_counts, self._pipeline_counts,
-                                     self._table_sizes, self._kernel_drops)
+        self.metrics = DaemonMetrics(self._event_counts, self._span_counts, self._pipeline_counts)
         self.server: MetricsServer | None = None
         self.exported_traces = 0
 
@@ -116,12 +115,6 @@ class Daemon:
             return None
         status = self.recorder.status()
         return EventCounts(status.events, status.lost, status.decode_errors, self.recorder.lag_seconds())
-
-    def _table_sizes(self) -> dict[str, int] | None:
-        return self.recorder.table_sizes() if self.recorder is not None else None
-
-    def _kernel_drops(self) -> dict[str, int] | None:
-        return self.recorder.kernel_drops() if self.recorder is not None else None
 
     def _pipeline_counts(self) -> PipelineCounts | None:
         return self.recorder.counts() if self.recorder is not None else None

@@ -4,7 +4,7 @@
   create`, removed with the container) holds the CRI annotations: pod
   name, namespace, uid, container name, image, sandbox id; and the
   cgroups path and resource limits.
-- A sandbox's network namespace, read with pyroute2 once its pause
+- A sandbox's network namespace, read over rtnetlink once its pause
   process runs: interfaces, addresses, routes.
 - For a process that already ran when tracing began (a /proc snapshot):
   the container it belongs to, from its cgroup path, and that container's
@@ -149,8 +149,11 @@ def resource_limits(resources: dict) -> dict:
 
 
 def read_netns(pid: int) -> dict:
-    """Interfaces, addresses and routes of a process's network namespace."""
-    from pyroute2 import NetNS  # imported here: only live recording needs it
+    """Interfaces, addresses and routes of a process's network namespace.
+
+    Read over rtnetlink from a thread that enters the namespace
+    (tracer/netlink.py): no helper process per pod."""
+    from tracer.netlink import namespace_contents
 
     record: dict = {"type": "netns", "pid": pid}
     try:
@@ -159,28 +162,11 @@ def read_netns(pid: int) -> dict:
         if os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat("/proc/self/ns/net").st_ino:
             record["host_network"] = True
             return record
-        with NetNS(f"/proc/{pid}/ns/net") as ns:
-            names = {}
-            interfaces = []
-            for link in ns.get_links():
-                name = link.get_attr("IFLA_IFNAME")
-                names[link["index"]] = name
-                interfaces.append(f"{name} {link.get_attr('IFLA_OPERSTATE') or ''} mtu {link.get_attr('IFLA_MTU')}".strip())
-            addresses = [
-                f"{names.get(a['index'], a['index'])} {a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}"
-                for a in ns.get_addr()
-            ]
-            routes = []
-            for route in ns.get_routes(table=254):
-                dst = route.get_attr("RTA_DST")
-                dst = f"{dst}/{route['dst_len']}" if dst else "default"
-                via = route.get_attr("RTA_GATEWAY")
-                dev = names.get(route.get_attr("RTA_OIF"), "")
-                routes.append(f"{dst}{' via ' + via if via else ''} dev {dev}")
-    except Exception as error:  # pyroute2 raises many kinds; the trace still goes out
+        contents = namespace_contents(f"/proc/{pid}/ns/net")
+    except Exception as error:  # a process gone, a namespace gone: the trace still goes out
         record["error"] = f"{type(error).__name__}: {error}"
         return record
-    record.update(interfaces=interfaces, addresses=addresses, routes=routes)
+    record.update(contents)
     return record
 
 

@@ -65,6 +65,7 @@ class EventType(IntEnum):
 
 
 EVENT_TYPE_MAX = 128
+EVENT_TYPES = {t.value: t for t in EventType}   # faster than EventType(value)
 
 
 class NamespaceSyscall(IntEnum):
@@ -343,16 +344,33 @@ def _split_nul(raw: bytes) -> tuple[str, ...]:
     return tuple(part.decode("utf-8", "replace") for part in raw.rstrip(b"\0").split(b"\0"))
 
 
+# Every event decodes a header; the namespaces and the comm of a process
+# repeat from one event to the next, so each distinct one is built once.
+# (Both are immutable.)  Bounded: cleared when full.
+_INTERNED_MAX = 4096
+_namespaces: dict[tuple, Namespaces] = {}
+_comms: dict[bytes, str] = {}
+
+
 def decode_header(raw: bytes | memoryview) -> Header:
     if len(raw) < HEADER.size:
         raise DecodeError(f"event of {len(raw)} bytes is shorter than its header ({HEADER.size})")
-    (etype, size, cpu, ktime, pid, tgid, ppid, _pad, start, pstart, cg2, cg1,
-     mnt, pidns, net, uts, ipc, cgns, comm) = HEADER.unpack_from(raw, 0)
-    return Header(
-        type=etype, size=size, cpu=cpu, ktime_ns=ktime, pid=pid, tgid=tgid, ppid=ppid,
-        start_ns=start, parent_start_ns=pstart, cgroup_id=cg2, cgroup_v1_id=cg1,
-        ns=Namespaces(mnt, pidns, net, uts, ipc, cgns), comm=_cstr(comm),
-    )
+    fields = HEADER.unpack_from(raw, 0)
+    ns_key = fields[12:18]
+    ns = _namespaces.get(ns_key)
+    if ns is None:
+        if len(_namespaces) >= _INTERNED_MAX:
+            _namespaces.clear()
+        ns = _namespaces[ns_key] = Namespaces(*ns_key)
+    comm = _comms.get(fields[18])
+    if comm is None:
+        if len(_comms) >= _INTERNED_MAX:
+            _comms.clear()
+        comm = _comms[fields[18]] = _cstr(fields[18])
+    # positional: type, size, cpu, ktime_ns, pid, tgid, ppid, start_ns,
+    # parent_start_ns, cgroup_id, cgroup_v1_id (field 7 is padding)
+    return Header(fields[0], fields[1], fields[2], fields[3], fields[4], fields[5], fields[6], fields[8],
+                  fields[9], fields[10], fields[11], ns, comm)
 
 
 def _body(raw: bytes | memoryview, body: struct.Struct, name: str) -> tuple:
@@ -404,10 +422,9 @@ def decode(raw: bytes | memoryview) -> Event:
     header = decode_header(raw)
     if header.size > len(raw):
         raise DecodeError(f"event says {header.size} bytes but {len(raw)} arrived")
-    try:
-        etype = EventType(header.type)
-    except ValueError:
-        raise DecodeError(f"unknown event type {header.type}") from None
+    etype = EVENT_TYPES.get(header.type)
+    if etype is None:
+        raise DecodeError(f"unknown event type {header.type}")
     if etype is EventType.FORK:
         return ForkEvent(header, *_body(raw, FORK_BODY, "fork"))
     if etype in (EventType.EXEC, EventType.PROC_SNAPSHOT):
@@ -521,7 +538,7 @@ def sanitize(raw: bytes) -> bytes:
     The BPF program copies a CNI plugin's environment, which also holds
     containerd's own environment; only the allow-listed keys survive.
     """
-    if len(raw) < HEADER.size or HEADER.unpack_from(raw, 0)[0] != EventType.EXEC:
+    if len(raw) < HEADER.size or raw[0] | raw[1] << 8 != EventType.EXEC:  # the header's u16 type
         return raw
     event = _decode_exec(raw, decode_header(raw))
     if not event.flags_raw & EXEC_FLAG_ENV_CAPTURED or event.flags_raw & EXEC_FLAG_ENV_FILTERED:

@@ -116,25 +116,9 @@ class _Sources(Collector):
         return []  # names are checked by collect(); these families vary with the sources
 
     def collect(self):
-        # one family for every table, whichever part reports it
-        tables = dict(self.metrics.table_source() or {}) if self.metrics.table_source else {}
         counts = self.metrics.pipeline_source() if self.metrics.pipeline_source else None
         if counts is not None:
-            tables = {**counts.tables, **tables}
             yield from _pipeline_families(counts)
-        if tables:
-            entries = GaugeMetricFamily("tracer_table_entries",
-                                        "Entries in each internal table (userspace and BPF maps).", labels=["table"])
-            for table, size in sorted(tables.items()):
-                entries.add_metric([table], size)
-            yield entries
-        drops = self.metrics.drop_source() if self.metrics.drop_source else None
-        if drops is not None:
-            family = CounterMetricFamily("tracer_kernel_drops",
-                                         "What the BPF programs could not do, by cause.", labels=["cause"])
-            for cause, count in sorted(drops.items()):
-                family.add_metric([cause], count)
-            yield family
         events = self.metrics.event_source() if self.metrics.event_source else None
         if events is not None:
             yield CounterMetricFamily("tracer_events", "Kernel events received from the BPF programs.",
@@ -191,6 +175,11 @@ def _pipeline_families(counts: PipelineCounts):
                               value=decoder.get("endpoints_abandoned", 0))
     yield CounterMetricFamily("tracer_cri_endpoints_reaped", "CRI socket ends closed without close(2) (process "
                               "exit, exec), found and forgotten.", value=counts.endpoints_reaped)
+    entries = GaugeMetricFamily("tracer_table_entries", "Entries in each internal table (userspace, and the "
+                                "BPF maps as bpf_*).", labels=["table"])
+    for table, size in sorted(counts.tables.items()):
+        entries.add_metric([table], size)
+    yield entries
 
 
 class DaemonMetrics:
@@ -198,14 +187,10 @@ class DaemonMetrics:
 
     def __init__(self, event_source: Callable[[], EventCounts | None] | None = None,
                  span_source: Callable[[], SpanCounts | None] | None = None,
-                 pipeline_source: Callable[[], PipelineCounts | None] | None = None,
-                 table_source: Callable[[], dict[str, int] | None] | None = None,
-                 drop_source: Callable[[], dict[str, int] | None] | None = None):
+                 pipeline_source: Callable[[], PipelineCounts | None] | None = None):
         self.event_source = event_source
         self.span_source = span_source
         self.pipeline_source = pipeline_source
-        self.table_source = table_source
-        self.drop_source = drop_source
         self.registry = CollectorRegistry(auto_describe=False)
         ProcessCollector(registry=self.registry)  # process_resident_memory_bytes, CPU seconds, …
         self.layer_seconds = Histogram(

@@ -14,7 +14,7 @@ import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from tracer.btf import VMLINUX_BTF, Btf
+from tracer.btf import VMLINUX_BTF, Btf, BtfKind, BtfLookupError
 
 
 @dataclass(frozen=True)
@@ -77,11 +77,40 @@ class KernelOffsets:
     pt_regs_dx: int
     pt_regs_r10: int
     pt_regs_orig_ax: int
+    task_thread_status: int  # thread_info.status: TS_COMPAT marks a 32-bit syscall
+    inode_i_mode: int
+    sock_family: int  # sock_common.skc_family
+    unix_sock_addr: int  # struct unix_address *: the bound name
+    unix_address_name: int  # struct sockaddr_un
+    linux_binprm_filename: int
+    cgroup_root: int  # struct cgroup_root *
+    cgroup_root_hierarchy_id: int
+    cgroup_level: int
+    task_signal: int
+    signal_oom_score_adj: int
+    mm_total_vm: int
+    mm_rss_stat: int
+    rss_counter_stride: int  # computed: bytes from one mm counter to the next
+    rss_counter_value: int  # computed: the counter's value within one
+    mm_filepages: int  # enum values: indexes into mm_struct.rss_stat
+    mm_anonpages: int
+    mm_shmempages: int
 
     @classmethod
     def from_btf(cls, btf: Btf) -> KernelOffsets:
         values = {name: btf.offset_of(struct, path) for name, (struct, path) in MEMBER_PATHS.items()}
         values["memory_cgrp_id"] = btf.enum_value("cgroup_subsys_id", "memory_cgrp_id")
+        if btf.member_kind("mm_struct", "rss_stat") == BtfKind.ARRAY:  # 6.2+: percpu_counter rss_stat[]
+            values["rss_counter_stride"] = btf.sizeof("percpu_counter")
+            values["rss_counter_value"] = btf.member_offset("percpu_counter", "count")
+        else:  # struct mm_rss_stat { atomic_long_t count[]; }
+            values["rss_counter_stride"], values["rss_counter_value"] = 8, 0
+        for name in ("MM_FILEPAGES", "MM_ANONPAGES", "MM_SHMEMPAGES"):
+            values[name.lower()] = btf.enumerator_value(name)
+        # The raw sched_process_exit tracepoint says whether the thread group
+        # is gone only since the kernel passes group_dead (the BPF reads args[1]).
+        if btf.tracepoint_arg_count("sched_process_exit") < 2:
+            raise BtfLookupError("sched_process_exit has no group_dead argument on this kernel")
         return cls(**values)
 
     def as_dict(self) -> dict[str, int]:
@@ -151,7 +180,24 @@ MEMBER_PATHS: dict[str, tuple[str, str]] = {
     "pt_regs_dx": ("pt_regs", "dx"),
     "pt_regs_r10": ("pt_regs", "r10"),
     "pt_regs_orig_ax": ("pt_regs", "orig_ax"),
+    "task_thread_status": ("task_struct", "thread_info.status"),
+    "inode_i_mode": ("inode", "i_mode"),
+    "sock_family": ("sock", "__sk_common.skc_family"),
+    "unix_sock_addr": ("unix_sock", "addr"),
+    "unix_address_name": ("unix_address", "name"),
+    "linux_binprm_filename": ("linux_binprm", "filename"),
+    "cgroup_root": ("cgroup", "root"),
+    "cgroup_root_hierarchy_id": ("cgroup_root", "hierarchy_id"),
+    "cgroup_level": ("cgroup", "level"),
+    "task_signal": ("task_struct", "signal"),
+    "signal_oom_score_adj": ("signal_struct", "oom_score_adj"),
+    "mm_total_vm": ("mm_struct", "total_vm"),
+    "mm_rss_stat": ("mm_struct", "rss_stat"),
 }
+
+# Values computed in from_btf rather than read from one member path.
+COMPUTED = frozenset({"memory_cgrp_id", "rss_counter_stride", "rss_counter_value",
+                      "mm_filepages", "mm_anonpages", "mm_shmempages"})
 
 
 # A BTF file for the running kernel, where the kernel has none of its own

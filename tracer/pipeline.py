@@ -19,6 +19,7 @@ from tracer.critical_path import critical_path_attributes
 from tracer.cri.calls import CriLayer, call_record, calls_for_pod, unanswered_calls
 from tracer.enrich import Enricher
 from tracer.events import (
+    EVENT_TYPES,
     DecodeError,
     Event,
     EventType,
@@ -130,7 +131,7 @@ class Pipeline:
             self._process(raw, event)
 
     def _process(self, raw: bytes, event: Event) -> None:
-        self.stats.events_by_type[EventType(event.header.type).name] += 1
+        self.stats.events_by_type[EVENT_TYPES[event.header.type].name] += 1
         # CRI payloads are not stored: the decoded, redacted calls are (below).
         if self.recording is not None and not isinstance(event, SocketDataEvent):
             self.recording.write(RecordKind.KERNEL, raw)

@@ -10,9 +10,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tracer.capture import Capture, CaptureConfig, socket_close_event
+from tracer.capture import Capture, CaptureConfig
 from tracer.enrich import Enricher
-from tracer.events import SocketEndpoint
 from tracer.format import Clock
 from tracer.pipeline import Pipeline, recording_meta, stats_record
 from tracer.procfs import same_process
@@ -21,12 +20,12 @@ from tracer.sockets import socket_inodes_of
 from tracer.spans import Trace
 
 LOSS_CHECK_INTERVAL_S = 0.1
-# How often CRI endpoints are checked for having been closed without close(2)
-# (see Recorder._reap_closed_endpoints); an endpoint is forgotten after two
-# checks in a row found its holder without it.
-REAP_INTERVAL_S = 5.0
-# How often CRI endpoints are checked for a process that died with them open.
-ENDPOINT_SWEEP_INTERVAL_S = 1.0
+# How often CRI endpoints are checked for a holder that died with them open
+# (see Recorder._reap_endpoints) ...
+REAP_INTERVAL_S = 1.0
+# ... and how often, in its fd table, for a holder that lives on without them
+# (closed at exec by O_CLOEXEC); the kernel's maps are counted then too.
+FD_CHECK_INTERVAL_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -47,20 +46,23 @@ class LiveStatus:
 class Recorder:
     """Owns the capture thread; everything else happens in that thread."""
 
-    def __init__(self, config: RecordConfig):
+    def __init__(self, config: RecordConfig, capture: Capture | None = None):
+        """`capture`: one made beforehand (of config.capture), e.g. to have
+        begun loading its programs while the caller was still importing."""
         self.config = config
         self.clock = Clock.measure()
         self._writer = RecordingWriter(config.raw_path) if config.raw_path else None
         self.pipeline = Pipeline(self.clock, config.node_name, Enricher(), self._writer)
-        self.capture = Capture(config.capture, self._on_batch)
+        self.capture = capture if capture is not None else Capture(config.capture)
+        self.capture.on_batch = self._on_batch
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._last_loss_check = 0.0
-        self._last_reap = time.monotonic()
-        self._reap_candidates: set[int] = set()
-        self._last_endpoint_sweep = 0.0
-        self._swept: set[int] = set()  # endpoints closed by the sweep, until the pipeline drops them
+        self._last_reap = 0.0
+        self._last_fd_check = time.monotonic()
+        self._reap_candidates: set[int] = set()  # missing from their holder's fds at the last check
+        self._reaped: set[int] = set()  # endpoints closed here, until the pipeline drops them
         self.started_at = 0.0
         self.stop_requested_at = 0.0
         self.stopped_at = 0.0
@@ -91,102 +93,76 @@ class Recorder:
                 self.pipeline.note_lost(self.capture.new_losses(), time.clock_gettime_ns(time.CLOCK_MONOTONIC))
             if now - self._last_reap >= REAP_INTERVAL_S:
                 self._last_reap = now
-                self._reap_closed_endpoints()
-                self.capture.count_kernel_tables()
-            if now - self._last_endpoint_sweep >= ENDPOINT_SWEEP_INTERVAL_S:
-                self._last_endpoint_sweep = now
-                self._close_endpoints_of_dead_processes()
+                check_fds = now - self._last_fd_check >= FD_CHECK_INTERVAL_S
+                if check_fds:
+                    self._last_fd_check = now
+                    self.capture.count_kernel_tables()
+                self._reap_endpoints(check_fds)
 
-    def _reap_closed_endpoints(self) -> None:
-        """Forgets CRI endpoints that their process no longer holds.
+    def _reap_endpoints(self, check_fds: bool) -> None:
+        """Closes the CRI endpoints whose socket the kernel closed without a
+        close(2) for the BPF program to see: at the exit of a process that
+        dies with it open (a client that exits without closing, a runtime
+        that crashes), or at exec (O_CLOEXEC).  Every short-lived CRI client
+        (crictl, a health check) would otherwise leave its end in the
+        kernel's map, which has room for 16384, and in the CRI layer, for
+        ever.  The pipeline closes the endpoints of traced processes at
+        their exit; kubelet is not in the runtime's process tree, so its
+        clients' ends are closed here: in the pipeline through a recorded
+        SOCKET_CLOSE event, and in the kernel's maps.
 
-        The BPF program sees close(2), but not the sockets the kernel closes
-        at exit or at exec (O_CLOEXEC): every short-lived CRI client (crictl,
-        a health check) would leave its end in the kernel's map, which has
-        room for 16384, and in the CRI layer, for ever.  An endpoint is
-        forgotten when its holder (the process that opened it) lacked it at
-        two checks in a row: a close(2) still in the reorder window is never
-        taken for one.  A socket handed to another process is forgotten too;
-        its I/O was not traced anyway (only its holder is in cri_tgids).
+        An endpoint goes when its holder (the process that opened it) is
+        gone (its start time no longer matches the pid's), or, with
+        `check_fds`, when the living holder lacked it at two fd checks in a
+        row: a close(2) still in the reorder window is never taken for one.
+        A socket handed to another process is forgotten too; its I/O was not
+        traced anyway (only its holder is in cri_tgids).
         """
-        by_pid: dict[int, list] = {}
-        for endpoint in self.pipeline.cri.endpoints.values():
-            by_pid.setdefault(endpoint.pid, []).append(endpoint)
-        gone = []
-        for pid, endpoints in by_pid.items():
-            held = socket_inodes_of(pid)
-            if held is None:  # its fd table is not readable: leave its endpoints alone
-                continue
-            gone += [e for e in endpoints if e.inode not in held]
-        dead = [e for e in gone if e.inode in self._reap_candidates]
-        self._reap_candidates = {e.inode for e in gone} - {e.inode for e in dead}
-        if not dead:
+        endpoints = self.pipeline.cri.endpoints
+        self._reaped &= set(endpoints)  # a close sent earlier may still wait in the reorder window
+        candidates = [e for e in endpoints.values() if e.inode not in self._reaped]
+        gone = [e for e in candidates if e.start_ns and not same_process(e.pid, e.start_ns)]
+        if check_fds:
+            gone_inodes = {e.inode for e in gone}
+            by_pid: dict[int, list] = {}
+            for endpoint in candidates:
+                if endpoint.inode not in gone_inodes:
+                    by_pid.setdefault(endpoint.pid, []).append(endpoint)
+            missing = []
+            for pid, held_before in by_pid.items():
+                held = socket_inodes_of(pid)
+                if held is None:  # its fd table is not readable: leave its endpoints alone
+                    continue
+                missing += [e for e in held_before if e.inode not in held]
+            confirmed = [e for e in missing if e.inode in self._reap_candidates]
+            self._reap_candidates = {e.inode for e in missing} - {e.inode for e in confirmed}
+            gone += confirmed
+        if not gone:
             return
-        now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        self._reaped |= {e.inode for e in gone}
         closes = self.capture.forget_endpoints(
-            [(e.inode, e.peer_inode, e.side, e.pid, e.comm) for e in dead], now)
+            [(e.inode, e.peer_inode, e.side, e.pid, e.comm) for e in gone], time.clock_gettime_ns(time.CLOCK_MONOTONIC))
         for raw in closes:
             self.pipeline.add_kernel_bytes(raw)
 
     def counts(self):
-        """What was dropped, and how full the tables are (for the metrics)."""
+        """What was dropped, and how full every table is, in userspace and in
+        the kernel's maps (`bpf_*`, counted every FD_CHECK_INTERVAL_S): in a
+        daemon they must stay flat over months (for the metrics)."""
         from tracer.metrics import PipelineCounts
 
         with self._lock:
             pipeline, capture = self.pipeline, self.capture.stats
-            tables = {
-                "processes": len(pipeline.assembler.table.processes),
-                "containers": len(pipeline.assembler.containers),
-                "cri_endpoints": len(pipeline.cri.endpoints),
-                "cri_decoder_connections": len(pipeline.cri.decoder.connections()),
-                "cri_calls": len(pipeline.cri.calls),
-                "reorder_window_events": pipeline.pending_events,
-                **{f"kernel_{name}": n for name, n in capture.kernel_tables.items()},
-            }
+            tables = {**pipeline.table_sizes(), **{f"bpf_{name}": n for name, n in capture.kernel_tables.items()}}
             return PipelineCounts(kernel=dict(capture.kernel_stats), cri=dataclasses.asdict(pipeline.cri.stats),
                                   cri_decoder=pipeline.cri.decoder.stats.as_dict(),
                                   endpoints_reaped=capture.endpoints_reaped, tables=tables)
-
-    def _close_endpoints_of_dead_processes(self) -> None:
-        """A process that dies with a CRI socket open (a client that exits
-        without closing, a runtime that crashes) leaves it to the kernel to
-        close, with no close(2) to see.  The pipeline closes the endpoints
-        of traced processes at their exit; this closes those of the others
-        (kubelet is not in the runtime's process tree) once their process
-        is gone: in the pipeline, through a recorded SOCKET_CLOSE event, and
-        in the kernel's map of endpoints."""
-        now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
-        endpoints = self.pipeline.cri.endpoints
-        # a close sent last time may still wait in the reorder window
-        self._swept &= set(endpoints)
-        for endpoint in list(endpoints.values()):
-            if endpoint.inode in self._swept or not endpoint.start_ns or same_process(endpoint.pid,
-                                                                                        endpoint.start_ns):
-                continue
-            self._swept.add(endpoint.inode)
-            self.capture.forget_endpoint(endpoint.inode)
-            self.capture.stats.endpoints_reaped += 1
-            self.pipeline.add_kernel_bytes(socket_close_event(
-                SocketEndpoint(endpoint.inode, endpoint.peer_inode, 0, endpoint.side), now))
 
     def status(self) -> LiveStatus:
         with self._lock:
             stats = self.pipeline.stats
             sandboxes = sum(1 for a in self.pipeline.assembler.containers.values() if a.is_sandbox)
             return LiveStatus(stats.events + self.pipeline.pending_events, stats.lost, stats.decode_errors, sandboxes)
-
-    def table_sizes(self) -> dict[str, int]:
-        """Entries in every table the tracer keeps, in userspace and in the
-        kernel's maps: in a daemon they must stay flat over months."""
-        with self._lock:
-            sizes = self.pipeline.table_sizes()
-        return {**sizes, **self.capture.map_sizes()}
-
-    def kernel_drops(self) -> dict[str, int]:
-        """What the BPF programs could not do, by cause (tracked table full,
-        socket bytes not copied, …), since tracing began."""
-        with self._lock:
-            return dict(self.capture.stats.kernel_stats)
 
     def take_finished(self, quiet_ns: int, max_age_ns: int) -> list[Trace]:
         """Traces of the pod starts that are over, each once (daemon mode).
@@ -208,7 +184,7 @@ class Recorder:
         """The kernel time up to which the pipeline has every event: the
         start of the capture's last drain, once it has drained at all."""
         now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
-        drained = self.capture.drained_until_ns
+        drained = self.capture.drained_through_ns
         return min(now, drained) if drained and not self._stop.is_set() else now
 
     def lag_seconds(self) -> float:
@@ -222,11 +198,13 @@ class Recorder:
         Lets the daemon export the last pod starts before detaching."""
         self.stop_requested_at = time.monotonic()
         self._stop.set()
+        self.capture.interrupt()
         if self._thread is not None:
             self._thread.join()
         self.stopped_at = time.monotonic()
         with self._lock:
             self.pipeline.note_lost(self.capture.new_losses(), time.clock_gettime_ns(time.CLOCK_MONOTONIC))
+            self.capture.read_kernel_stats()
             self.pipeline.flush(everything=True)
 
     def stop(self, build: bool = True, detach: bool = True) -> list[Trace]:

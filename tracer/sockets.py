@@ -3,7 +3,7 @@
 kubelet opens its connection to the runtime once and keeps it, so the
 connect(2)/accept(2) that the BPF programs watch for happened long ago.
 The kernel still knows every unix socket, its bound path and its peer
-(sock_diag, read here with pyroute2), and /proc says which process holds
+(sock_diag, read with tracer/netlink.py), and /proc says which process holds
 which socket.  From that we seed the in-kernel maps and record one
 snapshot event per existing endpoint.
 """
@@ -12,13 +12,9 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 from dataclasses import dataclass
 
-UDIAG_SHOW_NAME = 0x1
-UDIAG_SHOW_PEER = 0x4
 TCP_ESTABLISHED = 1
-TCP_LISTEN = 10
 _SOCKET_LINK = re.compile(r"^socket:\[(\d+)\]$")
 
 
@@ -60,18 +56,10 @@ class ExistingEndpoint:
 
 
 def unix_sockets() -> list[UnixSocket]:
-    from pyroute2 import DiagSocket  # netlink sock_diag
+    from tracer.netlink import unix_sockets as diag_unix_sockets  # netlink sock_diag
 
-    found = []
-    with DiagSocket() as diag:
-        diag.bind()
-        for message in diag.get_sock_stats(family=socket.AF_UNIX, states=0xFFFFFFFF,
-                                           show=UDIAG_SHOW_NAME | UDIAG_SHOW_PEER):
-            attrs = dict(message["attrs"])
-            found.append(UnixSocket(message["udiag_ino"], attrs.get("UNIX_DIAG_PEER", 0),
-                                    normalize_socket_path(attrs.get("UNIX_DIAG_NAME", "") or ""),
-                                    message["udiag_state"]))
-    return found
+    return [UnixSocket(inode, peer, normalize_socket_path(name), state)
+            for inode, peer, name, state in diag_unix_sockets()]
 
 
 def socket_holders(inodes: set[int]) -> dict[int, tuple[int, int]]:
@@ -118,24 +106,16 @@ def _wanted(paths: list[str]) -> set[str]:
     return {variant for path in paths for variant in path_variants(path)}
 
 
-def _listeners(sockets: list[UnixSocket], wanted: set[str]) -> set[int]:
-    return {s.inode for s in sockets if s.path in wanted and s.state == TCP_LISTEN}
-
-
-def cri_listeners(paths: list[str]) -> set[int]:
-    """The listening inodes of the runtime sockets (cheap: no /proc walk)."""
-    return _listeners(unix_sockets(), _wanted(paths))
-
-
-def scan_cri_sockets(paths: list[str]) -> tuple[set[int], list[ExistingEndpoint]]:
-    """The listening inodes of the runtime sockets, and every open endpoint.
+def scan_cri_sockets(paths: list[str]) -> list[ExistingEndpoint]:
+    """Every open endpoint of a connection to one of the runtime sockets.
 
     A server end is an accepted socket that carries the listener's path; its
-    peer is the client end, which has no path of its own.
+    peer is the client end, which has no path of its own.  (Listening
+    sockets need no scan: the BPF side reads the path a socket is bound to
+    when it accepts.)
     """
     wanted = _wanted(paths)
     sockets = unix_sockets()
-    listeners = _listeners(sockets, wanted)
     servers = [s for s in sockets if s.path in wanted and s.state == TCP_ESTABLISHED]
     inodes = {s.inode for s in servers} | {s.peer_inode for s in servers if s.peer_inode}
     holders = socket_holders(inodes)
@@ -147,4 +127,4 @@ def scan_cri_sockets(paths: list[str]) -> tuple[set[int], list[ExistingEndpoint]
         if server.peer_inode in holders:
             pid, fd = holders[server.peer_inode]
             endpoints.append(ExistingEndpoint(server.peer_inode, server.inode, "client", server.path, pid, fd))
-    return listeners, endpoints
+    return endpoints

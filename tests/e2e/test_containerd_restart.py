@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tracecheck import ExpectedPod, check_cri_calls, check_pod_trace, trace_for
-from tracer.capture import DEFAULT_CRI_SOCKETS, LISTENER_RESCAN_S, CaptureConfig
+from tracer.capture import DEFAULT_CRI_SOCKETS, CaptureConfig
 from tracer.cri import api_pb2
 from tracer.session import RecordConfig, Recorder
 from tracer.spans import Trace
@@ -86,9 +86,8 @@ def test_pods_started_after_a_containerd_restart_are_traced_completely(testbed, 
         for pod in before:
             state = testbed.client.container_status(pod.container_id).status.state
             assert state == api_pb2.CONTAINER_RUNNING, pod.spec.name
-        # kubelet reconnects at once; a connection accepted before the tracer
-        # noticed the new listener is seeded, one accepted after is seen whole
-        time.sleep(LISTENER_RESCAN_S + 0.5)
+        # kubelet reconnects at once: the kernel side knows the new listener
+        # by its path when it accepts, so the new connection is seen whole
         after = start_pods_as_kubelet(testbed.socket, [PodSpec(name="after", namespace="restart", command=SLEEP)],
                                       testbed.layout.pod_logs)
         time.sleep(SETTLE_S)
@@ -129,7 +128,6 @@ def test_a_start_cut_short_by_a_containerd_crash_is_partial(testbed):
             (outcome,) = starting.result()
         assert isinstance(outcome, PodStartError), "RunPodSandbox returned before containerd died"
         assert outcome.calls[-1].method == "RunPodSandbox", outcome.calls
-        time.sleep(LISTENER_RESCAN_S + 0.5)
         retried = start_pods_as_kubelet(testbed.socket, [dataclasses.replace(spec, sandbox_attempt=1)],
                                         testbed.layout.pod_logs)
         time.sleep(SETTLE_S)

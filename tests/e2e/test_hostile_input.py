@@ -197,7 +197,7 @@ def test_hostile_peers_do_not_hurt_the_pods_traces(testbed, tmp_path):
             def tables():
                 entries = {dict(k)["table"]: v for k, v in daemon.sample("tracer_table_entries").items()}
                 small = entries.get("cri_endpoints", 1e9) <= LIVE_ENDPOINTS and \
-                    entries.get("kernel_cri_endpoints", 1e9) <= LIVE_ENDPOINTS
+                    entries.get("bpf_cri_endpoints", 1e9) <= LIVE_ENDPOINTS
                 return entries if small and daemon.sample("tracer_cri_endpoints_reaped_total")[()] >= LEAKED \
                     else None
             entries = wait_until(tables, 6 * REAP_INTERVAL_S, "dead CRI endpoints forgotten")

@@ -161,7 +161,8 @@ def test_a_thousand_pod_starts_keep_memory_and_tables_flat(testbed, tmp_path):
     lost = scrape_samples(final_metrics, "tracer_events_lost_total")[()]
     events = scrape_samples(final_metrics, "tracer_events_total")[()]
     missed = {r: n for r, n in reasons.items() if "bundle config.json not read" in r}
-    drops = {dict(k)["cause"]: v for k, v in scrape_samples(final_metrics, "tracer_kernel_drops_total").items()}
+    drops = {dict(k)["reason"]: v for k, v in scrape_samples(final_metrics, "tracer_dropped_total").items()
+             if dict(k)["stage"] == "kernel"}
     report = [f"{len(started_pods)} pods in {duration:.0f} s ({len(started_pods) / duration:.1f}/s); "
               f"{len(exported)} traces, {len(spans)} spans; pids in more than one trace: {reused}; "
               f"daemon CPU {cpu_s:.0f} s ({100 * cpu_s / duration:.0f}% of one CPU); events {events:.0f}, "

@@ -35,7 +35,7 @@ from tracer.btf import (
     BtfKind,
     BtfLookupError,
 )
-from tracer.offsets import MEMBER_PATHS, KernelOffsets
+from tracer.offsets import COMPUTED, MEMBER_PATHS, KernelOffsets
 
 HEADER = struct.Struct("=HBBIIIII")
 
@@ -465,7 +465,7 @@ def test_lookups_on_vmlinux(vmlinux: Btf) -> None:
 
 def test_offsets_fields_all_have_a_source() -> None:
     names = {f.name for f in fields(KernelOffsets)}
-    assert names == set(MEMBER_PATHS) | {"memory_cgrp_id"}
+    assert names == set(MEMBER_PATHS) | COMPUTED
 
 
 def test_offsets_from_vmlinux(vmlinux: Btf) -> None:
@@ -478,3 +478,21 @@ def test_offsets_from_vmlinux(vmlinux: Btf) -> None:
     assert f"-DOFF_MEMORY_CGRP_ID={offsets.memory_cgrp_id}" in cflags
     assert all(re.fullmatch(r"-DOFF_[A-Z0-9_]+=\d+", flag) for flag in cflags)
     assert len(cflags) == len(offsets.as_dict()) == len(fields(KernelOffsets))
+
+
+def test_raw_tracepoint_arguments_and_anonymous_enums(vmlinux: Btf) -> None:
+    # btf_trace_sys_enter(void *, struct pt_regs *, long): two arguments
+    assert vmlinux.tracepoint_arg_count("sys_enter") == 2
+    assert vmlinux.tracepoint_arg_count("sched_process_fork") == 2
+    assert vmlinux.tracepoint_arg_count("sched_process_exec") == 3
+    # MM_* sit in an anonymous enum
+    assert vmlinux.enumerator_value("MM_FILEPAGES") == 0
+    assert vmlinux.enumerator_value("MM_ANONPAGES") == 1
+    with pytest.raises(BtfLookupError):
+        vmlinux.enumerator_value("NO_SUCH_ENUMERATOR_ANYWHERE")
+    assert vmlinux.member_kind("mm_struct", "rss_stat") in (BtfKind.ARRAY, BtfKind.STRUCT)
+
+
+def test_enumerator_value_in_synthetic_btf(synthetic: Btf) -> None:
+    assert synthetic.enumerator_value("B") == -1
+    assert synthetic.enumerator_value("BIG") == 1 << 40

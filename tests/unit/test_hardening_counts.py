@@ -22,12 +22,13 @@ from tracer.events import (
     encode_socket_open,
 )
 from tracer.metrics import DaemonMetrics, PipelineCounts, scrape_samples
+from tracer.procfs import proc_start_ns, read_stat
 from tracer.session import RecordConfig, Recorder
 from tracer.sockets import socket_inodes_of
 
 
-def header(etype: EventType, pid: int, ktime: int = 1_000) -> Header:
-    return Header(type=etype, size=0, cpu=0, ktime_ns=ktime, pid=pid, tgid=pid, ppid=1, start_ns=5,
+def header(etype: EventType, pid: int, ktime: int = 1_000, start_ns: int = 5) -> Header:
+    return Header(type=etype, size=0, cpu=0, ktime_ns=ktime, pid=pid, tgid=pid, ppid=1, start_ns=start_ns,
                   parent_start_ns=0, cgroup_id=1, cgroup_v1_id=0, ns=Namespaces(), comm="client")
 
 
@@ -52,7 +53,7 @@ def test_socket_close_round_trip():
     assert decoded.endpoint == event.endpoint and decoded.header.tgid == 7
 
 
-def test_endpoints_closed_without_close_are_forgotten_after_two_checks():
+def test_endpoints_closed_without_close_are_forgotten_once_their_holder_is_gone_or_lacks_them():
     recorder = Recorder(RecordConfig(node_name="n"))
     fake = recorder.capture = FakeCapture()
     mine = socket.socketpair()
@@ -63,21 +64,31 @@ def test_endpoints_closed_without_close_are_forgotten_after_two_checks():
         child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                                text=True, check=True)
         dead_pid = int(child.stdout)
-        for inode, pid in ((held, os.getpid()), (999_001, dead_pid), (999_002, dead_pid)):
-            open_event = SocketOpenEvent(header(EventType.SOCKET_OPEN, pid), SocketEndpoint(inode, 0, 4,
-                                                                                           SocketSide.CLIENT),
+        _, my_stat = read_stat(os.getpid())
+        # (inode, holder, holder's start time: 0 when not known, as for
+        # endpoints recorded before start times were)
+        for inode, pid, start_ns in ((held, os.getpid(), proc_start_ns(my_stat)), (999_001, dead_pid, 0),
+                                     (999_002, dead_pid, 5)):
+            open_event = SocketOpenEvent(header(EventType.SOCKET_OPEN, pid, start_ns=start_ns),
+                                         SocketEndpoint(inode, 0, 4, SocketSide.CLIENT),
                                          "client", "/run/containerd/containerd.sock")
             recorder.pipeline.add_kernel_bytes(encode_socket_open(open_event))
         recorder.pipeline.flush(everything=True)
         assert len(recorder.pipeline.cri.endpoints) == 3
 
-        recorder._reap_closed_endpoints()  # first look: candidates only
-        assert fake.forgotten == [] and len(recorder.pipeline.cri.endpoints) == 3
-        recorder._reap_closed_endpoints()  # second look: forgotten, closed through the pipeline
+        # a holder whose start time no longer matches its pid is gone: at once
+        recorder._reap_endpoints(check_fds=False)
+        assert fake.forgotten == [999_002]
+        recorder._reap_endpoints(check_fds=True)  # first look at the fds: candidates only
+        recorder.pipeline.flush(everything=True)
+        assert fake.forgotten == [999_002] and len(recorder.pipeline.cri.endpoints) == 2
+        recorder._reap_endpoints(check_fds=True)  # second look: forgotten, closed through the pipeline
         recorder.pipeline.flush(everything=True)
         assert sorted(fake.forgotten) == [999_001, 999_002]
         assert set(recorder.pipeline.cri.endpoints) == {held}
         assert recorder.pipeline.stats.events_by_type["SOCKET_CLOSE"] == 2
+        recorder._reap_endpoints(check_fds=True)  # the living holder's end stays, each reaped once
+        assert sorted(fake.forgotten) == [999_001, 999_002]
         counts = recorder.counts()
         assert counts.endpoints_reaped == 2 and counts.tables["cri_endpoints"] == 1
     finally:
@@ -92,7 +103,7 @@ def test_every_drop_reaches_the_metrics():
         cri_decoder={"bytes": 100, "lost_bytes": 7, "dropped_bytes": 9, "calls": 5, "calls_unresolved": 1,
                      "calls_inferred": 1, "calls_incomplete": 2, "endpoints_abandoned": 1,
                      "errors": {"bad_frame_type": 4, "grpc_message_too_large": 1}},
-        endpoints_reaped=6, tables={"cri_endpoints": 2, "kernel_cri_endpoints": 3})
+        endpoints_reaped=6, tables={"cri_endpoints": 2, "bpf_cri_endpoints": 3})
     text = DaemonMetrics(pipeline_source=lambda: counts).exposition().decode()
     dropped = scrape_samples(text, "tracer_dropped_total")
     assert dropped[(("reason", "socket_io_truncated"), ("stage", "kernel"))] == 3
@@ -109,7 +120,7 @@ def test_every_drop_reaches_the_metrics():
     assert scrape_samples(text, "tracer_cri_connections_abandoned_total") == {(): 1}
     assert scrape_samples(text, "tracer_cri_endpoints_reaped_total") == {(): 6}
     assert scrape_samples(text, "tracer_table_entries") == {(("table", "cri_endpoints"),): 2,
-                                                            (("table", "kernel_cri_endpoints"),): 3}
+                                                            (("table", "bpf_cri_endpoints"),): 3}
     # the tracer's own memory and CPU
     assert scrape_samples(text, "process_resident_memory_bytes")[()] > 0
     assert () in scrape_samples(text, "process_cpu_seconds_total")

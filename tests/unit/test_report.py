@@ -186,3 +186,10 @@ def test_record_prints_the_critical_path_under_each_pod(monkeypatch, tmp_path):
     root_tags = {tag["key"]: tag["value"] for tag in exported[0]["spans"][0]["tags"]}
     assert root_tags[ATTRIBUTE_SUMMARY] == critical_path(traces[0]).summary()
     assert root_tags["tracer.critical_path.dominant_layer"] == critical_path(traces[0]).dominant_layer
+
+
+def test_the_cli_default_of_slowest_is_the_reports() -> None:
+    # tracer.cli keeps its own copy so that importing it stays light
+    from tracer import cli, report
+
+    assert cli.REPORT_SLOWEST == report.DEFAULT_SLOWEST
