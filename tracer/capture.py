@@ -178,10 +178,11 @@ class Capture:
         self._idle_poll: select.poll | None = None  # ring buffer wake-ups or interrupt
         self._busy_poll = select.poll()              # interrupt only
         self._busy_poll.register(self._interrupt, select.POLLIN)
-        # CLOCK_MONOTONIC just before the last drain began: every event the
-        # kernel stamped before it has been handed to on_batch (daemon mode
-        # takes pod starts as over only up to here).
-        self.drained_through_ns = 0
+        # CLOCK_MONOTONIC just before the current (or last) drain began:
+        # every event the kernel stamped before it is in that drain's batch
+        # or an earlier one (daemon mode takes pod starts as over only up to
+        # the drain whose batch was processed).
+        self.drain_began_ns = 0
 
     # ---- lifecycle ---------------------------------------------------------
 
@@ -297,11 +298,10 @@ class Capture:
 
     def drain(self) -> int:
         """Consumes what the ring buffer holds; returns how many events."""
-        drained_through = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        self.drain_began_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
         self._bpf.ring_buffer_consume()
         batch, self._batch = self._batch, []
-        self.on_batch(batch)  # also when empty: the loss check runs on it
-        self.drained_through_ns = drained_through  # once on_batch has them
+        self.on_batch(batch)  # also when empty: time moves on, the loss check runs
         return len(batch)
 
     def run(self, stop: threading.Event) -> None:

@@ -14,6 +14,7 @@ import dataclasses
 import heapq
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from tracer.critical_path import critical_path_attributes
 from tracer.cri.calls import CriLayer, call_record, calls_for_pod, unanswered_calls
@@ -65,6 +66,13 @@ class PipelineStats:
         }
 
 
+class Arrival(NamedTuple):
+    """A record taken off the ring buffer: its (sanitized) bytes, decoded."""
+
+    raw: bytes
+    event: Event
+
+
 class Pipeline:
     def __init__(self, clock: Clock, node_name: str, enricher: Enricher | None = None,
                  recording: RecordingWriter | None = None, reorder_window_ns: int = REORDER_WINDOW_NS):
@@ -89,6 +97,15 @@ class Pipeline:
 
     def add_kernel_bytes(self, raw: bytes) -> None:
         """One ring-buffer record; malformed ones are counted and dropped."""
+        arrival = self.arrive(raw)
+        if arrival is not None:
+            self.add_arrival(arrival)
+
+    def arrive(self, raw: bytes) -> Arrival | None:
+        """The part of taking a record that cannot wait: decoding it, and
+        reading the files it names that may be gone in milliseconds (a runc
+        bundle, its log).  Safe to call from the thread that drains the ring
+        buffer while another runs add_arrival; None (counted) if malformed."""
         try:
             raw = sanitize(raw)
             event = decode(raw)
@@ -96,12 +113,16 @@ class Pipeline:
             self.stats.decode_errors += 1
             if len(self.stats.decode_error_samples) < 10:
                 self.stats.decode_error_samples.append(str(error))
-            return
+            return None
         if self.enricher is not None:
             self.enricher.on_arrival(event)
-        ktime = event.header.ktime_ns
+        return Arrival(raw, event)
+
+    def add_arrival(self, arrival: Arrival) -> None:
+        """Puts an arrived record into the reorder window."""
+        ktime = arrival.event.header.ktime_ns
         self._newest_ktime = max(self._newest_ktime, ktime)
-        heapq.heappush(self._pending, (ktime, self._sequence, raw, event))
+        heapq.heappush(self._pending, (ktime, self._sequence, arrival.raw, arrival.event))
         self._sequence += 1
 
     def note_lost(self, lost_by_type: dict[int, int], ktime_ns: int) -> None:

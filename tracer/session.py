@@ -3,23 +3,31 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import socket
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tracer.capture import Capture, CaptureConfig
 from tracer.enrich import Enricher
 from tracer.format import Clock
-from tracer.pipeline import Pipeline, recording_meta, stats_record
+from tracer.pipeline import Arrival, Pipeline, recording_meta, stats_record
 from tracer.procfs import same_process
 from tracer.recording import RecordingWriter, RecordKind
 from tracer.sockets import socket_inodes_of
 from tracer.spans import Trace
 
+log = logging.getLogger("tracer.session")
+
 LOSS_CHECK_INTERVAL_S = 0.1
+# Records taken off the ring buffer and waiting for the processing thread:
+# at this many the drain waits, the ring buffer fills, and the kernel counts
+# what it cannot take (never an unbounded queue, never a silent drop).
+MAX_HANDOFF_EVENTS = 262_144
 # How often CRI endpoints are checked for a holder that died with them open
 # (see Recorder._reap_endpoints) ...
 REAP_INTERVAL_S = 1.0
@@ -43,8 +51,58 @@ class LiveStatus:
     pods_seen: int
 
 
+class Handoff:
+    """Batches of arrived records from the drain thread to the processing
+    thread, bounded by their total number of records."""
+
+    def __init__(self, limit: int = MAX_HANDOFF_EVENTS):
+        self.limit = limit
+        self._ready = threading.Condition()
+        self._batches: deque[tuple[list[Arrival], int]] = deque()
+        self._records = 0
+        self._closed = False
+
+    def __len__(self) -> int:
+        return self._records
+
+    def put(self, arrivals: list[Arrival], drained_through_ns: int) -> None:
+        """Queues a batch (also an empty one: time moves on), waiting while
+        the queue is full."""
+        with self._ready:
+            while self._records >= self.limit and not self._closed:
+                self._ready.wait(0.1)
+            self._batches.append((arrivals, drained_through_ns))
+            self._records += len(arrivals)
+            self._ready.notify_all()
+
+    def take(self) -> tuple[list[Arrival], int] | None:
+        """Every batch queued, as one (waits for one); None once closed and
+        empty.  The time is that of the last batch's drain."""
+        with self._ready:
+            while not self._batches and not self._closed:
+                self._ready.wait()
+            if not self._batches:
+                return None
+            arrivals: list[Arrival] = []
+            drained_through_ns = 0
+            while self._batches:
+                batch, drained_through_ns = self._batches.popleft()
+                arrivals += batch
+            self._records = 0
+            self._ready.notify_all()
+            return arrivals, drained_through_ns
+
+    def close(self) -> None:
+        with self._ready:
+            self._closed = True
+            self._ready.notify_all()
+
+
 class Recorder:
-    """Owns the capture thread; everything else happens in that thread."""
+    """Two threads: one drains the ring buffer, decodes and reads the files
+    that cannot wait (Pipeline.arrive); the other does everything else, so
+    that a burst that keeps it busy delays neither the drain nor the bundle
+    reads."""
 
     def __init__(self, config: RecordConfig, capture: Capture | None = None):
         """`capture`: one made beforehand (of config.capture), e.g. to have
@@ -56,7 +114,12 @@ class Recorder:
         self.capture = capture if capture is not None else Capture(config.capture)
         self.capture.on_batch = self._on_batch
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._drain_thread: threading.Thread | None = None
+        self._process_thread: threading.Thread | None = None
+        self._handoff = Handoff()
+        # every event the kernel stamped before this has been processed (the
+        # start of the drain whose batch was processed last)
+        self._processed_through_ns = 0
         self._lock = threading.Lock()
         self._last_loss_check = 0.0
         self._last_reap = 0.0
@@ -78,14 +141,29 @@ class Recorder:
             for raw in snapshot:
                 self.pipeline.add_kernel_bytes(raw)
         self.started_at = time.monotonic()
-        self._thread = threading.Thread(target=self.capture.run, args=(self._stop,), name="tracer-capture",
-                                        daemon=True)
-        self._thread.start()
+        self._process_thread = threading.Thread(target=self._process_loop, name="tracer-process", daemon=True)
+        self._process_thread.start()
+        self._drain_thread = threading.Thread(target=self.capture.run, args=(self._stop,), name="tracer-drain",
+                                              daemon=True)
+        self._drain_thread.start()
 
     def _on_batch(self, batch: list[bytes]) -> None:
+        """In the drain thread."""
+        arrivals = [arrival for raw in batch if (arrival := self.pipeline.arrive(raw)) is not None]
+        self._handoff.put(arrivals, self.capture.drain_began_ns)
+
+    def _process_loop(self) -> None:
+        while (taken := self._handoff.take()) is not None:
+            try:
+                self._process(*taken)
+            except Exception:  # a bug must not stop tracing: say so, go on with the next batch
+                log.exception("processing a batch of %d events failed", len(taken[0]))
+
+    def _process(self, arrivals: list[Arrival], drained_through_ns: int) -> None:
         with self._lock:
-            for raw in batch:
-                self.pipeline.add_kernel_bytes(raw)
+            for arrival in arrivals:
+                self.pipeline.add_arrival(arrival)
+            self._processed_through_ns = drained_through_ns
             self.pipeline.flush()
             now = time.monotonic()
             if now - self._last_loss_check >= LOSS_CHECK_INTERVAL_S:
@@ -153,7 +231,8 @@ class Recorder:
 
         with self._lock:
             pipeline, capture = self.pipeline, self.capture.stats
-            tables = {**pipeline.table_sizes(), **{f"bpf_{name}": n for name, n in capture.kernel_tables.items()}}
+            tables = {**pipeline.table_sizes(), "handoff_events": len(self._handoff),
+                      **{f"bpf_{name}": n for name, n in capture.kernel_tables.items()}}
             return PipelineCounts(kernel=dict(capture.kernel_stats), cri=dataclasses.asdict(pipeline.cri.stats),
                                   cri_decoder=pipeline.cri.decoder.stats.as_dict(),
                                   endpoints_reaped=capture.endpoints_reaped, tables=tables)
@@ -182,10 +261,10 @@ class Recorder:
 
     def horizon_ns(self) -> int:
         """The kernel time up to which the pipeline has every event: the
-        start of the capture's last drain, once it has drained at all."""
+        start of the drain whose batch was processed last, once one was."""
         now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
-        drained = self.capture.drained_through_ns
-        return min(now, drained) if drained and not self._stop.is_set() else now
+        processed = self._processed_through_ns
+        return min(now, processed) if processed and not self._stop.is_set() else now
 
     def lag_seconds(self) -> float:
         """How far the pipeline is behind the kernel (0 while it keeps up,
@@ -199,8 +278,11 @@ class Recorder:
         self.stop_requested_at = time.monotonic()
         self._stop.set()
         self.capture.interrupt()
-        if self._thread is not None:
-            self._thread.join()
+        if self._drain_thread is not None:
+            self._drain_thread.join()  # its last drain is queued
+        self._handoff.close()
+        if self._process_thread is not None:
+            self._process_thread.join()
         self.stopped_at = time.monotonic()
         with self._lock:
             self.pipeline.note_lost(self.capture.new_losses(), time.clock_gettime_ns(time.CLOCK_MONOTONIC))
