@@ -203,7 +203,7 @@ def test_hostile_peers_do_not_hurt_the_pods_traces(testbed, tmp_path):
             entries = wait_until(tables, 6 * REAP_INTERVAL_S, "dead CRI endpoints forgotten")
             figures["tables"] = entries
             assert entries["cri_decoder_connections"] <= LIVE_ENDPOINTS
-            assert entries["reorder_window_events"] <= 10_000
+            assert entries["reorder_window"] <= 10_000
 
             settled_rss = rss_bytes(daemon.pid)
             figures["settled_rss_mib"] = settled_rss / 2**20
