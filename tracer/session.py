@@ -171,6 +171,7 @@ class Recorder:
                 self.pipeline.note_lost(self.capture.new_losses(), time.clock_gettime_ns(time.CLOCK_MONOTONIC))
             if now - self._last_reap >= REAP_INTERVAL_S:
                 self._last_reap = now
+                self.capture.read_kernel_stats()  # the kernel side's drop counters, for the metrics
                 check_fds = now - self._last_fd_check >= FD_CHECK_INTERVAL_S
                 if check_fds:
                     self._last_fd_check = now
