@@ -31,6 +31,7 @@
  */
 #include <uapi/linux/ptrace.h>
 #include "events.h"
+#include "kernel_read.h"
 
 #ifndef RINGBUF_PAGES
 #define RINGBUF_PAGES 8192
@@ -143,34 +144,6 @@ BPF_TABLE("lru_hash", __u64, struct socket_path_key, pending_connects, 1024);
 BPF_PERCPU_ARRAY(lost, __u64, EVENT_TYPE_MAX);   /* by event type; slot 0: all types */
 BPF_PERCPU_ARRAY(stats, __u64, STAT_SLOTS);
 
-static __always_inline void *read_ptr(const void *base, __u32 offset)
-{
-	void *value = 0;
-	bpf_probe_read_kernel(&value, sizeof(value), (const char *)base + offset);
-	return value;
-}
-
-static __always_inline __u64 read_u64(const void *base, __u32 offset)
-{
-	__u64 value = 0;
-	bpf_probe_read_kernel(&value, sizeof(value), (const char *)base + offset);
-	return value;
-}
-
-static __always_inline __u32 read_u32(const void *base, __u32 offset)
-{
-	__u32 value = 0;
-	bpf_probe_read_kernel(&value, sizeof(value), (const char *)base + offset);
-	return value;
-}
-
-static __always_inline __u16 read_u16(const void *base, __u32 offset)
-{
-	__u16 value = 0;
-	bpf_probe_read_kernel(&value, sizeof(value), (const char *)base + offset);
-	return value;
-}
-
 /* One function per map: bcc only rewrites map references written as
  * `map.method()`, so a map cannot be passed as an argument. */
 static __always_inline void count_lost(int type)
@@ -192,38 +165,46 @@ static __always_inline void count_stat(int slot)
 		*counter += 1;
 }
 
+/* The flag byte of `id` in an element of a per-id array (NULL if the
+ * lookup failed).  The lookups stay in the per-map functions below: bcc
+ * only rewrites map references written as `map.method()`. */
+static __always_inline __u8 *id_flag(struct flags8 *flags, __u32 id)
+{
+	return flags ? &flags->flag[id & 7] : 0;
+}
+
 static __always_inline int is_tracked(__u32 tgid)
 {
 	__u32 slot = tgid / 8;
-	struct flags8 *flags = tracked.lookup(&slot);
+	__u8 *flag = id_flag(tracked.lookup(&slot), tgid);
 
-	return flags && flags->flag[tgid & 7];
+	return flag && *flag;
 }
 
 static __always_inline void set_tracked(__u32 tgid, __u8 value)
 {
 	__u32 slot = tgid / 8;
-	struct flags8 *flags = tracked.lookup(&slot);
+	__u8 *flag = id_flag(tracked.lookup(&slot), tgid);
 
-	if (flags)
-		flags->flag[tgid & 7] = value;
+	if (flag)
+		*flag = value;
 }
 
 static __always_inline int holds_cri_socket(__u32 tgid)
 {
 	__u32 slot = tgid / 8;
-	struct flags8 *flags = cri_tgids.lookup(&slot);
+	__u8 *flag = id_flag(cri_tgids.lookup(&slot), tgid);
 
-	return flags && flags->flag[tgid & 7];
+	return flag && *flag;
 }
 
 static __always_inline void set_cri_holder(__u32 tgid, __u8 value)
 {
 	__u32 slot = tgid / 8;
-	struct flags8 *flags = cri_tgids.lookup(&slot);
+	__u8 *flag = id_flag(cri_tgids.lookup(&slot), tgid);
 
-	if (flags)
-		flags->flag[tgid & 7] = value;
+	if (flag)
+		*flag = value;
 }
 
 /* Marks the current thread: its syscall's exit has work to do. */
@@ -231,21 +212,21 @@ static __always_inline void mark_pending(void)
 {
 	__u32 pid = bpf_get_current_pid_tgid();
 	__u32 slot = pid / 8;
-	struct flags8 *flags = pending_threads.lookup(&slot);
+	__u8 *flag = id_flag(pending_threads.lookup(&slot), pid);
 
-	if (flags)
-		flags->flag[pid & 7] = 1;
+	if (flag)
+		*flag = 1;
 }
 
 /* Whether the thread's syscall entry left work for its exit; clears it. */
 static __always_inline int take_pending(__u32 pid)
 {
 	__u32 slot = pid / 8;
-	struct flags8 *flags = pending_threads.lookup(&slot);
+	__u8 *flag = id_flag(pending_threads.lookup(&slot), pid);
 
-	if (!flags || !flags->flag[pid & 7])
+	if (!flag || !*flag)
 		return 0;
-	flags->flag[pid & 7] = 0;
+	*flag = 0;
 	return 1;
 }
 

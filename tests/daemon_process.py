@@ -1,6 +1,6 @@
 """`tracer daemon` as a child process of a test: start, metrics, RSS/CPU, stop.
 
-Used by the end-to-end tests of hostile input and security.  The daemon is
+Used by the end-to-end tests of the daemon, hostile input and security.  The daemon is
 this test's own child; it is stopped by its PID (SIGTERM, then SIGKILL if it
 does not exit in time).
 """
@@ -8,15 +8,15 @@ does not exit in time).
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from http_probe import http_get
 from otlp_receiver import free_port
 
 from tracer.metrics import scrape_samples
@@ -27,17 +27,11 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def tracer_command() -> list[str]:
+    """The installed `tracer` script when there is one (as users run it)."""
+    script = Path(sys.executable).with_name("tracer")
+    if script.exists():
+        return [str(script)]
     return [sys.executable, "-c", "from tracer.cli import main; main()"]
-
-
-def http_get(url: str, timeout: float = 5) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-    except OSError as error:
-        return 0, str(error)
 
 
 def rss_bytes(pid: int) -> int:
@@ -73,6 +67,11 @@ class DaemonProcess:
         assert status == 200, text
         return text
 
+    def exported(self) -> dict[str, int]:
+        """Span count per exported trace id, from the daemon's log."""
+        return {m.group(2): int(m.group(1))
+                for m in re.finditer(r"(\d+) spans, trace ([0-9a-f]{32})", self.output())}
+
     def sample(self, name: str) -> dict[tuple[tuple[str, str], ...], float]:
         return scrape_samples(self.metrics(), name)
 
@@ -86,6 +85,7 @@ class DaemonProcess:
         raise AssertionError(f"daemon not ready within {READY_TIMEOUT_S} s:\n{self.output()}")
 
     def terminate(self) -> int:
+        """SIGTERM; its exit code (SIGKILL, by its PID, if it takes too long)."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         try:
@@ -99,7 +99,8 @@ class DaemonProcess:
 def start_daemon(log: Path, env_overrides: dict[str, str], args: tuple[str, ...] = ()) -> DaemonProcess:
     port = free_port()
     env = dict(os.environ)
-    env.pop("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", None)
+    for inherited in ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_SERVICE_NAME"):  # the test says what it wants
+        env.pop(inherited, None)
     env.update({"TRACER_DAEMON_METRICS_ADDRESS": f"127.0.0.1:{port}", **env_overrides})
     with log.open("wb") as out:
         process = subprocess.Popen([*tracer_command(), "daemon", "--log-level", "info", *args], env=env,

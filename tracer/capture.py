@@ -23,9 +23,6 @@ from typing import Callable
 from tracer import kernel
 from tracer.cgroups import cgroup_id
 from tracer.events import (
-    HEADER,
-    SOCKET_CLOSE_BODY,
-    SOCKET_ENDPOINT,
     SOCKET_PATH_LEN,
     EventType,
     ExecEvent,
@@ -38,7 +35,6 @@ from tracer.events import (
     SocketSide,
     decode,
     encode_exec,
-    encode_header,
     encode_socket_close,
     encode_socket_open,
 )
@@ -484,16 +480,6 @@ def _socket_snapshot(existing: ExistingEndpoint, side: SocketSide, holder: "Proc
     )
     endpoint = SocketEndpoint(existing.inode, existing.peer_inode, existing.fd, side)
     return encode_socket_open(SocketOpenEvent(header, endpoint, holder.comm, existing.path))
-
-
-def socket_close_event(endpoint: SocketEndpoint, ktime_ns: int) -> bytes:
-    """A SOCKET_CLOSE event for a socket the kernel closed on its own."""
-    header = Header(
-        type=EventType.SOCKET_CLOSE, size=HEADER.size + SOCKET_CLOSE_BODY.size, cpu=0, ktime_ns=ktime_ns, pid=0,
-        tgid=0, ppid=0, start_ns=0, parent_start_ns=0, cgroup_id=0, cgroup_v1_id=0, ns=Namespaces(), comm="",
-    )
-    return encode_header(header) + SOCKET_CLOSE_BODY.pack(
-        SOCKET_ENDPOINT.pack(endpoint.inode, endpoint.peer_inode, endpoint.fd, int(endpoint.side)))
 
 
 # ---- /proc -------------------------------------------------------------------

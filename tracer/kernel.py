@@ -532,7 +532,7 @@ def _load(probe: str, *cflags: str) -> BPF:
 
     return BPF(
         src_file=str(DOCTOR_PROBES),
-        cflags=[f"-DPROBE_{probe}", f"-DTARGET_TGID={os.getpid()}", *cflags],
+        cflags=[f"-DPROBE_{probe}", f"-DTARGET_TGID={os.getpid()}", f"-I{DOCTOR_PROBES.parent.parent}", *cflags],
     )
 
 

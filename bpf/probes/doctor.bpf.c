@@ -97,6 +97,7 @@ KFUNC_PROBE(vfs_read)
 #endif
 
 #if defined(PROBE_OFFSETS)
+#include "kernel_read.h"
 /*
  * Reads the fields the tracer needs at the BTF offsets (-DOFF_* macros) from
  * the doctor's own task, so userspace can compare them with /proc.
@@ -131,30 +132,6 @@ struct offsets_sample {
 };
 
 BPF_ARRAY(samples, struct offsets_sample, 1);
-
-static __always_inline const void *read_ptr(const void *base, long offset)
-{
-	const void *value = NULL;
-
-	bpf_probe_read_kernel(&value, sizeof(value), (const char *)base + offset);
-	return value;
-}
-
-static __always_inline u32 read_u32(const void *base, long offset)
-{
-	u32 value = 0;
-
-	bpf_probe_read_kernel(&value, sizeof(value), (const char *)base + offset);
-	return value;
-}
-
-static __always_inline u64 read_u64(const void *base, long offset)
-{
-	u64 value = 0;
-
-	bpf_probe_read_kernel(&value, sizeof(value), (const char *)base + offset);
-	return value;
-}
 
 static __always_inline u32 ns_inum(const void *nsproxy, long ns_ptr_offset, long ns_common_offset)
 {

@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import subprocess
-import sys
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
+from daemon_process import DaemonProcess
+from daemon_process import start_daemon as start_daemon_process
 from http_probe import http_get
-from otlp_receiver import GrpcReceiver, HttpReceiver, ReceivedSpan, as_trace, free_port
+from otlp_receiver import GrpcReceiver, HttpReceiver, ReceivedSpan, as_trace
 from tracecheck import ExpectedPod, check_pod_trace
 
 from tracer.metrics import layer_counts, scrape_samples
@@ -31,77 +28,25 @@ pytestmark = [pytest.mark.e2e,
 APP_COMMAND = ("sleep", "3600")
 APP_EXECUTABLE = "/bin/sleep"
 NODE = "e2e-node"
-READY_TIMEOUT_S = 60
 # quiet period (2 s) + poll + batch delay, with a wide margin
 TRACE_TIMEOUT_S = 30
-# detaching the BPF programs takes ~3 s here; the flush runs meanwhile
+# the flush runs while the BPF programs detach
 EXIT_TIMEOUT_S = 15
 LAYER_SERVICES = {"containerd", "containerd-shim-runc-v2", "runc", "cni", "container"}
 
 
-def _tracer_command() -> list[str]:
-    script = Path(sys.executable).with_name("tracer")
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-c", "from tracer.cli import main; main()"]
-
-
-
-
-@dataclass
-class RunningDaemon:
-    process: subprocess.Popen
-    metrics_url: str
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def exported(self) -> dict[str, int]:
-        """Span count per exported trace id, from the daemon's log."""
-        return {m.group(2): int(m.group(1))
-                for m in re.finditer(r"(\d+) spans, trace ([0-9a-f]{32})", self.output())}
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, f"daemon exited early:\n{self.output()}"
-            if http_get(self.metrics_url + "/readyz")[0] == 200:
-                return
-            time.sleep(0.1)
-        raise AssertionError(f"daemon not ready within {READY_TIMEOUT_S} s:\n{self.output()}")
-
-    def terminate(self) -> tuple[int, float]:
-        """SIGTERM; returns (exit code, seconds it took)."""
-        started = time.monotonic()
-        self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(timeout=EXIT_TIMEOUT_S)
-        return code, time.monotonic() - started
-
-
 @pytest.fixture
 def start_daemon(tmp_path):
-    running: list[RunningDaemon] = []
+    running: list[DaemonProcess] = []
 
-    def start(receiver, protocol: str) -> RunningDaemon:
-        port = free_port()
-        log = tmp_path / f"daemon-{len(running)}.log"
-        env = dict(os.environ)
-        env.update({
+    def start(receiver, protocol: str) -> DaemonProcess:
+        daemon = start_daemon_process(tmp_path / f"daemon-{len(running)}.log", {
             "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
             "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
             "OTEL_RESOURCE_ATTRIBUTES": "k8s.cluster.name=e2e-cluster,deployment.environment=test",
             "TRACER_NODE_NAME": NODE,
-            "TRACER_DAEMON_METRICS_ADDRESS": f"127.0.0.1:{port}",
         })
-        env.pop("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", None)
-        env.pop("OTEL_SERVICE_NAME", None)
-        with log.open("wb") as out:
-            process = subprocess.Popen([*_tracer_command(), "daemon", "--log-level", "info"], env=env,
-                                       stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        daemon = RunningDaemon(process, f"http://127.0.0.1:{port}", log)
         running.append(daemon)
-        daemon.wait_ready()
         return daemon
 
     yield start
@@ -109,6 +54,13 @@ def start_daemon(tmp_path):
         if daemon.process.poll() is None:
             daemon.process.kill()  # this test's own child, by its PID
             daemon.process.wait()
+
+
+def _terminate(daemon: DaemonProcess) -> tuple[int, float]:
+    """SIGTERM; (exit code, seconds it took)."""
+    started = time.monotonic()
+    code = daemon.terminate()
+    return code, time.monotonic() - started
 
 
 @pytest.fixture
@@ -125,7 +77,7 @@ def pods(testbed):
         testbed.stop_pod(pod)
 
 
-def _trace_of(receiver, daemon: RunningDaemon, pod: StartedPod,
+def _trace_of(receiver, daemon: DaemonProcess, pod: StartedPod,
               timeout: float = TRACE_TIMEOUT_S) -> list[ReceivedSpan]:
     """The pod's trace once the receiver has all the spans the daemon exported for it."""
     trace_id = trace_id_for(pod.sandbox_id)
@@ -188,7 +140,7 @@ def test_daemon_exports_each_pod_start(protocol, receiver_class, start_daemon, p
         assert http_get(daemon.metrics_url + "/healthz")[0] == 200
         assert http_get(daemon.metrics_url + "/readyz")[0] == 200
 
-        code, seconds = daemon.terminate()
+        code, seconds = _terminate(daemon)
         assert code == 0, daemon.output()
         assert seconds < EXIT_TIMEOUT_S
         log = daemon.output()
@@ -203,7 +155,7 @@ def test_sigterm_flushes_a_start_not_yet_exported(start_daemon, pods):
         daemon = start_daemon(receiver, "grpc")
         pod = pods(PodSpec(name="daemon-sigterm", namespace="e2e", command=APP_COMMAND))
         assert not [s for s in receiver.received.spans() if s.trace_id == trace_id_for(pod.sandbox_id)]
-        code, seconds = daemon.terminate()
+        code, seconds = _terminate(daemon)
         assert code == 0, daemon.output()
         assert seconds < EXIT_TIMEOUT_S, daemon.output()
         # already there: the daemon flushed before exiting
@@ -238,7 +190,7 @@ def test_daemon_keeps_tracing_while_the_backend_is_down(start_daemon, pods):
         later = pods(PodSpec(name="daemon-backend-back", namespace="e2e", command=APP_COMMAND))
         spans = _trace_of(receiver, daemon, later)
         assert any(s.attributes.get("k8s.pod.uid") == later.spec.uid for s in spans)
-        code, _ = daemon.terminate()
+        code = daemon.terminate()
         assert code == 0, daemon.output()
         # The first pod's spans were sent once the backend was back, or
         # failed when the retries ran out: accounted for either way.
