@@ -25,16 +25,24 @@ def v1_mount(controller: str) -> str | None:
     return next((m.mountpoint for m in _layout().v1 if controller in m.options), None)
 
 
-def _cgroup_path(pid: int | str, controller: str | None) -> str | None:
-    """The process's path in the v2 hierarchy (None) or a v1 controller's."""
+def _cgroup_paths(pid: int | str) -> dict[str | None, str]:
+    """The process's path in the v2 hierarchy (key None) and in each v1
+    controller's (one read of /proc/<pid>/cgroup)."""
+    paths: dict[str | None, str] = {}
     with open(f"/proc/{pid}/cgroup") as f:
         for line in f:
             hierarchy, controllers, path = line.rstrip("\n").split(":", 2)
-            if controller is None and hierarchy == "0":
-                return path
-            if controller is not None and controller in controllers.split(","):
-                return path
-    return None
+            if hierarchy == "0":
+                paths.setdefault(None, path)
+            for controller in controllers.split(","):
+                if controller:
+                    paths.setdefault(controller, path)
+    return paths
+
+
+def _cgroup_path(pid: int | str, controller: str | None) -> str | None:
+    """The process's path in the v2 hierarchy (None) or a v1 controller's."""
+    return _cgroup_paths(pid).get(controller)
 
 
 def cgroup_id(pid: int | str, controller: str | None = None) -> int:
@@ -85,7 +93,11 @@ def start_pressure(pid: int) -> dict[str, int]:
         except (OSError, ValueError):
             return {}
 
-    v2, v2_path = cgroup2_mount(), _safe_path(pid, None)
+    try:
+        paths = _cgroup_paths(pid)
+    except (OSError, ValueError):
+        paths = {}
+    v2, v2_path = cgroup2_mount(), paths.get(None)
     if v2 and v2_path is not None:
         base = v2 + v2_path
         cpu = read(_key_values, f"{base}/cpu.stat")
@@ -101,13 +113,13 @@ def start_pressure(pid: int) -> dict[str, int]:
         for resource in ("cpu", "memory", "io"):
             for kind, total in read(_pressure_totals, f"{base}/{resource}.pressure").items():
                 stats[f"{resource}_pressure_{kind}_usec"] = total
-    cpu_mount, cpu_path = v1_mount("cpu"), _safe_path(pid, "cpu")
+    cpu_mount, cpu_path = v1_mount("cpu"), paths.get("cpu")
     if cpu_mount and cpu_path is not None and "cpu_throttled" not in stats:
         cpu = read(_key_values, f"{cpu_mount}{cpu_path}/cpu.stat")
         if "nr_throttled" in cpu:
             stats.update(cpu_periods=cpu.get("nr_periods", 0), cpu_throttled=cpu["nr_throttled"],
                          cpu_throttled_usec=cpu.get("throttled_time", 0) // 1000)
-    memory_mount, memory_path = v1_mount("memory"), _safe_path(pid, "memory")
+    memory_mount, memory_path = v1_mount("memory"), paths.get("memory")
     if memory_mount and memory_path is not None and "memory_peak_bytes" not in stats:
         base = f"{memory_mount}{memory_path}"
         peak = read(lambda p: {"peak": int(open(p).read())}, f"{base}/memory.max_usage_in_bytes")
@@ -120,10 +132,3 @@ def start_pressure(pid: int) -> dict[str, int]:
         if "oom_kill" in oom:
             stats["memory_oom_kills"] = oom["oom_kill"]
     return stats
-
-
-def _safe_path(pid: int, controller: str | None) -> str | None:
-    try:
-        return _cgroup_path(pid, controller)
-    except (OSError, ValueError):
-        return None

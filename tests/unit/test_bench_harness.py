@@ -42,9 +42,24 @@ def test_quick_run_writes_every_figure(testbed) -> None:
     for key in ("nproc", "memory_gb", "kernel"):
         assert report["machine"][key]
     for section in ("pod_start", "fork_exec", "pipe_rw"):
-        assert report["interleaved"][section]["off"] and report["interleaved"][section]["on"]
+        measured = report["interleaved"][section]
+        assert measured["off"] and measured["on"]
+        low, high = measured["ratio_95ci"]  # the interval holds the ratio of the medians
+        assert low <= measured["ratio"] <= high
     assert report["burst"]["pods"] == report["config"]["burst"]
     assert report["export"]["pods"] == report["config"]["export_pods"]
     # the table, one line per figure with its budget and verdict
     for figure in report["figures"].values():
         assert figure["what"] in rendered
+
+
+def test_ratio_interval_brackets_the_ratio_and_widens_with_noise() -> None:
+    from bench.__main__ import ratio_interval
+
+    steady = [100.0, 100.2, 99.8, 100.1, 99.9, 100.0]
+    low, high = ratio_interval(steady, [v * 1.1 for v in steady])
+    assert low <= 1.1 <= high and high - low < 0.01  # a quiet machine resolves the ratio
+    noisy = [100.0, 104.0, 90.0, 111.0, 96.0, 108.0]
+    noisy_low, noisy_high = ratio_interval(noisy, [v * 1.1 for v in noisy])
+    assert noisy_low <= 1.1 <= noisy_high and noisy_high - noisy_low > 0.05
+    assert ratio_interval([], [1.0]) == []
