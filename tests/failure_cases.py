@@ -54,6 +54,9 @@ CASES = (
                 "container", "application_error", "exec /bin/sh"),
     FailureCase(PodSpec(name="no-network", command=("sleep", "3600")), "cni", "cni_failed", "cni bridge ADD",
                 broken_network=True),
+    # the sandbox itself fails (runc init cannot write the sysctl): no app container is created
+    FailureCase(PodSpec(name="bad-sysctl", command=("sleep", "3600"), sysctls={"net.ipv4.no_such_sysctl": "1"}),
+                "runc", "sysctl_failed", "runc create "),
 )
 
 

@@ -190,6 +190,9 @@ def _cni_finding(container: ContainerTrace, call: PairedCall | None) -> Finding:
 
 
 _RUNC_EXEC_ERROR = re.compile(r'exec: "([^"]*)": (.*?)(?::\s*unknown)?$')
+# runc init writes the pod's sysctls under /proc/sys in the new namespaces:
+# "open /proc/sys/net/ipv4/x: …" (runc 1.1), "write sysctl key net.ipv4.x: …" (later)
+_RUNC_SYSCTL_ERROR = re.compile(r"(?:write sysctl key ([\w.-]+)|open /proc/sys/([\w./-]+)): (.*?)(?::\s*unknown)?$")
 
 
 def _runc_create_finding(container: ContainerTrace, call: PairedCall | None) -> Finding:
@@ -207,6 +210,13 @@ def _runc_create_finding(container: ContainerTrace, call: PairedCall | None) -> 
         if cause_and_line is not None:
             cause, line = cause_and_line
             return Finding(LAYER_RUNC, cause, line, message or text, time_ns=time_ns, process=proc.key)
+    sysctl = _RUNC_SYSCTL_ERROR.search(text)
+    if sysctl is not None:
+        key, detail = sysctl.group(1) or sysctl.group(2).replace("/", "."), sysctl.group(3)
+        return Finding(LAYER_RUNC, "sysctl_failed",
+                       f"sysctl {key} could not be set in the pod's namespaces ({detail}): this node's kernel "
+                       "lacks it, or it is not namespaced; check the pod's securityContext.sysctls",
+                       message or text, time_ns=time_ns, process=proc.key)
     return Finding(LAYER_RUNC, "runc_create_failed", f"runc create failed: {text}", message or text,
                    time_ns=time_ns, process=proc.key)
 

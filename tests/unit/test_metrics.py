@@ -152,4 +152,5 @@ def test_failures_are_counted_by_layer_and_cause():
     assert counted[("cni", "cni_failed")] == 1
     assert counted[("container", "oom_killed")] == 1
     assert counted[("container", "application_error")] == 2  # the crash loop's two attempts
-    assert sum(counted.values()) == 10
+    assert counted[("runc", "sysctl_failed")] == 1  # a sandbox's own start
+    assert sum(counted.values()) == 11  # each case once, the crash loop twice

@@ -76,6 +76,8 @@ class PodSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)
     host_network: bool = False
+    # Namespaced sysctls set for the pod (securityContext.sysctls).
+    sysctls: Mapping[str, str] = field(default_factory=dict)
     share_process_namespace: bool = False
     # Sandbox attempt: kubelet counts up when it has to recreate the sandbox.
     sandbox_attempt: int = 0
@@ -220,6 +222,7 @@ def sandbox_config(spec: PodSpec, log_root: Path) -> api_pb2.PodSandboxConfig:
         annotations={"kubernetes.io/config.seen": _rfc3339_now(), "kubernetes.io/config.source": "api"},
         linux=api_pb2.LinuxPodSandboxConfig(
             cgroup_parent=spec.cgroup_parent,
+            sysctls=dict(spec.sysctls),
             security_context=api_pb2.LinuxSandboxSecurityContext(
                 namespace_options=_namespace_options(spec), seccomp=_unconfined()
             ),
