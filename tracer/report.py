@@ -41,21 +41,32 @@ def error_spans(trace: Trace) -> list[Span]:
 
     An error travels up: a CRI CLIENT span repeats its SERVER's message,
     and a `containerd …` span says "<child>: <child's message>".  A span
-    whose text ends with that of one of its ERROR children is left out; the
-    child, closer to the cause, is shown instead."""
+    whose text repeats one of its ERROR children is left out; the child,
+    closer to the cause, is shown instead.  Below a span with a diagnosis,
+    only spans with a diagnosis of their own are shown: the diagnosis
+    already explains the rest (runc's stage 2 exiting 1 under a runc create
+    that failed, a CNI plugin's delegate failing under it)."""
     children = children_by_parent(trace)
     found = []
 
-    def walk(span: Span) -> None:
+    def repeats(text: str, child: Span) -> bool:
+        # a diagnosed child shows its diagnosis, not its message: a parent
+        # with the same message (kubelet's side of a CRI call) still says
+        # something new, the runtime's own words
+        said = error_text(child)
+        return child.status == "ERROR" and bool(said) and (text.startswith(f"{child.name}: ") or text.endswith(said))
+
+    def walk(span: Span, explained: bool) -> None:
         kids = children.get(span.span_id, [])
-        if span is not trace.root and span.status == "ERROR":
+        diagnosed = span is not trace.root and ATTRIBUTE_DIAGNOSIS in span.attributes
+        if span is not trace.root and span.status == "ERROR" and (diagnosed or not explained):
             text = error_text(span)
-            if not any(c.status == "ERROR" and error_text(c) and text.endswith(error_text(c)) for c in kids):
+            if not any(repeats(text, child) for child in kids):
                 found.append(span)
         for child in kids:
-            walk(child)
+            walk(child, explained or diagnosed)
 
-    walk(trace.root)
+    walk(trace.root, False)
     return found
 
 

@@ -193,3 +193,22 @@ def test_the_cli_default_of_slowest_is_the_reports() -> None:
     from tracer import cli, report
 
     assert cli.REPORT_SLOWEST == report.DEFAULT_SLOWEST
+
+
+def test_below_a_diagnosis_only_new_words_are_listed():
+    """On the recorded failed starts: the diagnosed span and the runtime's
+    own words (the CRI error), never runc's stage 2 "exited with 1" or the
+    containerd span that repeats its runc create."""
+    by_pod = {t.root.attributes.get("k8s.pod.name"): t for t in fixture_traces("failed-starts")}
+    shown = {pod: [s.name.split(" ")[0] + " " + s.name.split(" ")[1] if " " in s.name else s.name
+                   for s in error_spans(by_pod[pod])]
+             for pod in ("entrypoint-missing", "bad-sysctl", "no-network", "missing-image")}
+    assert shown == {
+        "entrypoint-missing": ["containerd StartContainer", "runc create"],
+        "bad-sysctl": ["containerd RunPodSandbox", "runc create"],
+        "no-network": ["containerd RunPodSandbox", "cni bridge"],
+        "missing-image": ["kubelet PullImage", "containerd PullImage"],
+    }
+    for pod, trace in by_pod.items():
+        for span in error_spans(trace):
+            assert ATTRIBUTE_DIAGNOSIS in span.attributes or span.kind in ("CLIENT", "SERVER"), (pod, span.name)
