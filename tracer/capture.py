@@ -42,7 +42,7 @@ from tracer.offsets import kernel_offsets
 from tracer.preflight import require_tracing
 from tracer.procfs import CLOCK_TICKS, proc_start_ns, read_stat
 from tracer.runtime import DEFAULT_CNI_BIN_DIRS
-from tracer.sockets import ExistingEndpoint, path_variants, scan_cri_sockets
+from tracer.sockets import ExistingEndpoint, path_variants, scan_cri_sockets, unix_sockets
 
 BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
 BPF_SOURCE = BPF_DIR / "tracer.bpf.c"
@@ -344,6 +344,25 @@ class Capture:
             STAT_NAMES.get(k.value, str(k.value)): sum(v) for k, v in self._bpf[b"stats"].items() if sum(v)
         }
         return self.stats.kernel_stats
+
+    def forget_stale_endpoints(self, known: set[int]) -> int:
+        """Removes the kernel's endpoints that userspace never heard of (their
+        SOCKET_OPEN was lost) and whose socket no longer exists: nothing else
+        would ever remove them.  A socket that exists is kept, known or not
+        (its SOCKET_OPEN may still be on its way).  Returns how many went."""
+        table, gaps = self._bpf[b"cri_endpoints"], self._bpf[b"cri_gaps"]
+        unknown = {key.value for key in table.keys()} - known
+        if not unknown:
+            return 0
+        stale = unknown - {s.inode for s in unix_sockets()}  # read after the keys: a newer socket is not in them
+        for inode in stale:
+            for map_ in (table, gaps):
+                try:
+                    del map_[ctypes.c_uint64(inode)]
+                except KeyError:
+                    pass
+        self.stats.endpoints_reaped += len(stale)
+        return len(stale)
 
     def forget_endpoints(self, endpoints: list[tuple[int, int, SocketSide, int, str]], ktime_ns: int) -> list[bytes]:
         """Removes CRI endpoints that were closed without close(2) from the

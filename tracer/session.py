@@ -32,7 +32,8 @@ MAX_HANDOFF_EVENTS = 262_144
 # (see Recorder._reap_endpoints) ...
 REAP_INTERVAL_S = 1.0
 # ... and how often, in its fd table, for a holder that lives on without them
-# (closed at exec by O_CLOEXEC); the kernel's maps are counted then too.
+# (closed at exec by O_CLOEXEC); then too the kernel's maps are counted, and
+# rid of endpoints userspace never heard of whose socket is gone.
 FD_CHECK_INTERVAL_S = 5.0
 
 
@@ -173,10 +174,11 @@ class Recorder:
                 self._last_reap = now
                 self.capture.read_kernel_stats()  # the kernel side's drop counters, for the metrics
                 check_fds = now - self._last_fd_check >= FD_CHECK_INTERVAL_S
+                self._reap_endpoints(check_fds)
                 if check_fds:
                     self._last_fd_check = now
+                    self.capture.forget_stale_endpoints(set(self.pipeline.cri.endpoints))
                     self.capture.count_kernel_tables()
-                self._reap_endpoints(check_fds)
 
     def _reap_endpoints(self, check_fds: bool) -> None:
         """Closes the CRI endpoints whose socket the kernel closed without a

@@ -123,3 +123,39 @@ def test_a_ring_buffer_overflow_is_counted_marked_and_never_misattributed(testbe
             check_pod_trace(trace, ExpectedPod.from_started(pod, "/bin/sleep"), all_ids)
     assert marked > 0
     assert any("kernel events lost" in t.root.attributes.get("tracer.partial.reasons", "") for t in kept.traces)
+
+
+def test_kernel_endpoints_whose_open_was_lost_are_removed_once_their_socket_is_gone(tmp_path):
+    """A lost SOCKET_OPEN leaves an endpoint in the kernel's map that
+    userspace never heard of, so nothing would reap it: the recorder's
+    periodic sweep removes it once its socket no longer exists, and keeps
+    those whose socket lives (their SOCKET_OPEN may still be on its way)."""
+    import ctypes
+    import socket
+
+    from tracer.session import RecordConfig, Recorder
+
+    path = tmp_path / "runtime.sock"
+    recorder = Recorder(RecordConfig(node_name="n", capture=CaptureConfig(cri_sockets=(str(path),))))
+    recorder.start()
+    try:
+        table = recorder.capture._bpf[b"cri_endpoints"]  # as if the kernel had registered them
+        alive_pair = socket.socketpair()
+        gone_pair = socket.socketpair()
+        alive, gone = (os.fstat(s.fileno()).st_ino for s in (alive_pair[0], gone_pair[0]))
+        for inode in (alive, gone):
+            leaf = table.Leaf()
+            leaf.inode, leaf.peer_inode, leaf.fd, leaf.side = inode, 0, 3, 1
+            table[ctypes.c_uint64(inode)] = leaf
+        for end in gone_pair:
+            end.close()
+        reaped_before = recorder.capture.stats.endpoints_reaped
+        assert recorder.capture.forget_stale_endpoints(known=set()) == 1
+        remaining = {key.value for key in table.keys()}
+        assert alive in remaining and gone not in remaining
+        assert recorder.capture.stats.endpoints_reaped == reaped_before + 1
+        assert recorder.capture.forget_stale_endpoints(known=set()) == 0  # the living one stays
+        for end in alive_pair:
+            end.close()
+    finally:
+        recorder.stop(build=False)
