@@ -173,58 +173,67 @@ static __always_inline __u8 *id_flag(struct flags8 *flags, __u32 id)
 	return flags ? &flags->flag[id & 7] : 0;
 }
 
-static __always_inline int is_tracked(__u32 tgid)
+static __always_inline int flag_is_set(const __u8 *flag)
+{
+	return flag && *flag;
+}
+
+static __always_inline void set_flag(__u8 *flag, __u8 value)
+{
+	if (flag)
+		*flag = value;
+}
+
+static __always_inline __u8 *tracked_flag(__u32 tgid)
 {
 	__u32 slot = tgid / 8;
-	__u8 *flag = id_flag(tracked.lookup(&slot), tgid);
+	return id_flag(tracked.lookup(&slot), tgid);
+}
 
-	return flag && *flag;
+static __always_inline __u8 *cri_holder_flag(__u32 tgid)
+{
+	__u32 slot = tgid / 8;
+	return id_flag(cri_tgids.lookup(&slot), tgid);
+}
+
+static __always_inline __u8 *pending_flag(__u32 pid)
+{
+	__u32 slot = pid / 8;
+	return id_flag(pending_threads.lookup(&slot), pid);
+}
+
+static __always_inline int is_tracked(__u32 tgid)
+{
+	return flag_is_set(tracked_flag(tgid));
 }
 
 static __always_inline void set_tracked(__u32 tgid, __u8 value)
 {
-	__u32 slot = tgid / 8;
-	__u8 *flag = id_flag(tracked.lookup(&slot), tgid);
-
-	if (flag)
-		*flag = value;
+	set_flag(tracked_flag(tgid), value);
 }
 
 static __always_inline int holds_cri_socket(__u32 tgid)
 {
-	__u32 slot = tgid / 8;
-	__u8 *flag = id_flag(cri_tgids.lookup(&slot), tgid);
-
-	return flag && *flag;
+	return flag_is_set(cri_holder_flag(tgid));
 }
 
 static __always_inline void set_cri_holder(__u32 tgid, __u8 value)
 {
-	__u32 slot = tgid / 8;
-	__u8 *flag = id_flag(cri_tgids.lookup(&slot), tgid);
-
-	if (flag)
-		*flag = value;
+	set_flag(cri_holder_flag(tgid), value);
 }
 
 /* Marks the current thread: its syscall's exit has work to do. */
 static __always_inline void mark_pending(void)
 {
-	__u32 pid = bpf_get_current_pid_tgid();
-	__u32 slot = pid / 8;
-	__u8 *flag = id_flag(pending_threads.lookup(&slot), pid);
-
-	if (flag)
-		*flag = 1;
+	set_flag(pending_flag(bpf_get_current_pid_tgid()), 1);
 }
 
 /* Whether the thread's syscall entry left work for its exit; clears it. */
 static __always_inline int take_pending(__u32 pid)
 {
-	__u32 slot = pid / 8;
-	__u8 *flag = id_flag(pending_threads.lookup(&slot), pid);
+	__u8 *flag = pending_flag(pid);
 
-	if (!flag || !*flag)
+	if (!flag_is_set(flag))
 		return 0;
 	*flag = 0;
 	return 1;
