@@ -24,10 +24,12 @@ from tracer.spans import Trace
 log = logging.getLogger("tracer.session")
 
 LOSS_CHECK_INTERVAL_S = 0.1
-# Records taken off the ring buffer and waiting for the processing thread:
-# at this many the drain waits, the ring buffer fills, and the kernel counts
-# what it cannot take (never an unbounded queue, never a silent drop).
-MAX_HANDOFF_EVENTS = 262_144
+# Bytes of records taken off the ring buffer and waiting, decoded, for the
+# processing thread (half the default ring buffer; decoded, they take a few
+# times that): at this much the drain waits, the ring buffer fills, and the
+# kernel counts what it cannot take (never an unbounded queue, never a
+# silent drop).
+MAX_HANDOFF_BYTES = 16 << 20
 # How often CRI endpoints are checked for a holder that died with them open
 # (see Recorder._reap_endpoints) ...
 REAP_INTERVAL_S = 1.0
@@ -54,13 +56,14 @@ class LiveStatus:
 
 class Handoff:
     """Batches of arrived records from the drain thread to the processing
-    thread, bounded by their total number of records."""
+    thread, bounded by the bytes of their records."""
 
-    def __init__(self, limit: int = MAX_HANDOFF_EVENTS):
-        self.limit = limit
+    def __init__(self, limit_bytes: int = MAX_HANDOFF_BYTES):
+        self.limit_bytes = limit_bytes
         self._ready = threading.Condition()
         self._batches: deque[tuple[list[Arrival], int]] = deque()
         self._records = 0
+        self._bytes = 0
         self._closed = False
 
     def __len__(self) -> int:
@@ -69,11 +72,13 @@ class Handoff:
     def put(self, arrivals: list[Arrival], drained_through_ns: int) -> None:
         """Queues a batch (also an empty one: time moves on), waiting while
         the queue is full."""
+        size = sum(len(arrival.raw) for arrival in arrivals)
         with self._ready:
-            while self._records >= self.limit and not self._closed:
+            while self._bytes >= self.limit_bytes and not self._closed:
                 self._ready.wait(0.1)
             self._batches.append((arrivals, drained_through_ns))
             self._records += len(arrivals)
+            self._bytes += size
             self._ready.notify_all()
 
     def take(self) -> tuple[list[Arrival], int] | None:
@@ -89,7 +94,7 @@ class Handoff:
             while self._batches:
                 batch, drained_through_ns = self._batches.popleft()
                 arrivals += batch
-            self._records = 0
+            self._records = self._bytes = 0
             self._ready.notify_all()
             return arrivals, drained_through_ns
 

@@ -15,7 +15,7 @@ def arrivals(n: int, tag: str) -> list[Arrival]:
 
 
 def test_take_returns_every_queued_batch_in_order_with_the_last_drain_time():
-    handoff = Handoff(limit=100)
+    handoff = Handoff(limit_bytes=100)
     handoff.put(arrivals(2, "a"), 10)
     handoff.put([], 20)  # an empty drain still moves time on
     handoff.put(arrivals(1, "b"), 30)
@@ -26,8 +26,8 @@ def test_take_returns_every_queued_batch_in_order_with_the_last_drain_time():
 
 
 def test_a_full_queue_holds_the_drain_until_the_processor_takes():
-    handoff = Handoff(limit=4)
-    handoff.put(arrivals(4, "a"), 1)
+    handoff = Handoff(limit_bytes=8)
+    handoff.put(arrivals(4, "a"), 1)  # 4 records of 2 bytes: full
     put_done = threading.Event()
     drain = threading.Thread(target=lambda: (handoff.put(arrivals(1, "b"), 2), put_done.set()))
     drain.start()
@@ -41,7 +41,7 @@ def test_a_full_queue_holds_the_drain_until_the_processor_takes():
 
 
 def test_close_lets_the_processor_finish_what_is_queued_then_stop():
-    handoff = Handoff(limit=10)
+    handoff = Handoff(limit_bytes=100)
     handoff.put(arrivals(3, "a"), 5)
     handoff.close()
     assert len(handoff.take()[0]) == 3
@@ -49,7 +49,7 @@ def test_close_lets_the_processor_finish_what_is_queued_then_stop():
 
 
 def test_take_waits_for_a_batch():
-    handoff = Handoff(limit=10)
+    handoff = Handoff(limit_bytes=100)
     got = []
     processor = threading.Thread(target=lambda: got.append(handoff.take()))
     processor.start()
