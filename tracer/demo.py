@@ -17,7 +17,6 @@ SETTLE_S = 0.3
 
 
 def run_demo(output_dir: Path, node_name: str | None) -> None:
-    from tracer.capture import DEFAULT_CRI_SOCKETS, CaptureConfig
     from tracer.cli import _export_files, record_traces
 
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -36,8 +35,7 @@ def run_demo(output_dir: Path, node_name: str | None) -> None:
             time.sleep(SETTLE_S)
 
         try:
-            capture = CaptureConfig(cri_sockets=DEFAULT_CRI_SOCKETS + (str(bed.socket),))
-            traces, recorder = record_traces(capture, output_dir / "demo.rec", node_name, None,
+            traces, recorder = record_traces(bed.capture_config(), output_dir / "demo.rec", node_name, None,
                                              show_status=False, during=start_pod)
             _export_files(traces, output_dir / "demo-trace.json", quiet=False)
             recorder.detach()

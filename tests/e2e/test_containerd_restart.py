@@ -19,11 +19,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from bed_recording import start_recorder
 
 from tracecheck import ExpectedPod, check_cri_calls, check_pod_trace, trace_for
-from tracer.capture import DEFAULT_CRI_SOCKETS, CaptureConfig
 from tracer.cri import api_pb2
-from tracer.session import RecordConfig, Recorder
 from tracer.spans import Trace
 from tracer.testbed import PodSpec, PodStartError, StartedPod, Testbed
 from tracer.testbed.kubelet import run_pods_as_kubelet, start_pods_as_kubelet
@@ -34,13 +33,6 @@ pytestmark = [pytest.mark.e2e,
 SLEEP = ("sleep", "3600")
 SETTLE_S = 0.5
 SHIM_WAIT_S = 30.0
-
-
-def _recorder(testbed: Testbed) -> Recorder:
-    capture = CaptureConfig(cri_sockets=DEFAULT_CRI_SOCKETS + (str(testbed.socket),))
-    recorder = Recorder(RecordConfig(node_name="test-node", capture=capture))
-    recorder.start()
-    return recorder
 
 
 def _remove_pods(testbed: Testbed, uids: set[str]) -> None:
@@ -73,7 +65,7 @@ def _container_ids(trace: Trace) -> set[str]:
 
 @pytest.mark.parametrize("signo", [signal.SIGTERM, signal.SIGKILL], ids=["restart", "crash"])
 def test_pods_started_after_a_containerd_restart_are_traced_completely(testbed, signo):
-    recorder = _recorder(testbed)
+    recorder = start_recorder(testbed)
     before: list[StartedPod] = []
     after: list[StartedPod] = []
     try:
@@ -113,7 +105,7 @@ def test_a_start_cut_short_by_a_containerd_crash_is_partial(testbed):
     """containerd is killed while a RunPodSandbox is in flight (its shim
     already runs), then comes back; kubelet makes the pod's sandbox again,
     as attempt 1."""
-    recorder = _recorder(testbed)
+    recorder = start_recorder(testbed)
     spec = PodSpec(name="cut-short", namespace="restart", command=SLEEP)
     retried: list[StartedPod] = []
     try:

@@ -8,11 +8,11 @@ import time
 
 import grpc
 import pytest
+from bed_recording import start_recorder
 
 from exporters.jaeger_json import JaegerJsonExporter
-from tracer.capture import DEFAULT_CRI_SOCKETS, CaptureConfig
 from tracer.cri import api_pb2
-from tracer.session import RecordConfig, Recorder
+from tracer.session import Recorder
 from tracer.testbed import PodSpec, RuntimeClient, start_pod
 from tracer.testbed.kubelet import periodic_calls
 from tracer.testbed.pods import sandbox_config, stop_and_remove
@@ -22,11 +22,6 @@ pytestmark = [pytest.mark.e2e,
 
 SETTLE_S = 0.3
 SLEEP = ("sleep", "3600")
-
-
-def recorder_for(testbed, raw=None) -> Recorder:
-    capture = CaptureConfig(cri_sockets=DEFAULT_CRI_SOCKETS + (str(testbed.socket),))
-    return Recorder(RecordConfig(raw_path=raw, node_name="test-node", capture=capture))
 
 
 def connection_calls(recorder: Recorder, client_pid: int):
@@ -39,8 +34,7 @@ def test_a_pods_whole_lifecycle_is_decoded_in_both_directions(testbed):
     """Every call of a pod's life, from both the client's and the server's
     side, with the right method and status; the teardown stays out of the
     pod's start trace."""
-    recorder = recorder_for(testbed)
-    recorder.start()
+    recorder = start_recorder(testbed)
     client = RuntimeClient(testbed.socket)  # a connection opened after the attach
     try:
         client.version()
@@ -74,8 +68,7 @@ def test_late_attach_never_decodes_a_wrong_method_and_catches_up(testbed):
         started.append(warm_up)
         periodic_calls(client, 10)
 
-        recorder = recorder_for(testbed)
-        recorder.start()
+        recorder = start_recorder(testbed)
         try:
             pod = start_pod(client, PodSpec(name="after-attach", command=SLEEP), testbed.layout.pod_logs)
             started.append(pod)
@@ -124,8 +117,7 @@ def test_pull_image_credentials_never_leave_the_tracer(testbed, tmp_path):
                    "label": "label-password-1b7c"}
     raw = tmp_path / "capture.rec"
     client = RuntimeClient(testbed.socket)
-    recorder = recorder_for(testbed, raw)
-    recorder.start()
+    recorder = start_recorder(testbed, raw)
     spec = PodSpec(name="pulls", command=SLEEP, labels={"db-password": pod_secrets["label"]})
     pod = None
     try:

@@ -20,7 +20,7 @@ import pytest
 from otlp_receiver import free_port
 from tracecheck import ExpectedPod, check_pod_trace
 from exporters.base import ExportResult
-from tracer.capture import DEFAULT_CRI_SOCKETS, CaptureConfig
+from tracer.capture import CaptureConfig
 from tracer.daemon import Daemon, DaemonConfig
 from tracer.metrics import scrape_samples
 from tracer.testbed import PodSpec, StartedPod
@@ -62,8 +62,7 @@ def test_a_ring_buffer_overflow_is_counted_marked_and_never_misattributed(testbe
     port = free_port()
     config = DaemonConfig(node_name="loss-node", otlp=None, quiet_s=QUIET_S, max_age_s=120.0,
                           metrics_address=("127.0.0.1", port),
-                          capture=CaptureConfig(ring_buffer_bytes=RING_BYTES,
-                                                cri_sockets=DEFAULT_CRI_SOCKETS + (str(testbed.socket),)))
+                          capture=testbed.capture_config(ring_buffer_bytes=RING_BYTES))
     kept = Kept()
     daemon = Daemon(config, exporters=[kept])
     stop = threading.Event()

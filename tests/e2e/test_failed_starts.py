@@ -9,13 +9,12 @@ from __future__ import annotations
 import os
 
 import pytest
+from bed_recording import start_recorder
 
 from exporters.jaeger_json import document
 from failure_cases import CASES, HEALTHY, check_crash_loop, check_failure, pod_traces, remove_outcomes, run_cases
 from tracecheck import one, short
-from tracer.capture import DEFAULT_CRI_SOCKETS, CaptureConfig
 from tracer.pipeline import replay
-from tracer.session import RecordConfig, Recorder
 from tracer.testbed.pods import PodStartError, StartedPod
 
 pytestmark = [pytest.mark.e2e,
@@ -25,9 +24,7 @@ pytestmark = [pytest.mark.e2e,
 @pytest.fixture(scope="module")
 def recorded(testbed, tmp_path_factory):
     raw = tmp_path_factory.mktemp("failures") / "failures.rec"
-    capture = CaptureConfig(cri_sockets=DEFAULT_CRI_SOCKETS + (str(testbed.socket),))
-    recorder = Recorder(RecordConfig(raw_path=raw, node_name="test-node", capture=capture))
-    recorder.start()
+    recorder = start_recorder(testbed, raw)
     outcomes = []
     try:
         outcomes = run_cases(testbed, HEALTHY, CASES)

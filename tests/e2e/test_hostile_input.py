@@ -29,13 +29,13 @@ from pathlib import Path
 
 import hostile_peer
 import pytest
+from bed_recording import start_recorder
 from daemon_process import cpu_seconds, rss_bytes, start_daemon
 from otlp_receiver import GrpcReceiver, as_trace
 from tracecheck import ExpectedPod, check_pod_trace
 
-from tracer.capture import DEFAULT_CRI_SOCKETS, CaptureConfig
 from tracer.recording import RecordKind, read_recording
-from tracer.session import REAP_INTERVAL_S, RecordConfig, Recorder
+from tracer.session import REAP_INTERVAL_S
 from tracer.spans import trace_id_for
 from tracer.testbed import PodSpec, RuntimeClient, start_pod
 
@@ -242,9 +242,7 @@ def test_what_was_dropped_is_in_the_recording(testbed, tmp_path):
     kernel dropped and how many endpoints were reaped; the replay rebuilds
     the pod's trace from the same file."""
     raw = tmp_path / "hostile.rec"
-    capture = CaptureConfig(cri_sockets=DEFAULT_CRI_SOCKETS + (str(testbed.socket),))
-    recorder = Recorder(RecordConfig(raw_path=raw, node_name="hostile-node", capture=capture))
-    recorder.start()
+    recorder = start_recorder(testbed, raw, node_name="hostile-node")
     pod = None
     try:
         hostile_peer.hostile_h2(str(testbed.socket), rounds=1, time_cap_s=60)

@@ -9,13 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from bed_recording import start_recorder
 
 from exporters.jaeger_json import JaegerJsonExporter, document
 from conftest import ENVIRONMENT_CANARY
 from tracecheck import ExpectedPod, check_cri_calls, check_pod_trace, trace_for
-from tracer.capture import DEFAULT_CRI_SOCKETS, CaptureConfig
 from tracer.pipeline import replay
-from tracer.session import RecordConfig, Recorder
+from tracer.session import Recorder
 from tracer.spans import Trace
 from tracer.testbed import PodSpec, StartedPod
 from tracer.testbed.kubelet import periodic_calls_as_kubelet, start_pods_as_kubelet
@@ -46,9 +46,7 @@ def record_pods(testbed, tmp_path):
         """Records while a separate "kubelet" process starts the pods
         concurrently on a connection it opens after the tracer attached."""
         raw = tmp_path / "capture.rec"
-        capture = CaptureConfig(cri_sockets=DEFAULT_CRI_SOCKETS + (str(testbed.socket),))
-        recorder = Recorder(RecordConfig(raw_path=raw, node_name="test-node", capture=capture))
-        recorder.start()
+        recorder = start_recorder(testbed, raw)
         try:
             started.extend(start_pods_as_kubelet(testbed.socket, specs, testbed.layout.pod_logs))
             time.sleep(SETTLE_S)
@@ -119,9 +117,7 @@ def test_client_spans_agree_with_the_clients_own_timings(testbed):
     The client's own times carry its library's and its scheduler's delays
     (2 vCPUs shared with containerd and the tracer), so most calls must
     agree within 1 ms and none may be off by more than 10 ms."""
-    capture = CaptureConfig(cri_sockets=DEFAULT_CRI_SOCKETS + (str(testbed.socket),))
-    recorder = Recorder(RecordConfig(node_name="test-node", capture=capture))
-    recorder.start()
+    recorder = start_recorder(testbed)
     try:
         timings = periodic_calls_as_kubelet(testbed.socket, 40)
         time.sleep(SETTLE_S)

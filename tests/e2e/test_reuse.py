@@ -10,19 +10,16 @@ import os
 import uuid
 
 import pytest
+from bed_recording import start_recorder
 
 import reuse_case
-from tracer.capture import DEFAULT_CRI_SOCKETS, CaptureConfig
-from tracer.session import RecordConfig, Recorder
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(os.geteuid() != 0, reason="loads BPF programs and runs pods: needs root")]
 
 
 def test_reused_names_uids_and_namespaces_never_merge_traces(testbed):
-    capture = CaptureConfig(cri_sockets=DEFAULT_CRI_SOCKETS + (str(testbed.socket),))
-    recorder = Recorder(RecordConfig(node_name="test-node", capture=capture))
-    recorder.start()
+    recorder = start_recorder(testbed)
     run = None
     try:
         run = reuse_case.run(testbed, str(uuid.uuid4()), str(uuid.uuid4()))

@@ -17,12 +17,10 @@ import time
 import uuid
 
 import pytest
+from bed_recording import start_recorder
 
 import tracer_restart_case as case
 from tracecheck import ExpectedPod, check_pod_trace, trace_for
-from tracer.capture import DEFAULT_CRI_SOCKETS, CaptureConfig
-from tracer.session import RecordConfig, Recorder
-from tracer.testbed import Testbed
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(os.geteuid() != 0, reason="loads BPF programs and runs pods: needs root")]
@@ -30,16 +28,9 @@ pytestmark = [pytest.mark.e2e,
 SETTLE_S = 0.5
 
 
-def _recorder(testbed: Testbed) -> Recorder:
-    capture = CaptureConfig(cri_sockets=DEFAULT_CRI_SOCKETS + (str(testbed.socket),))
-    recorder = Recorder(RecordConfig(node_name="test-node", capture=capture))
-    recorder.start()
-    return recorder
-
-
 def test_pods_that_predate_the_tracer_keep_their_identity(testbed):
     before = during = None
-    first = _recorder(testbed)
+    first = start_recorder(testbed)
     try:
         try:
             before = case.start_before(testbed, str(uuid.uuid4()), str(uuid.uuid4()))
@@ -53,7 +44,7 @@ def test_pods_that_predate_the_tracer_keep_their_identity(testbed):
         half = trace_for(first_traces, before.half.spec.uid)
         assert half.root.attributes["tracer.containers"] == 0
 
-        second = _recorder(testbed)
+        second = start_recorder(testbed)
         try:
             during = case.go_on(testbed, before)
             time.sleep(SETTLE_S)

@@ -28,9 +28,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import grpc
+
+if TYPE_CHECKING:
+    from tracer.capture import CaptureConfig
 
 from tracer.testbed import host
 from tracer.testbed.client import RuntimeClient
@@ -174,6 +177,13 @@ class Testbed:
     @property
     def socket(self) -> Path:
         return self.layout.socket
+
+    def capture_config(self, **overrides) -> "CaptureConfig":
+        """What a tracer on this node watches: the runtime sockets it knows,
+        and this bed's."""
+        from tracer.capture import DEFAULT_CRI_SOCKETS, CaptureConfig
+
+        return CaptureConfig(cri_sockets=DEFAULT_CRI_SOCKETS + (str(self.socket),), **overrides)
 
     @property
     def pid(self) -> int | None:
