@@ -833,7 +833,27 @@ static __always_inline int is_cri_path(const struct socket_address *address, str
 	return cri_paths.lookup(key) != 0;
 }
 
-/* connect(2) entry, any process: a unix socket connecting to a runtime socket. */
+/* Whether a unix sock is bound to a runtime socket's path (a listener, or
+ * an accepted end, which shares its listener's address); `key` gets it. */
+static __always_inline int bound_to_cri_path(const void *sk, struct socket_path_key *key)
+{
+	const void *bound;
+	struct socket_address address = {};
+
+	if (!sk || read_u16(sk, OFF_SOCK_FAMILY) != AF_UNIX_FAMILY)
+		return 0;
+	bound = read_ptr(sk, OFF_UNIX_SOCK_ADDR);
+	if (!bound)
+		return 0;
+	if (bpf_probe_read_kernel(&address, sizeof(address), (const char *)bound + OFF_UNIX_ADDRESS_NAME) != 0)
+		return 0;
+	return is_cri_path(&address, key);
+}
+
+/* connect(2) entry, any process: a unix socket connecting to a runtime
+ * socket.  A path that names one is known now; any other filesystem path
+ * (a symlink, a relative path, another spelling) may still lead to one:
+ * that is told at the exit, by the path the other end is bound to. */
 static __always_inline void enter_connect(const void *regs)
 {
 	struct socket_address address = {};
@@ -843,8 +863,10 @@ static __always_inline void enter_connect(const void *regs)
 
 	if (bpf_probe_read_user(&address, sizeof(address), (void *)read_u64(regs, OFF_PT_REGS_SI)) != 0)
 		return;
+	if (address.family != AF_UNIX_FAMILY || address.path[0] == 0)
+		return;  /* not a unix socket's filesystem path (abstract names are never runtime sockets here) */
 	if (!is_cri_path(&address, &key))
-		return;
+		key.path[0] = 0;  /* decided at the exit */
 	struct pending_syscall pending = { .args = { fd, 0, 0, 0 } };
 
 	pending_connects.update(&pid_tgid, &key);
@@ -856,12 +878,22 @@ static __always_inline void exit_connect(long ret)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	struct socket_path_key *key = pending_connects.lookup(&pid_tgid);
+	struct socket_path_key peer_key = {};
 	struct pending_syscall call;
+	const void *file, *sk;
 
 	if (!key)
 		return;
-	if ((ret == 0 || ret == -EINPROGRESS_ERRNO) && recall_syscall_any(&call))
-		register_endpoint(call.args[0], SOCKET_SIDE_CLIENT, key);
+	if ((ret == 0 || ret == -EINPROGRESS_ERRNO) && recall_syscall_any(&call)) {
+		if (key->path[0]) {
+			register_endpoint(call.args[0], SOCKET_SIDE_CLIENT, key);
+		} else if (ret == 0 && (file = fd_file(call.args[0])) != 0) {
+			/* connected: our peer is the runtime's new end, bound as its listener is */
+			sk = read_ptr(read_ptr(file, OFF_FILE_PRIVATE_DATA), OFF_SOCKET_SK);
+			if (bound_to_cri_path(read_ptr(sk, OFF_UNIX_SOCK_PEER), &peer_key))
+				register_endpoint(call.args[0], SOCKET_SIDE_CLIENT, &peer_key);
+		}
+	}
 	pending_connects.delete(&pid_tgid);
 }
 
@@ -870,22 +902,11 @@ static __always_inline void exit_connect(long ret)
  * needs nothing from userspace. */
 static __always_inline int is_cri_listener(const void *file)
 {
-	const void *socket, *sk, *bound;
-	struct socket_address address = {};
 	struct socket_path_key key = {};
 
 	if ((read_u16(read_ptr(file, OFF_FILE_F_INODE), OFF_INODE_I_MODE) & S_IFMT_BITS) != S_IFSOCK_BITS)
 		return 0;
-	socket = read_ptr(file, OFF_FILE_PRIVATE_DATA);
-	sk = read_ptr(socket, OFF_SOCKET_SK);
-	if (read_u16(sk, OFF_SOCK_FAMILY) != AF_UNIX_FAMILY)
-		return 0;
-	bound = read_ptr(sk, OFF_UNIX_SOCK_ADDR);
-	if (!bound)
-		return 0;
-	if (bpf_probe_read_kernel(&address, sizeof(address), (const char *)bound + OFF_UNIX_ADDRESS_NAME) != 0)
-		return 0;
-	return is_cri_path(&address, &key);
+	return bound_to_cri_path(read_ptr(read_ptr(file, OFF_FILE_PRIVATE_DATA), OFF_SOCKET_SK), &key);
 }
 
 /* accept(2)/accept4(2) entry, any process: on a runtime's listening socket? */

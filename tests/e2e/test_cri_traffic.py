@@ -150,3 +150,27 @@ def test_pull_image_credentials_never_leave_the_tracer(testbed, tmp_path):
     assert all(s.status == "ERROR" and s.attributes["rpc.grpc.status_code"] != 0 for s in pulls), \
         [(s.kind, s.status, s.attributes) for s in pulls]
     assert "registry.invalid/app:1" in str(pulls[0].attributes) or pulls[0].status_message
+
+
+def test_a_client_through_another_path_to_the_runtime_socket_is_traced(testbed, tmp_path):
+    """A client that reaches the runtime's socket by a path the tracer was
+    not told (here a symlink) is known by the path its peer, the runtime's
+    accepted end, is bound to: its calls have both views, as any other's."""
+    link = tmp_path / "runtime-link.sock"
+    link.symlink_to(testbed.socket)
+    recorder = start_recorder(testbed)
+    client = RuntimeClient(link)
+    try:
+        client.version()
+        client.version()
+        time.sleep(SETTLE_S)
+    finally:
+        recorder.stop(build=False)
+        client.close()
+    calls = connection_calls(recorder, os.getpid())
+    assert [c.method for c in calls] == ["Version", "Version"]
+    for call in calls:
+        assert call.client is not None and call.server is not None
+        assert call.client.method_resolution == "decoded" and call.client.grpc_status == 0
+    endpoint = calls[0].client_endpoint
+    assert endpoint.path == str(testbed.socket)  # the path it reached, not the one it named
