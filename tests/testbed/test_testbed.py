@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -100,6 +101,25 @@ def test_ten_pods_start_concurrently(testbed: Testbed) -> None:
     assert not sandbox_ids(testbed) & {pod.sandbox_id for pod in pods}
 
 
+def _orphan_shim(bed: Testbed, tmp_path: Path) -> tuple[Path, Path]:
+    """What a containerd crash during RunPodSandbox leaves (the e2e restart
+    test makes one for real): a shim of this bed whose task the next
+    containerd does not know, its task directory and its ttrpc socket.  A
+    stand-in here: a process with a shim's command line."""
+    task_id = "0" * 64
+    task = bed.layout.state / "io.containerd.runtime.v2.task" / "k8s.io" / task_id
+    task.mkdir(parents=True)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    socket_path = tmp_path / "orphan-shim.sock"
+    listener.bind(str(socket_path))
+    listener.close()
+    (task / "address").write_text(f"unix://{socket_path}")
+    # python -c leaves the rest of the command line alone (sys.argv)
+    subprocess.Popen(["containerd-shim-runc-v2", "-c", "import time; time.sleep(300)", "-namespace", "k8s.io",
+                      "-id", task_id, "-address", str(bed.socket)], executable=sys.executable, start_new_session=True)
+    return socket_path, task
+
+
 def test_stop_leaves_nothing_behind(tmp_path: Path) -> None:
     ip_forward_before = host.IP_FORWARD.read_text()
     bed = Testbed(tmp_path / "bed", network=ISOLATED_NETWORK)
@@ -111,11 +131,13 @@ def test_stop_leaves_nothing_behind(tmp_path: Path) -> None:
         # Left running on purpose: stop() must remove it.
         forgotten = bed.start_pod(sleeper("forgotten"))
         assert container_state(bed, forgotten) == "CONTAINER_RUNNING"
+        orphan_socket, orphan_task = _orphan_shim(bed, tmp_path)
     finally:
         bed.stop()
 
     assert host.mounts_under(bed.directory) == []
     assert bed.remaining_processes() == []
+    assert not orphan_socket.exists() and not orphan_task.exists()
     assert not Path(f"/proc/{containerd_pid}").exists()
     assert pod_cgroup_dirs(stopped.spec.uid) == pod_cgroup_dirs(forgotten.spec.uid) == []
     assert not host.link_exists(ISOLATED_NETWORK.bridge)

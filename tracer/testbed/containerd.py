@@ -419,7 +419,9 @@ class Testbed:
         if containerd_pid is not None:
             self._remove_pods()
             self._stop_containerd(containerd_pid)
+        orphans = self._stop_orphan_shims()
         host.unmount_all_under(self.directory)
+        self._remove_task_state(orphans)
         host.remove_pod_cgroups([pod_cgroup_parent(uid) for uid in self._pod_uids()])
         if self.layout.baseline_file.exists():
             baseline = host.HostBaseline.load(self.layout.baseline_file)
@@ -427,6 +429,43 @@ class Testbed:
             self.layout.baseline_file.unlink()
         shutil.rmtree(self.layout.pod_logs, ignore_errors=True)
         self.layout.pid_file.unlink(missing_ok=True)
+
+    def _stop_orphan_shims(self) -> list[str]:
+        """Stops the shims of this bed that outlived their containerd and
+        their pods (a sandbox whose RunPodSandbox a containerd crash cut
+        short is unknown to the next containerd, so CRI cannot remove it);
+        returns their ids.  Ours by their command line, stopped by PID."""
+        orphans: dict[int, str] = {}
+        for pid, argv in _processes():
+            if Path(argv[0]).name.startswith("containerd-shim") and "-id" in argv[:-1] and any(
+                    _names_path(arg, self.directory) for arg in argv):
+                orphans[pid] = argv[argv.index("-id") + 1]
+        for pid, task_id in orphans.items():
+            log.warning("stopping shim %d of task %s, left without its containerd", pid, task_id[:12])
+            for signo, grace_s in ((signal.SIGTERM, TERM_GRACE_S), (signal.SIGKILL, KILL_GRACE_S)):
+                try:
+                    os.kill(pid, signo)
+                except ProcessLookupError:
+                    break
+                if self._wait_for_exit(pid, grace_s):
+                    break
+        return list(orphans.values())
+
+    def _remove_task_state(self, task_ids: list[str]) -> None:
+        """What stopped orphan shims leave: their bundles and runc state in
+        the bed's directory, and their ttrpc socket (named in the bundle)."""
+        for task_id in task_ids:
+            task_dirs = [base / "io.containerd.runtime.v2.task" / "k8s.io" / task_id
+                         for base in (self.layout.state, self.layout.root)]
+            try:
+                address = (task_dirs[0] / "address").read_text().strip()
+            except OSError:
+                address = ""
+            socket_path = Path(address.removeprefix("unix://")) if address.startswith("unix://") else None
+            if socket_path is not None and socket_path.is_socket():
+                socket_path.unlink(missing_ok=True)
+            for directory in (*task_dirs, self.layout.runc_root / "k8s.io" / task_id):
+                shutil.rmtree(directory, ignore_errors=True)
 
     def _remove_pods(self) -> None:
         try:
