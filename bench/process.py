@@ -14,6 +14,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def tracer_command() -> list[str]:
+    """The installed `tracer` script when there is one (as users run it)."""
     script = Path(sys.executable).with_name("tracer")
     if script.exists():
         return [str(script)]
@@ -27,13 +28,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def rss_mb(pid: int) -> float:
-    """VmRSS of a running process (/proc/<pid>/status), in MB."""
+def rss_bytes(pid: int) -> int:
+    """VmRSS of a running process (/proc/<pid>/status); 0 if it has none."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith("VmRSS:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    return 0.0
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def rss_mb(pid: int) -> float:
+    """VmRSS of a running process, in MB."""
+    return round(rss_bytes(pid) / 2**20, 1)
 
 
 class CpuWindow:

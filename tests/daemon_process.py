@@ -11,7 +11,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,33 +18,12 @@ from pathlib import Path
 from http_probe import http_get
 from otlp_receiver import free_port
 
+from bench.process import tracer_command
+
 from tracer.metrics import scrape_samples
 
 READY_TIMEOUT_S = 60
 EXIT_TIMEOUT_S = 20
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def tracer_command() -> list[str]:
-    """The installed `tracer` script when there is one (as users run it)."""
-    script = Path(sys.executable).with_name("tracer")
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-c", "from tracer.cli import main; main()"]
-
-
-def rss_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
 
 
 @dataclass

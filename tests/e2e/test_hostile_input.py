@@ -30,10 +30,11 @@ from pathlib import Path
 import hostile_peer
 import pytest
 from bed_recording import start_recorder
-from daemon_process import cpu_seconds, rss_bytes, start_daemon
+from daemon_process import start_daemon
 from otlp_receiver import GrpcReceiver, as_trace
 from tracecheck import ExpectedPod, check_pod_trace
 
+from bench.process import cpu_seconds, rss_bytes
 from tracer.recording import RecordKind, read_recording
 from tracer.session import REAP_INTERVAL_S
 from tracer.spans import trace_id_for

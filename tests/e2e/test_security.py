@@ -22,9 +22,10 @@ import time
 import grpc
 import pytest
 from conftest import ENVIRONMENT_CANARY
-from daemon_process import start_daemon, tracer_command
+from daemon_process import start_daemon
 from otlp_receiver import GrpcReceiver
 
+from bench.process import tracer_command
 from tracer.cri import api_pb2
 from tracer.spans import trace_id_for
 from tracer.testbed import PodSpec, RuntimeClient, start_pod

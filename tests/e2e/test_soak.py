@@ -21,7 +21,6 @@ import re
 import signal
 import statistics
 import subprocess
-import sys
 import time
 import urllib.request
 from collections import Counter, defaultdict
@@ -31,6 +30,7 @@ from pathlib import Path
 import pytest
 from otlp_receiver import GrpcReceiver, free_port
 
+from bench.process import tracer_command
 from tracer.metrics import scrape_samples
 from tracer.pods import PRUNE_GRACE_NS
 from tracer.spans import trace_id_for
@@ -95,7 +95,7 @@ def test_a_thousand_pod_starts_keep_memory_and_tables_flat(testbed, tmp_path):
                    TRACER_NODE_NAME="soak-node", TRACER_DAEMON_METRICS_ADDRESS=f"127.0.0.1:{port}",
                    TRACER_CRI_SOCKETS=str(testbed.socket))
         with log.open("wb") as out:
-            daemon = subprocess.Popen([sys.executable, "-c", "from tracer.cli import main; main()", "daemon",
+            daemon = subprocess.Popen([*tracer_command(), "daemon",
                                        "--max-age-seconds", str(MAX_AGE_S), "--queue-size", "65536",
                                        "--log-level", "info"],
                                       env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
