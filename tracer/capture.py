@@ -350,19 +350,30 @@ class Capture:
         SOCKET_OPEN was lost) and whose socket no longer exists: nothing else
         would ever remove them.  A socket that exists is kept, known or not
         (its SOCKET_OPEN may still be on its way).  Returns how many went."""
-        table, gaps = self._bpf[b"cri_endpoints"], self._bpf[b"cri_gaps"]
-        unknown = {key.value for key in table.keys()} - known
+        unknown = {key.value for key in self._bpf[b"cri_endpoints"].keys()} - known
         if not unknown:
             return 0
         stale = unknown - {s.inode for s in unix_sockets()}  # read after the keys: a newer socket is not in them
         for inode in stale:
-            for map_ in (table, gaps):
-                try:
-                    del map_[ctypes.c_uint64(inode)]
-                except KeyError:
-                    pass
+            self._forget_in_kernel(inode)
         self.stats.endpoints_reaped += len(stale)
         return len(stale)
+
+    def _forget_in_kernel(self, inode: int) -> int:
+        """Removes an endpoint from the kernel's maps; its fd (0 if the map
+        did not hold it: its registration was refused or lost)."""
+        key = ctypes.c_uint64(inode)
+        table, fd = self._bpf[b"cri_endpoints"], 0
+        try:
+            fd = table[key].fd
+            del table[key]
+        except KeyError:
+            pass
+        try:
+            del self._bpf[b"cri_gaps"][key]
+        except KeyError:
+            pass
+        return fd
 
     def forget_endpoints(self, endpoints: list[tuple[int, int, SocketSide, int, str]], ktime_ns: int) -> list[bytes]:
         """Removes CRI endpoints that were closed without close(2) from the
@@ -372,19 +383,9 @@ class Capture:
         `endpoints`: (inode, peer inode, side, holder tgid, holder comm).  A
         process that exits, or execs with the socket marked O_CLOEXEC, closes
         it without the close(2) that the BPF program watches."""
-        table, gaps = self._bpf[b"cri_endpoints"], self._bpf[b"cri_gaps"]
         closes = []
         for inode, peer_inode, side, tgid, comm in endpoints:
-            fd = 0
-            try:
-                fd = table[ctypes.c_uint64(inode)].fd
-                del table[ctypes.c_uint64(inode)]
-            except KeyError:
-                pass  # not in the kernel's map (its registration was refused or lost)
-            try:
-                del gaps[ctypes.c_uint64(inode)]
-            except KeyError:
-                pass
+            fd = self._forget_in_kernel(inode)
             header = Header(type=EventType.SOCKET_CLOSE, size=0, cpu=0, ktime_ns=ktime_ns, pid=tgid, tgid=tgid,
                             ppid=0, start_ns=0, parent_start_ns=0, cgroup_id=0, cgroup_v1_id=0, ns=Namespaces(),
                             comm=comm)

@@ -442,13 +442,7 @@ class Testbed:
                 orphans[pid] = argv[argv.index("-id") + 1]
         for pid, task_id in orphans.items():
             log.warning("stopping shim %d of task %s, left without its containerd", pid, task_id[:12])
-            for signo, grace_s in ((signal.SIGTERM, TERM_GRACE_S), (signal.SIGKILL, KILL_GRACE_S)):
-                try:
-                    os.kill(pid, signo)
-                except ProcessLookupError:
-                    break
-                if self._wait_for_exit(pid, grace_s):
-                    break
+            self._terminate(pid, "shim")
         return list(orphans.values())
 
     def _remove_task_state(self, task_ids: list[str]) -> None:
@@ -479,15 +473,21 @@ class Testbed:
 
     def _stop_containerd(self, pid: int) -> None:
         """SIGTERM containerd (ours alone, by PID), then SIGKILL if it lingers."""
+        if not self._terminate(pid, "containerd"):
+            raise TestbedError(f"containerd {pid} survived SIGKILL")
+
+    def _terminate(self, pid: int, what: str) -> bool:
+        """SIGTERM a process of ours, by PID, then SIGKILL if it lingers;
+        whether it is gone."""
         for signo, grace_s in ((signal.SIGTERM, TERM_GRACE_S), (signal.SIGKILL, KILL_GRACE_S)):
             try:
                 os.kill(pid, signo)
             except ProcessLookupError:
-                return
+                return True
             if self._wait_for_exit(pid, grace_s):
-                return
-            log.warning("containerd %d did not exit within %.0f s of %s", pid, grace_s, signo.name)
-        raise TestbedError(f"containerd {pid} survived SIGKILL")
+                return True
+            log.warning("%s %d did not exit within %.0f s of %s", what, pid, grace_s, signo.name)
+        return False
 
     def _wait_for_exit(self, pid: int, timeout_s: float) -> bool:
         if self._process is not None and self._process.pid == pid:
