@@ -21,12 +21,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from tracer_testbed import Testbed, TestbedError
+
 from bench import bpfstats, workloads
 from bench.floor import FloorPrograms
 from bench.pods import APP_EXECUTABLE, start_latency_ms, start_pods, stop_pods
 from bench.process import CpuWindow, RecordingTracer, rss_mb, tracer_command
 from tracer.files import write_private
-from tracer.testbed import Testbed, TestbedError
 
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 
@@ -200,7 +201,7 @@ def burst(bed: Testbed, count: int, work: Path, tracers: list[RecordingTracer], 
     sys.path.insert(0, str(TESTS))
     from tracecheck import ExpectedPod, check_cri_calls, check_pod_trace, trace_for
 
-    from tracer.pipeline import replay
+    from tracer.pipeline.pipeline import replay
 
     raw = work / "burst.rec"
     tracer = RecordingTracer(bed.socket, raw=raw).start()
@@ -242,7 +243,7 @@ def export_latency(bed: Testbed, count: int, work: Path) -> dict:
     sys.path.insert(0, str(TESTS))
     from otlp_receiver import GrpcReceiver, free_port
 
-    from tracer.spans import trace_id_for
+    from tracer.spans.build import trace_id_for
 
     arrivals: dict[str, int] = {}
     port = free_port()

@@ -15,7 +15,7 @@ import sys
 import threading
 from pathlib import Path
 
-SOURCE = Path(__file__).resolve().parent.parent / "bpf" / "probes" / "syscall_floor.bpf.c"
+from tracer.kernel.sources import SYSCALL_FLOOR_PROBE
 
 
 class FloorPrograms:
@@ -35,16 +35,16 @@ class FloorPrograms:
 
 
 def main() -> int:
-    from tracer import kernel
+    from tracer.kernel import headers
 
-    kernel.mount_tracing_filesystems()
-    kernel.prepare_headers()
+    headers.mount_tracing_filesystems()
+    headers.prepare_headers()
     from bcc import BPF
 
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    with BPF(src_file=str(SOURCE).encode()):
+    with BPF(src_file=str(SYSCALL_FLOOR_PROBE).encode()):
         print("attached", file=sys.stderr, flush=True)
         threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
         stop.wait()

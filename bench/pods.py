@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import itertools
 
-from tracer.testbed import PodSpec, Testbed
-from tracer.testbed.kubelet import start_pods_as_kubelet
+from tracer_testbed import PodSpec, Testbed
+from tracer_testbed.kubelet import start_pods_as_kubelet
 
 APP_COMMAND = ("sleep", "3600")
 APP_EXECUTABLE = "/bin/sleep"

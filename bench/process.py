@@ -18,7 +18,7 @@ def tracer_command() -> list[str]:
     script = Path(sys.executable).with_name("tracer")
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-c", "from tracer.cli import main; main()"]
+    return [sys.executable, "-c", "from tracer.app.cli import main; main()"]
 
 
 def cpu_seconds(pid: int) -> float:

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * Reads of kernel memory at an offset taken from BTF (a -D macro, see
- * tracer/offsets.py), never through a header's struct layout: the installed
+ * tracer/kernel/offsets.py), never through a header's struct layout: the installed
  * headers rarely match the running kernel.  A failed read gives 0.
  */
 #ifndef TRACER_KERNEL_READ_H

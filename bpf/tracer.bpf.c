@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Process, namespace, mount and cgroup events of the container runtime's
- * process tree, for tracer/capture.py (bcc).
+ * process tree, for tracer/kernel/capture.py (bcc).
  *
  * Only raw tracepoints are used: many managed kernels have no kprobes and
  * refuse fentry/fexit, and a raw tracepoint detaches in a fraction of a
@@ -15,7 +15,7 @@
  * Kernel structs are never dereferenced through header types: the installed
  * headers rarely match the running kernel.  Every field is read at an offset
  * that userspace takes from /sys/kernel/btf/vmlinux and passes as a -D macro
- * (OFF_<STRUCT>_<FIELD>, see tracer/offsets.py).
+ * (OFF_<STRUCT>_<FIELD>, see tracer/kernel/offsets.py).
  *
  * In-kernel filter: a process is traced when it is in `tracked`, which holds
  * the runtime daemons (seeded by userspace, or recognised by comm at exec)
@@ -54,7 +54,7 @@
 #define CNI_PREFIX_LEN 48
 #define CNI_PREFIX_SLOTS 4
 
-/* Statistic slots in `stats`, mirrored by tracer/capture.py. */
+/* Statistic slots in `stats`, mirrored by tracer/kernel/capture.py. */
 #define STAT_PENDING_MISSING 0
 #define STAT_IO_TRUNCATED 1
 #define STAT_ENDPOINTS_FULL 2

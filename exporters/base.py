@@ -1,6 +1,6 @@
 """The one interface every exporter implements.
 
-Exporters receive finished traces (tracer.spans.Trace: wall-clock spans)
+Exporters receive finished traces (tracer.spans.build.Trace: wall-clock spans)
 and must not raise for a bad trace: they report failures in the result.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
-from tracer.spans import Trace
+from tracer.spans.model import Trace
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ import sys
 from typing import Sequence, TextIO
 
 from exporters.base import ExportResult
-from tracer.critical_path import ATTRIBUTE_SUMMARY
-from tracer.spans import Span, Trace
+from tracer.spans.critical_path import ATTRIBUTE_SUMMARY
+from tracer.spans.model import Span, Trace
 
 BAR_WIDTH = 40
 NAME_WIDTH = 46

@@ -13,7 +13,7 @@ from typing import Sequence
 
 from exporters.base import ExportResult
 from tracer.files import write_private
-from tracer.spans import Span, Trace
+from tracer.spans.model import Span, Trace
 
 
 def _tag(key: str, value: object) -> dict:

@@ -3,7 +3,7 @@
 How our traces become OTLP
 --------------------------
 A pod-start trace is finished before it is exported: every span already has
-its wall-clock start and end (tracer.spans turned kernel time into wall
+its wall-clock start and end (tracer.spans.build turned kernel time into wall
 time), its deterministic trace and span ids, and its layer as
 `Span.service`.  So there is no live span to start and end, and we build
 the SDK's own finished-span type, `ReadableSpan`, directly — the object that
@@ -56,12 +56,23 @@ from urllib.parse import urlparse
 
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import (
+    Link,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+)
 
 from exporters.base import ExportResult
-from tracer.spans import SERVICE_TRACER, Span, Trace
+from tracer.spans.model import SERVICE_TRACER, Span, Trace
 
 log = logging.getLogger(__name__)
 
@@ -160,10 +171,14 @@ class OtlpConfig:
 def make_span_exporter(config: OtlpConfig) -> SpanExporter:
     """The SDK's OTLP span exporter for the configured protocol."""
     if config.protocol == PROTOCOL_GRPC:
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+            OTLPSpanExporter as GrpcExporter,
+        )
 
         return GrpcExporter(endpoint=config.endpoint, timeout=config.timeout_s)
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+        OTLPSpanExporter as HttpExporter,
+    )
 
     return HttpExporter(endpoint=config.endpoint, timeout=config.timeout_s)
 

@@ -7,7 +7,7 @@ and status, on one common time scale so that bar lengths compare across
 pods.  Each section starts with the pod's critical path (the layer that
 held the start at each moment), then one row per span in tree order.
 ERROR spans get a red outline; the spans where an error starts (see
-`tracer.report.error_spans`) get a line with their diagnosis.
+`exporters.status.error_spans`) get a line with their diagnosis.
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from collections.abc import Sequence
 from xml.sax.saxutils import escape, quoteattr
 
 from exporters.base import ExportResult
-from tracer.critical_path import (
+from exporters.status import error_spans, error_text, pod_status
+from tracer.files import write_private
+from tracer.spans.critical_path import (
     LAYER_LABELS,
     LAYERS,
     SUMMARY_SEPARATOR,
@@ -28,10 +30,7 @@ from tracer.critical_path import (
     critical_path,
     span_layers,
 )
-from tracer.files import write_private
-from tracer.metrics import pod_status
-from tracer.report import error_spans, error_text
-from tracer.spans import Span, Trace
+from tracer.spans.model import Span, Trace
 
 LAYER_COLOURS = {
     "kubelet": "#4e79a7", "containerd": "#f28e2b", "cni": "#59a14f", "shim": "#b07aa1",

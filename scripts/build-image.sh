@@ -5,4 +5,4 @@
 # Cached under $TRACER_IMAGE_CACHE (/var/cache/tracer/images); see docs/deployment.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec "${PYTHON:-.venv/bin/python}" -m tracer.testbed.daemon_image "$@"
+exec "${PYTHON:-.venv/bin/python}" -m tracer_testbed.daemon_image "$@"

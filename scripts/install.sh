@@ -3,7 +3,8 @@
 # the kernel side (bcc from Debian's python3-bpfcc, fallback kernel headers),
 # the local runtime test bed (containerd, runc, CNI plugins, busybox-static),
 # debootstrap (the daemon's image, built without a container engine), and a
-# virtualenv in .venv with the project installed in editable mode.
+# virtualenv in .venv with the project and its test bed (testbed/) installed
+# in editable mode.
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,10 +37,10 @@ fi
 site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 ln -sfn /usr/lib/python3/dist-packages/bcc "$site/bcc"
 log=$(mktemp)
-if ! { .venv/bin/python -m pip install -q --upgrade pip && .venv/bin/python -m pip install -q -e '.[test]'; } >"$log" 2>&1; then
+if ! { .venv/bin/python -m pip install -q --upgrade pip && .venv/bin/python -m pip install -q -e '.[test]' -e ./testbed; } >"$log" 2>&1; then
   cat "$log" >&2
   exit 1
 fi
 rm -f "$log"
-.venv/bin/python -c 'import bcc, tracer.cli' >/dev/null
+.venv/bin/python -c 'import bcc, tracer.app.cli' >/dev/null
 echo "installed: $(.venv/bin/tracer --help | head -1)" >&2

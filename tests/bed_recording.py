@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tracer.session import RecordConfig, Recorder
+from tracer.app.session import RecordConfig, Recorder
 
 
 def start_recorder(bed, raw: Path | None = None, node_name: str = "test-node", **capture) -> Recorder:

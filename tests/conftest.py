@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tracer.testbed import Testbed
+from tracer_testbed import Testbed
 
 # A value that must never leave the tracer: containerd inherits it in its
 # environment, so every CNI plugin that the tracer sees carries it too.

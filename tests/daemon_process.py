@@ -19,8 +19,7 @@ from http_probe import http_get
 from otlp_receiver import free_port
 
 from bench.process import tracer_command
-
-from tracer.metrics import scrape_samples
+from tracer.app.metrics import scrape_samples
 
 READY_TIMEOUT_S = 60
 EXIT_TIMEOUT_S = 20

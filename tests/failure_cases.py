@@ -11,9 +11,10 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from tracer.spans import Span, Trace
-from tracer.testbed import PodSpec
-from tracer.testbed.pods import PodStartError, StartedPod
+from tracer_testbed import PodSpec
+from tracer_testbed.pods import PodStartError, StartedPod
+
+from tracer.spans.model import Span, Trace
 
 MEMORY_LIMIT = 16 << 20
 # Long enough for the crashing containers to exit and their events to be processed.
@@ -73,7 +74,7 @@ Outcome = StartedPod | PodStartError
 def run_cases(bed, healthy: PodSpec, cases: tuple[FailureCase, ...]) -> list[Outcome]:
     """Starts them from a separate "kubelet" process, as kubelet would;
     the CNI case while the network config is broken."""
-    from tracer.testbed.kubelet import run_pods_as_kubelet
+    from tracer_testbed.kubelet import run_pods_as_kubelet
 
     logs = bed.layout.pod_logs
     outcomes = run_pods_as_kubelet(bed.socket, [healthy] + [c.spec for c in cases if not c.broken_network], logs)

@@ -24,7 +24,10 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import grpc
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1 import (
+    trace_service_pb2,
+    trace_service_pb2_grpc,
+)
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
@@ -250,9 +253,9 @@ _KIND_NAMES = {1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSU
 
 
 def as_trace(spans: list[ReceivedSpan]):
-    """Received spans of one trace back into a tracer.spans.Trace (root first),
+    """Received spans of one trace back into a tracer.spans.build.Trace (root first),
     so that the checks written for our own traces apply to what a backend got."""
-    from tracer.spans import Span, SpanEvent, Trace
+    from tracer.spans.model import Span, SpanEvent, Trace
 
     ours = []
     for received in spans:

@@ -20,9 +20,10 @@ import dataclasses
 from dataclasses import dataclass
 
 from tracecheck import ExpectedPod, check_cri_calls, check_pod_trace, one
-from tracer.spans import Trace
-from tracer.testbed import PodSpec, StartedPod
-from tracer.testbed.kubelet import start_pods_as_kubelet
+from tracer_testbed import PodSpec, StartedPod
+from tracer_testbed.kubelet import start_pods_as_kubelet
+
+from tracer.spans.model import Trace
 
 NAMESPACE = "reuse"
 NAME = "web"

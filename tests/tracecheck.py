@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tracer.spans import Span, Trace, short
+from tracer.spans.build import short
+from tracer.spans.model import Span, Trace
 
 
 @dataclass(frozen=True)

@@ -16,15 +16,16 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-from tracer.spans import Trace
-from tracer.testbed import PodSpec, StartedPod
-from tracer.testbed.kubelet import (
+from tracer_testbed import PodSpec, StartedPod
+from tracer_testbed.kubelet import (
     restart_containers_as_kubelet,
     start_app_containers_as_kubelet,
     start_pods_as_kubelet,
     start_sandboxes_as_kubelet,
 )
-from tracer.testbed.pods import StartedSandbox, wait_for_exit
+from tracer_testbed.pods import StartedSandbox, wait_for_exit
+
+from tracer.spans.model import Trace
 
 NAMESPACE = "tracer-restart"
 SLEEP = ("sleep", "3600")

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * Feature probes for `tracer doctor` (tracer/kernel.py).
+ * Feature probes for `tracer doctor` (tracer/kernel/).
  *
  * The file is compiled once per probe with exactly one -DPROBE_<NAME>, so a
  * feature the kernel refuses (a map type, a program type) cannot make the

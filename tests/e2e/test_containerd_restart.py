@@ -20,12 +20,12 @@ from pathlib import Path
 
 import pytest
 from bed_recording import start_recorder
-
 from tracecheck import ExpectedPod, check_cri_calls, check_pod_trace, trace_for
+from tracer_testbed import PodSpec, PodStartError, StartedPod, Testbed
+from tracer_testbed.kubelet import run_pods_as_kubelet, start_pods_as_kubelet
+
 from tracer.cri import api_pb2
-from tracer.spans import Trace
-from tracer.testbed import PodSpec, PodStartError, StartedPod, Testbed
-from tracer.testbed.kubelet import run_pods_as_kubelet, start_pods_as_kubelet
+from tracer.spans.model import Trace
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(os.geteuid() != 0, reason="loads BPF programs and runs pods: needs root")]

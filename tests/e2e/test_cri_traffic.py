@@ -9,13 +9,13 @@ import time
 import grpc
 import pytest
 from bed_recording import start_recorder
+from tracer_testbed import PodSpec, RuntimeClient, start_pod
+from tracer_testbed.kubelet import periodic_calls
+from tracer_testbed.pods import sandbox_config, stop_and_remove
 
 from exporters.jaeger_json import JaegerJsonExporter
+from tracer.app.session import Recorder
 from tracer.cri import api_pb2
-from tracer.session import Recorder
-from tracer.testbed import PodSpec, RuntimeClient, start_pod
-from tracer.testbed.kubelet import periodic_calls
-from tracer.testbed.pods import sandbox_config, stop_and_remove
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(os.geteuid() != 0, reason="loads BPF programs and runs pods: needs root")]

@@ -17,10 +17,10 @@ from daemon_process import start_daemon as start_daemon_process
 from http_probe import http_get
 from otlp_receiver import GrpcReceiver, HttpReceiver, ReceivedSpan, as_trace
 from tracecheck import ExpectedPod, check_pod_trace
+from tracer_testbed import PodSpec, StartedPod
 
-from tracer.metrics import layer_counts, scrape_samples
-from tracer.spans import trace_id_for
-from tracer.testbed import PodSpec, StartedPod
+from tracer.app.metrics import layer_counts, scrape_samples
+from tracer.spans.build import trace_id_for
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(os.geteuid() != 0, reason="loads BPF programs and runs pods: needs root")]

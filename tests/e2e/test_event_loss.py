@@ -16,15 +16,15 @@ import time
 import urllib.request
 
 import pytest
-
 from otlp_receiver import free_port
 from tracecheck import ExpectedPod, check_pod_trace
+from tracer_testbed import PodSpec, StartedPod
+from tracer_testbed.kubelet import run_pods_as_kubelet
+
 from exporters.base import ExportResult
-from tracer.capture import CaptureConfig
-from tracer.daemon import Daemon, DaemonConfig
-from tracer.metrics import scrape_samples
-from tracer.testbed import PodSpec, StartedPod
-from tracer.testbed.kubelet import run_pods_as_kubelet
+from tracer.app.daemon import Daemon, DaemonConfig
+from tracer.app.metrics import scrape_samples
+from tracer.kernel.capture import CaptureConfig
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(os.geteuid() != 0, reason="loads BPF programs and runs pods: needs root")]
@@ -132,7 +132,7 @@ def test_kernel_endpoints_whose_open_was_lost_are_removed_once_their_socket_is_g
     import ctypes
     import socket
 
-    from tracer.session import RecordConfig, Recorder
+    from tracer.app.session import RecordConfig, Recorder
 
     path = tmp_path / "runtime.sock"
     recorder = Recorder(RecordConfig(node_name="n", capture=CaptureConfig(cri_sockets=(str(path),))))

@@ -10,12 +10,20 @@ import os
 
 import pytest
 from bed_recording import start_recorder
+from failure_cases import (
+    CASES,
+    HEALTHY,
+    check_crash_loop,
+    check_failure,
+    pod_traces,
+    remove_outcomes,
+    run_cases,
+)
+from tracecheck import one, short
+from tracer_testbed.pods import PodStartError, StartedPod
 
 from exporters.jaeger_json import document
-from failure_cases import CASES, HEALTHY, check_crash_loop, check_failure, pod_traces, remove_outcomes, run_cases
-from tracecheck import one, short
-from tracer.pipeline import replay
-from tracer.testbed.pods import PodStartError, StartedPod
+from tracer.pipeline.pipeline import replay
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(os.geteuid() != 0, reason="loads BPF programs and runs pods: needs root")]

@@ -33,12 +33,12 @@ from bed_recording import start_recorder
 from daemon_process import start_daemon
 from otlp_receiver import GrpcReceiver, as_trace
 from tracecheck import ExpectedPod, check_pod_trace
+from tracer_testbed import PodSpec, RuntimeClient, start_pod
 
 from bench.process import cpu_seconds, rss_bytes
-from tracer.recording import RecordKind, read_recording
-from tracer.session import REAP_INTERVAL_S
-from tracer.spans import trace_id_for
-from tracer.testbed import PodSpec, RuntimeClient, start_pod
+from tracer.app.session import REAP_INTERVAL_S
+from tracer.pipeline.recording import RecordKind, read_recording
+from tracer.spans.build import trace_id_for
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(os.geteuid() != 0, reason="loads BPF programs and runs pods: needs root")]
@@ -265,7 +265,7 @@ def test_what_was_dropped_is_in_the_recording(testbed, tmp_path):
     assert {"hpack_bad_huffman", "frame_too_large"} <= set(final["cri_decoder"]["errors"])
     assert "kernel_counters" in final and final["oversized_records"] == 0
 
-    from tracer.pipeline import replay
+    from tracer.pipeline.pipeline import replay
 
     replayed = replay(str(raw))
     again = next(t for t in replayed.traces() if t.root.attributes.get("k8s.pod.uid") == pod.spec.uid)

@@ -1,10 +1,10 @@
 """End to end: the daemon's image, run as the DaemonSet's pod, traces a pod started after it.
 
 The image is built from deploy/Dockerfile without a container engine
-(tracer.testbed.daemon_image; cached, so only the first run takes minutes)
+(tracer_testbed.daemon_image; cached, so only the first run takes minutes)
 and imported into the test bed's containerd under the name the DaemonSet
 uses.  The pod is deploy/daemonset.yaml's own pod template, turned into CRI
-calls as kubelet would (tracer.testbed.manifest_pod): its own network
+calls as kubelet would (tracer_testbed.manifest_pod): its own network
 namespace, the host's PID namespace, its capabilities, seccomp profile,
 mounts, environment (NODE_NAME from the downward API) and resources.  Only
 what the test bed does differently is overridden: where containerd keeps
@@ -29,20 +29,16 @@ import uuid
 from pathlib import Path
 
 import pytest
-from http_probe import http_get
 import yaml
+from http_probe import http_get
 from otlp_receiver import GrpcReceiver, HttpReceiver, ReceivedSpan, as_trace
 from tracecheck import ExpectedPod, check_cri_calls, check_pod_trace
-
-from tracer.cri import api_pb2
-from tracer.metrics import scrape_samples
-from tracer.spans import trace_id_for
-from tracer.testbed import PodSpec
-from tracer.testbed.daemon_image import build as build_image
-from tracer.testbed.daemon_image import canonical_reference
-from tracer.testbed.images import import_archive
-from tracer.testbed.kubelet import start_pods_as_kubelet
-from tracer.testbed.manifest_pod import (
+from tracer_testbed import PodSpec
+from tracer_testbed.daemon_image import build as build_image
+from tracer_testbed.daemon_image import canonical_reference
+from tracer_testbed.images import import_archive
+from tracer_testbed.kubelet import start_pods_as_kubelet
+from tracer_testbed.manifest_pod import (
     PodPlan,
     RunningPod,
     container_log,
@@ -51,7 +47,11 @@ from tracer.testbed.manifest_pod import (
     start_containers,
     stop,
 )
-from tracer.testbed.pods import pod_cgroup_parent
+from tracer_testbed.pods import pod_cgroup_parent
+
+from tracer.app.metrics import scrape_samples
+from tracer.cri import api_pb2
+from tracer.spans.build import trace_id_for
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(os.geteuid() != 0, reason="builds an image, loads BPF and runs pods: needs root")]

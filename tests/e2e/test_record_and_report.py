@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from tracer_testbed import PodSpec, PodStartError, StartedPod
+from tracer_testbed.kubelet import start_pods_as_kubelet
 
-from tracer.cli import main
-from tracer.testbed import PodSpec, PodStartError, StartedPod
-from tracer.testbed.kubelet import start_pods_as_kubelet
+from tracer.app.cli import main
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(os.geteuid() != 0, reason="loads BPF programs and runs pods: needs root")]

@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 from bed_recording import start_recorder
-
-from exporters.jaeger_json import JaegerJsonExporter, document
 from conftest import ENVIRONMENT_CANARY
 from tracecheck import ExpectedPod, check_cri_calls, check_pod_trace, trace_for
-from tracer.pipeline import replay
-from tracer.session import Recorder
-from tracer.spans import Trace
-from tracer.testbed import PodSpec, StartedPod
-from tracer.testbed.kubelet import periodic_calls_as_kubelet, start_pods_as_kubelet
+from tracer_testbed import PodSpec, StartedPod
+from tracer_testbed.kubelet import periodic_calls_as_kubelet, start_pods_as_kubelet
+
+from exporters.jaeger_json import JaegerJsonExporter, document
+from tracer.app.session import Recorder
+from tracer.pipeline.pipeline import replay
+from tracer.spans.model import Trace
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(os.geteuid() != 0, reason="loads BPF programs and runs pods: needs root")]

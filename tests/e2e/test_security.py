@@ -24,12 +24,12 @@ import pytest
 from conftest import ENVIRONMENT_CANARY
 from daemon_process import start_daemon
 from otlp_receiver import GrpcReceiver
+from tracer_testbed import PodSpec, RuntimeClient, start_pod
+from tracer_testbed.pods import sandbox_config
 
 from bench.process import tracer_command
 from tracer.cri import api_pb2
-from tracer.spans import trace_id_for
-from tracer.testbed import PodSpec, RuntimeClient, start_pod
-from tracer.testbed.pods import sandbox_config
+from tracer.spans.build import trace_id_for
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(os.geteuid() != 0, reason="loads BPF programs and runs pods: needs root")]

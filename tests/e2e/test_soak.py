@@ -29,13 +29,13 @@ from pathlib import Path
 
 import pytest
 from otlp_receiver import GrpcReceiver, free_port
+from tracer_testbed import PodSpec, StartedPod
+from tracer_testbed.kubelet import cycle_pods_as_kubelet
 
 from bench.process import tracer_command
-from tracer.metrics import scrape_samples
-from tracer.pods import PRUNE_GRACE_NS
-from tracer.spans import trace_id_for
-from tracer.testbed import PodSpec, StartedPod
-from tracer.testbed.kubelet import cycle_pods_as_kubelet
+from tracer.app.metrics import scrape_samples
+from tracer.correlate.pods import PRUNE_GRACE_NS
+from tracer.spans.build import trace_id_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.soak,
               pytest.mark.skipif(os.geteuid() != 0, reason="loads BPF programs and runs pods: needs root")]

@@ -11,16 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from tracer.doctor import doctor_dict, run_doctor
-from tracer.kernel import (
+from tracer.app.doctor import doctor_dict, run_doctor
+from tracer.kernel.checks import Status
+from tracer.kernel.features import (
     KCONFIG_H,
     MODULES_DIR,
     FeatureReport,
-    Status,
     kernel_config,
-    prepare_headers,
     probe_features,
 )
+from tracer.kernel.headers import prepare_headers
 
 pytestmark = [
     pytest.mark.kernel,

@@ -5,8 +5,9 @@ import os
 
 import pytest
 
-from tracer import events, kernel
-from tracer.capture import BPF_DIR
+from tracer import events
+from tracer.kernel import headers
+from tracer.kernel.capture import BPF_DIR
 
 pytestmark = [pytest.mark.kernel, pytest.mark.skipif(os.geteuid() != 0, reason="compiles BPF: needs root")]
 
@@ -15,8 +16,8 @@ LAYOUT_SOURCE = os.path.join(os.path.dirname(__file__), "layout.bpf.c")
 
 @pytest.fixture(scope="module")
 def compiled():
-    kernel.mount_tracing_filesystems()
-    kernel.prepare_headers()
+    headers.mount_tracing_filesystems()
+    headers.prepare_headers()
     from bcc import BPF
 
     bpf = BPF(src_file=LAYOUT_SOURCE.encode(), cflags=[f"-I{BPF_DIR}"])

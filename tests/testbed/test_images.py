@@ -8,7 +8,7 @@ import io
 import json
 import tarfile
 
-from tracer.testbed.images import (
+from tracer_testbed.images import (
     BUSYBOX_APPLETS,
     ImageRecipe,
     busybox_recipe,

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tracer_testbed.pods import (
+    PodSpec,
+    container_config,
+    pod_uid_from_log_directory,
+    sandbox_config,
+)
+
 from tracer.cri import api_pb2
-from tracer.testbed.pods import PodSpec, container_config, pod_uid_from_log_directory, sandbox_config
 
 SPEC = PodSpec(name="web", namespace="shop", uid="0b5d-uid", command=("sleep", "3600"), labels={"app": "web"})
 

@@ -12,10 +12,10 @@ from itertools import pairwise
 from pathlib import Path
 
 import pytest
+from tracer_testbed import PodNetwork, PodSpec, PodStartError, StartedPod, Testbed, host
+from tracer_testbed.pods import pod_cgroup_parent
 
 from tracer.cri import api_pb2
-from tracer.testbed import PodNetwork, PodSpec, PodStartError, StartedPod, Testbed, host
-from tracer.testbed.pods import pod_cgroup_parent
 
 pytestmark = pytest.mark.e2e
 
@@ -147,14 +147,14 @@ def test_stop_leaves_nothing_behind(tmp_path: Path) -> None:
 ABANDON_A_RUN = textwrap.dedent(
     """
     import os, sys
-    from tracer.testbed import PodSpec, Testbed
+    from tracer_testbed import PodSpec, Testbed
     bed = Testbed(sys.argv[1], network=PodNetwork(bridge=sys.argv[2], subnet=sys.argv[3]))
     bed.start()
     bed.start_pod(PodSpec(name="abandoned", command=("sleep", "3600")))
     print(bed.pid, flush=True)
     os._exit(0)  # no stop(): containerd, the shim and the pod stay behind
     """
-).replace("from tracer.testbed import", "from tracer.testbed import PodNetwork,")
+).replace("from tracer_testbed import", "from tracer_testbed import PodNetwork,")
 
 
 def test_start_cleans_up_after_a_run_that_never_stopped(tmp_path: Path) -> None:

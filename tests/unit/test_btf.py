@@ -1,4 +1,4 @@
-"""Tests of the pure BTF reader (tracer/btf.py) and the offsets built on it.
+"""Tests of the pure BTF reader (tracer/kernel/btf.py) and the offsets built on it.
 
 Three kinds of evidence:
 * a synthetic BTF blob holding one record of every kind 1..19, so skipping
@@ -26,7 +26,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tracer.btf import (
+from tracer.kernel.btf import (
     VMLINUX_BTF,
     Btf,
     BtfBitfieldError,
@@ -35,7 +35,7 @@ from tracer.btf import (
     BtfKind,
     BtfLookupError,
 )
-from tracer.offsets import COMPUTED, MEMBER_PATHS, KernelOffsets
+from tracer.kernel.offsets import COMPUTED, MEMBER_PATHS, KernelOffsets
 
 HEADER = struct.Struct("=HBBIIIII")
 
@@ -329,7 +329,7 @@ def test_vmlinux_parses_in_well_under_a_second() -> None:
 
 
 class Libbpf:
-    """The few libbpf calls needed to read BTF independently of tracer.btf."""
+    """The few libbpf calls needed to read BTF independently of tracer.kernel.btf."""
 
     def __init__(self, path: str) -> None:
         lib = ctypes.CDLL(path)

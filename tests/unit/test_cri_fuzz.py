@@ -1,7 +1,7 @@
 """Mangled captures: the decoder never raises, never names a wrong method,
 and counts what it drops.
 
-Ground truth is an h2 session of kubelet-like calls (tracer.cri.traffic).
+Ground truth is an h2 session of kubelet-like calls (cri_traffic).
 Hypothesis mangles one endpoint's chunks:
 
 * with ``Chunk.stream_offset`` (a per-direction byte counter the capture
@@ -36,16 +36,30 @@ import os
 import random
 from dataclasses import replace
 
+from cri_traffic import (
+    RUNTIME,
+    CallSpec,
+    H2Session,
+    chunks_for,
+    kubelet_like_calls,
+    pod_start_calls,
+)
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tracer.cri import api_pb2
-from tracer.cri.calls import CriLayer, PairedCall, call_record, call_record_problem, calls_for_pod, pod_keys
+from tracer.cri.calls import (
+    CriLayer,
+    PairedCall,
+    call_record,
+    call_record_problem,
+    calls_for_pod,
+    pod_keys,
+)
 from tracer.cri.hpack_table import HpackDecoder, HpackError
 from tracer.cri.infer import infer_method
 from tracer.cri.redact import REDACTED, redact
-from tracer.cri.traffic import RUNTIME, CallSpec, H2Session, chunks_for, kubelet_like_calls, pod_start_calls
 from tracer.cri.wire import (
     Chunk,
     CriCall,

@@ -12,10 +12,17 @@ import json
 import random
 
 import pytest
+from cri_traffic import (
+    IMAGE,
+    RUNTIME,
+    CallSpec,
+    H2Session,
+    chunks_for,
+    kubelet_like_calls,
+)
 
 from tracer.cri import api_pb2
 from tracer.cri.redact import REDACTED, REDACTED_FIELD_PATHS, credential_key, redact
-from tracer.cri.traffic import IMAGE, RUNTIME, CallSpec, H2Session, chunks_for, kubelet_like_calls
 from tracer.cri.wire import Chunk, CriDecoder
 
 SECRETS = {  # random canaries: no 6-byte piece of them occurs anywhere else

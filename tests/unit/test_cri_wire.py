@@ -1,6 +1,6 @@
 """tracer.cri.wire on real HTTP/2 traffic made by the h2 library.
 
-The byte streams come from tracer.cri.traffic: an h2 client and an h2 server
+The byte streams come from cri_traffic: an h2 client and an h2 server
 exchanging real CRI protobufs, every write recorded. Each test feeds them to
 CriDecoder as one endpoint's chunks (the client's or the server's) and
 compares the decoded calls with what was sent.
@@ -11,10 +11,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from h2.settings import SettingCodes
-
-from tracer.cri import api_pb2
-from tracer.cri.traffic import (
+from cri_traffic import (
     IMAGE,
     READ_DELAY_NS,
     RUNTIME,
@@ -27,6 +24,9 @@ from tracer.cri.traffic import (
     turnover_calls,
     write_time,
 )
+from h2.settings import SettingCodes
+
+from tracer.cri import api_pb2
 from tracer.cri.wire import (
     C2S,
     PREFACE,
@@ -580,7 +580,7 @@ def test_late_attach_turns_over_with_changing_header_values() -> None:
 
 def test_turnover_measurement() -> None:
     """How many calls after a late attach until every HPACK index resolves
-    (tracer.cri.traffic.turnover_calls, kubelet-like mix, seed 1; measured):
+    (cri_traffic.turnover_calls, kubelet-like mix, seed 1; measured):
 
     * grpc-go with kubelet's default 2 min runtime-request-timeout encodes
       nearly every deadline as "120000m", the :path, content-type, te and

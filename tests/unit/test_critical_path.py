@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tracer.critical_path import (
+from tracer.pipeline.pipeline import replay
+from tracer.spans.critical_path import (
     ATTRIBUTE_DOMINANT,
     ATTRIBUTE_SUMMARY,
     LAYERS,
@@ -17,8 +18,7 @@ from tracer.critical_path import (
     layer_attribute,
     span_layers,
 )
-from tracer.pipeline import replay
-from tracer.spans import Span, Trace
+from tracer.spans.model import Span, Trace
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 SCENARIOS = sorted(p.name.removesuffix(".rec") for p in FIXTURES.glob("*.rec"))

@@ -7,7 +7,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from tracer.cli import main
+from tracer.app.cli import main
 
 CLEAN_ENV = {name: None for name in (
     "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_PROTOCOL",

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from tracer.testbed.daemon_image import (
+from tracer_testbed.daemon_image import (
     DOCKERFILE,
     REPO,
     Builder,
@@ -35,17 +34,19 @@ def test_the_dockerfile_is_what_the_builder_builds():
     assert recipe.suite == "bookworm"
     assert {"python3", "python3-venv", "python3-bpfcc", "linux-headers-amd64"} <= set(recipe.packages)
     assert recipe.venv_command == ("python3", "-m", "venv", "--system-site-packages", "/opt/venv")
-    assert recipe.project_dir == "/opt/tracer"
-    assert recipe.editable_install[0] == "/opt/venv/bin/pip"
-    assert recipe.commands == ("/opt/venv/bin/python -c 'import bcc, tracer.cli'",)
+    assert recipe.project_dir == "/tmp/tracer-src"
+    assert recipe.project_install[:2] == ("/opt/venv/bin/pip", "install")
+    assert "-e" not in recipe.project_install
+    assert recipe.commands == ("rm -rf /tmp/tracer-src", "/opt/venv/bin/python -c 'import bcc, tracer.app.cli'")
     assert recipe.entrypoint == ("/usr/local/bin/tracer-entrypoint",)
     assert recipe.cmd == ("daemon",)
-    assert recipe.working_dir == "/opt/tracer"
+    assert recipe.working_dir == "/"
     assert "PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" in recipe.env
     assert "PYTHONUNBUFFERED=1" in recipe.env
     targets = {copy.source: copy.target(REPO) for copy in recipe.copies}
-    assert targets == {"pyproject.toml": "/opt/tracer/pyproject.toml", "README.md": "/opt/tracer/README.md",
-                       "bpf": "/opt/tracer/bpf", "exporters": "/opt/tracer/exporters", "tracer": "/opt/tracer/tracer",
+    assert targets == {"pyproject.toml": "/tmp/tracer-src/pyproject.toml", "README.md": "/tmp/tracer-src/README.md",
+                       "bpf": "/tmp/tracer-src/bpf", "exporters": "/tmp/tracer-src/exporters",
+                       "tracer": "/tmp/tracer-src/tracer",
                        "deploy/entrypoint.sh": "/usr/local/bin/tracer-entrypoint"}
 
 
@@ -81,7 +82,7 @@ WORKDIR app
 COPY a.toml b.md ./
 COPY src ./src
 COPY one/file.sh /usr/bin/renamed
-RUN python3 -m venv /srv/venv && /srv/venv/bin/pip install -e /srv/app && echo done
+RUN python3 -m venv /srv/venv && /srv/venv/bin/pip install /srv/app && echo done
 ENV PATH=/srv/venv/bin:$PATH \\
     A="x y"
 ENTRYPOINT ["/usr/bin/renamed"]
@@ -114,6 +115,7 @@ def test_reading_a_dockerfile(tmp_path):
     (("COPY src ./src", "ADD src ./src"), "not supported"),
     (("ENV PATH=/srv/venv/bin:$PATH", "ENV PATH /srv"), "KEY=value"),
     (("apt-get install -y", "apt-get purge -y"), "packages"),
+    (("pip install /srv/app", "pip install -e /srv/app"), "not an editable tree"),
 ])
 def test_what_the_builder_does_not_do_fails(change, error):
     with pytest.raises(DockerfileError, match=error):
@@ -159,7 +161,7 @@ def test_install_script_and_build_command():
     packages = re.search(r"APT_PACKAGES=\((.*?)\)", install, re.DOTALL).group(1)
     assert "debootstrap" in re.sub(r"#.*", "", packages).split()
     assert os.access(SCRIPTS / "build-image.sh", os.X_OK)
-    assert "tracer.testbed.daemon_image" in (SCRIPTS / "build-image.sh").read_text()
+    assert "tracer_testbed.daemon_image" in (SCRIPTS / "build-image.sh").read_text()
 
 
 def test_cache_directory_from_the_environment(monkeypatch, tmp_path):

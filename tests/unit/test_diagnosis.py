@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from failure_cases import check_crash_loop, check_failure, pod_traces, read_expected
-from tracer.diagnosis import _entrypoint_problem, _PULL_REASONS
-from tracer.pipeline import replay
+
+from tracer.pipeline.pipeline import replay
+from tracer.spans.diagnosis import _PULL_REASONS, _entrypoint_problem
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 RECORDING = FIXTURES / "failed-starts.rec"

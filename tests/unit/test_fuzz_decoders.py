@@ -9,9 +9,9 @@ decoder's own exception type) or a partial result, never anything else.
 - the recording reader and ``tracer replay``: truncated files, flipped
   bytes, JSON records whose fields take other types, kernel events whose
   header fields are swapped between processes (loops in the process tree);
-- ``tracer.enrich.read_bundle``: hostile ``config.json`` files (deep,
+- ``tracer.enrich.enricher.read_bundle``: hostile ``config.json`` files (deep,
   huge, wrong types, not a regular file);
-- ``tracer.runtime``: arbitrary argv, and process trees with loops or long
+- ``tracer.correlate.roles``: arbitrary argv, and process trees with loops or long
   chains of ``runc init`` forks.
 
 The CRI decoders (HTTP/2, HPACK, gRPC, protobuf) are in test_cri_fuzz.py.
@@ -32,11 +32,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tracer.enrich import ANNOTATION_KEYS, MAX_CONFIG_BYTES, read_bundle
+from tracer.correlate.processes import Exec, Process, ProcessTable
+from tracer.correlate.roles import (
+    container_exec,
+    parse_cni,
+    parse_runc,
+    parse_shim,
+    role_of,
+    runc_init_stage,
+)
+from tracer.enrich.enricher import ANNOTATION_KEYS, MAX_CONFIG_BYTES, read_bundle
 from tracer.events import CNI_ENV_KEYS, HEADER, DecodeError, ExecEvent, decode, sanitize
-from tracer.pipeline import replay
-from tracer.procs import Exec, Process, ProcessTable
-from tracer.recording import (
+from tracer.pipeline.pipeline import replay
+from tracer.pipeline.recording import (
     MAGIC,
     RECORD_HEADER,
     Record,
@@ -46,7 +54,6 @@ from tracer.recording import (
     read_recording,
     record_problem,
 )
-from tracer.runtime import container_exec, parse_cni, parse_runc, parse_shim, role_of, runc_init_stage
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 EXAMPLES = int(os.environ.get("TRACER_FUZZ_EXAMPLES", "150"))

@@ -6,8 +6,8 @@ from __future__ import annotations
 import threading
 import time
 
-from tracer.pipeline import Arrival
-from tracer.session import Handoff
+from tracer.app.session import Handoff
+from tracer.pipeline.pipeline import Arrival
 
 
 def arrivals(n: int, tag: str) -> list[Arrival]:

@@ -8,7 +8,8 @@ import socket
 import subprocess
 import sys
 
-from tracer.capture import CaptureStats
+from tracer.app.metrics import DaemonMetrics, PipelineCounts, scrape_samples
+from tracer.app.session import RecordConfig, Recorder
 from tracer.events import (
     EventType,
     Header,
@@ -21,10 +22,9 @@ from tracer.events import (
     encode_socket_close,
     encode_socket_open,
 )
-from tracer.metrics import DaemonMetrics, PipelineCounts, scrape_samples
-from tracer.procfs import proc_start_ns, read_stat
-from tracer.session import RecordConfig, Recorder
-from tracer.sockets import socket_inodes_of
+from tracer.kernel.capture import CaptureStats
+from tracer.kernel.procfs import proc_start_ns, read_stat
+from tracer.kernel.sockets import socket_inodes_of
 
 
 def header(etype: EventType, pid: int, ktime: int = 1_000, start_ns: int = 5) -> Header:

@@ -1,4 +1,4 @@
-"""A manifest's pod template turned into kubelet's CRI requests (tracer.testbed.manifest_pod).
+"""A manifest's pod template turned into kubelet's CRI requests (tracer_testbed.manifest_pod).
 
 Checked on the DaemonSet in deploy/ and on small templates; the requests
 are run for real in tests/e2e/test_image_pod.py.
@@ -12,9 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from tracer.cri import api_pb2
-from tracer.testbed.manifest_pod import (
+from tracer_testbed.manifest_pod import (
     ManifestError,
     PodPlan,
     container_config,
@@ -23,7 +21,9 @@ from tracer.testbed.manifest_pod import (
     probe_url,
     sandbox_config,
 )
-from tracer.testbed.pods import DEFAULT_MASKED_PATHS
+from tracer_testbed.pods import DEFAULT_MASKED_PATHS
+
+from tracer.cri import api_pb2
 
 DAEMONSET = Path(__file__).resolve().parents[2] / "deploy" / "daemonset.yaml"
 GIB = 2**30

@@ -16,7 +16,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tracer.cli import main as cli
+from tracer.app.cli import main as cli
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 REPO = DEPLOY.parent

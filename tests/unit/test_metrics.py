@@ -8,7 +8,8 @@ import pytest
 from http_probe import http_get
 from prometheus_client.parser import text_string_to_metric_families
 
-from tracer.metrics import (
+from exporters.status import pod_status
+from tracer.app.metrics import (
     LAYERS,
     DaemonMetrics,
     EventCounts,
@@ -18,11 +19,10 @@ from tracer.metrics import (
     layer_counts,
     layer_durations,
     parse_address,
-    pod_status,
     scrape_samples,
 )
-from tracer.pipeline import replay
-from tracer.spans import Span, Trace
+from tracer.pipeline.pipeline import replay
+from tracer.spans.model import Span, Trace
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 

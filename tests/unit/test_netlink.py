@@ -1,4 +1,4 @@
-"""tracer/netlink.py: the rtnetlink reader that replaced a pyroute2 helper
+"""tracer/kernel/netlink.py: the rtnetlink reader that replaced a pyroute2 helper
 process per pod (tracer/enrich.read_netns)."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import struct
 
 import pytest
 
-from tracer import netlink
-from tracer.netlink import (
+from tracer.kernel import netlink
+from tracer.kernel.netlink import (
     IFINFOMSG,
     NLMSGHDR,
     RTATTR,
@@ -93,7 +93,7 @@ def test_a_missing_namespace_raises_in_the_caller() -> None:
 
 
 def test_unix_sockets_read_like_pyroute2() -> None:
-    """tracer/sockets.py's sock_diag reader gives what pyroute2's DiagSocket gave."""
+    """tracer/kernel/sockets.py's sock_diag reader gives what pyroute2's DiagSocket gave."""
     pyroute2 = pytest.importorskip("pyroute2")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     path = f"/tmp/tracer-netlink-test-{os.getpid()}.sock"

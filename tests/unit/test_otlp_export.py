@@ -22,8 +22,8 @@ from exporters.otlp import (
     resolve_endpoint,
     resolve_protocol,
 )
-from tracer.pipeline import replay
-from tracer.spans import SERVICE_TRACER, Trace
+from tracer.pipeline.pipeline import replay
+from tracer.spans.model import SERVICE_TRACER, Trace
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 RECEIVERS = {PROTOCOL_GRPC: GrpcReceiver, PROTOCOL_HTTP: HttpReceiver}
@@ -274,7 +274,7 @@ def test_attribute_values_become_otlp_types(value, expected):
 def test_replay_exports_a_recording_over_otlp(protocol):
     from click.testing import CliRunner
 
-    from tracer.cli import main
+    from tracer.app.cli import main
 
     with RECEIVERS[protocol]() as receiver:
         result = CliRunner().invoke(main, ["replay", str(FIXTURES / "one-pod.rec"), "--quiet", "--otlp",
@@ -289,7 +289,7 @@ def test_replay_exports_a_recording_over_otlp(protocol):
 def test_replay_fails_when_the_backend_is_down():
     from click.testing import CliRunner
 
-    from tracer.cli import main
+    from tracer.app.cli import main
 
     receiver = HttpReceiver()  # never started
     result = CliRunner().invoke(main, ["replay", str(FIXTURES / "one-pod.rec"), "--quiet", "--otlp",

@@ -12,8 +12,8 @@ import pytest
 
 from exporters.jaeger_json import JaegerJsonExporter
 from tracer.files import create_private, write_private
-from tracer.pipeline import replay
-from tracer.recording import RecordingWriter, RecordKind, read_recording
+from tracer.pipeline.pipeline import replay
+from tracer.pipeline.recording import RecordingWriter, RecordKind, read_recording
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 

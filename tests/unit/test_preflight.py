@@ -11,10 +11,10 @@ import logging
 import pytest
 from click.testing import CliRunner
 
-from tracer.cli import main
-from tracer.daemon import EXIT_CANNOT_TRACE, Daemon, DaemonConfig, redact_url
-from tracer.kernel import Check, Status
-from tracer.preflight import (
+from tracer.app.cli import main
+from tracer.app.daemon import EXIT_CANNOT_TRACE, Daemon, DaemonConfig, redact_url
+from tracer.kernel.checks import Check, Status
+from tracer.kernel.preflight import (
     CAP_BPF,
     CAP_PERFMON,
     CAP_SYS_ADMIN,
@@ -104,7 +104,7 @@ def test_the_daemon_refuses_before_binding_or_loading(monkeypatch, caplog, tmp_p
     monkeypatch.setenv("TRACER_BTF_PATH", str(tmp_path / "missing-vmlinux"))
     config = DaemonConfig(node_name="n", otlp=None, metrics_address=("127.0.0.1", 0), duration_s=1)
     daemon = Daemon(config, exporters=[])
-    with caplog.at_level(logging.INFO, logger="tracer.daemon"):
+    with caplog.at_level(logging.INFO, logger="tracer.app.daemon"):
         code = daemon.run(__import__("threading").Event())
     assert code == EXIT_CANNOT_TRACE == 1
     assert daemon.server is None and daemon.recorder is None
@@ -121,7 +121,7 @@ def test_record_refuses_with_a_message_not_a_traceback(monkeypatch, tmp_path):
 
 
 def test_doctor_looks_at_the_same_btf(monkeypatch, tmp_path):
-    from tracer.offsets import btf_path
+    from tracer.kernel.offsets import btf_path
 
     monkeypatch.setenv("TRACER_BTF_PATH", str(tmp_path / "x"))
     assert btf_path() == str(tmp_path / "x")
@@ -161,7 +161,7 @@ def test_a_taken_metrics_port_is_a_message_not_a_crash(caplog):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         config = DaemonConfig(node_name="n", otlp=None, metrics_address=taken.getsockname(), duration_s=1)
-        with caplog.at_level(logging.ERROR, logger="tracer.daemon"):
+        with caplog.at_level(logging.ERROR, logger="tracer.app.daemon"):
             code = Daemon(config, exporters=[]).run(__import__("threading").Event())
     assert code == 1
     assert any("cannot serve metrics on 127.0.0.1" in r.getMessage() for r in caplog.records)

@@ -8,10 +8,10 @@ import json
 from pathlib import Path
 
 import pytest
+from tracecheck import ExpectedPod, check_cri_calls, check_pod_trace, trace_for
 
 from exporters.jaeger_json import document
-from tracecheck import ExpectedPod, check_cri_calls, check_pod_trace, trace_for
-from tracer.pipeline import replay
+from tracer.pipeline.pipeline import replay
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 SCENARIOS = sorted(p.name.removesuffix(".rec") for p in FIXTURES.glob("*.rec"))

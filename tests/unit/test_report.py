@@ -11,12 +11,13 @@ from types import SimpleNamespace
 import pytest
 from click.testing import CliRunner
 
-import tracer.cli
-from tracer.cli import main
-from tracer.critical_path import ATTRIBUTE_SUMMARY, LAYER_LABELS, critical_path
-from tracer.pipeline import replay
-from tracer.report import ATTRIBUTE_DIAGNOSIS, build_report, error_spans, percentile
-from tracer.spans import Span, Trace
+import tracer.app.record_run
+from exporters.status import ATTRIBUTE_DIAGNOSIS, error_spans
+from tracer.app.cli import main
+from tracer.app.report import build_report, percentile
+from tracer.pipeline.pipeline import replay
+from tracer.spans.critical_path import ATTRIBUTE_SUMMARY, LAYER_LABELS, critical_path
+from tracer.spans.model import Span, Trace
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 MS = 1_000_000
@@ -174,7 +175,7 @@ def test_report_command_refuses_what_is_not_a_recording(tmp_path):
 def test_record_prints_the_critical_path_under_each_pod(monkeypatch, tmp_path):
     traces = fixture_traces("ten-pods")
     recorder = SimpleNamespace(stop_requested_at=0.0, detach=lambda: None)
-    monkeypatch.setattr(tracer.cli, "record_traces", lambda *_, **__: (traces, recorder))
+    monkeypatch.setattr(tracer.app.record_run, "record_traces", lambda *_, **__: (traces, recorder))
     output = tmp_path / "traces.json"
     result = CliRunner().invoke(main, ["record", "--duration", "0", "--output", str(output)])
     assert result.exit_code == 0, result.output
@@ -189,8 +190,8 @@ def test_record_prints_the_critical_path_under_each_pod(monkeypatch, tmp_path):
 
 
 def test_the_cli_default_of_slowest_is_the_reports() -> None:
-    # tracer.cli keeps its own copy so that importing it stays light
-    from tracer import cli, report
+    # tracer.app.cli keeps its own copy so that importing it stays light
+    from tracer.app import cli, report
 
     assert cli.REPORT_SLOWEST == report.DEFAULT_SLOWEST
 

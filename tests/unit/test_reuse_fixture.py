@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 import reuse_case
-from tracer.pipeline import replay
+
+from tracer.pipeline.pipeline import replay
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 RECORDING = FIXTURES / "reuse.rec"

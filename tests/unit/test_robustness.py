@@ -20,8 +20,11 @@ import json
 import struct
 from pathlib import Path
 
-from exporters.jaeger_json import document
+from test_cri_capture import CRI_BYTES, CRI_READS, chunks
 from tracecheck import ExpectedPod, check_pod_trace
+
+from exporters.jaeger_json import document
+from tracer.correlate.pods import PodAssembler
 from tracer.cri.calls import CriLayer, PairedCall, calls_for_pod, unanswered_calls
 from tracer.cri.wire import CriCall, Direction
 from tracer.events import (
@@ -39,11 +42,8 @@ from tracer.events import (
     SocketSide,
     decode_header,
 )
-from tracer.pipeline import replay
-from tracer.pods import PodAssembler
-from tracer.recording import RecordingWriter, RecordKind, read_recording
-
-from test_cri_capture import CRI_BYTES, CRI_READS, chunks
+from tracer.pipeline.pipeline import replay
+from tracer.pipeline.recording import RecordingWriter, RecordKind, read_recording
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 CONTAINERD_PID = 4242

@@ -1,8 +1,8 @@
 """Pure: who is who, from the argv the runtime really uses."""
 
-from tracer.procs import Exec
-from tracer.runtime import is_runc_init, parse_cni, parse_runc, parse_shim
-from tracer.sockets import normalize_socket_path, path_variants
+from tracer.correlate.processes import Exec
+from tracer.correlate.roles import is_runc_init, parse_cni, parse_runc, parse_shim
+from tracer.kernel.sockets import normalize_socket_path, path_variants
 
 
 def exec_of(*argv, filename=None, env=None):

@@ -11,8 +11,8 @@ event renamed it under the correlator's feet.
 
 from __future__ import annotations
 
+from tracer.correlate.pods import PodAssembler
 from tracer.events import EventType, ExecEvent, ExitEvent, ForkEvent, Header, Namespaces
-from tracer.pods import PodAssembler
 
 SANDBOX = "a" * 64
 SHIM, APP = 100, 101

@@ -11,11 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from exporters.svg import ERROR_COLOUR, LAYER_COLOURS, SvgExporter, elide, render_svg, tick_step_ns
-from tracer.critical_path import LAYER_LABELS, critical_path
-from tracer.pipeline import replay
-from tracer.report import ATTRIBUTE_DIAGNOSIS
-from tracer.spans import Trace
+from exporters.status import ATTRIBUTE_DIAGNOSIS
+from exporters.svg import (
+    ERROR_COLOUR,
+    LAYER_COLOURS,
+    SvgExporter,
+    elide,
+    render_svg,
+    tick_step_ns,
+)
+from tracer.pipeline.pipeline import replay
+from tracer.spans.critical_path import LAYER_LABELS, critical_path
+from tracer.spans.model import Trace
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 SVG = "{http://www.w3.org/2000/svg}"

@@ -1,0 +1,255 @@
+"""`tracer daemon`: trace every pod start on the node, continuously, to OTLP.
+
+Three threads matter:
+
+- the capture thread (tracer.app.session.Recorder) drains the ring buffer into
+  the pipeline, under the recorder's lock;
+- the daemon loop (the caller's thread) wakes every `poll_interval_s`, takes
+  the pod starts that are over (`Recorder.take_finished`: quiet for
+  `quiet_s`, or older than `max_age_s`) under that lock, and hands the
+  traces to the exporters outside it;
+- the OTLP exporter's batch worker sends them.  Its queue is bounded and
+  never blocks the loop (exporters.otlp), so a slow or absent backend
+  costs dropped spans, counted, and never stalls event intake.
+
+SIGTERM (or SIGINT, or the end of `duration_s`) stops the capture, exports
+every pod start not yet exported, flushes the queue within
+`shutdown_timeout_s` (while the BPF programs detach, which takes seconds)
+and returns 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+from exporters.base import TraceExporter
+from exporters.console import ConsoleExporter
+from exporters.otlp import ENV_RESOURCE_ATTRIBUTES, OtlpConfig, OtlpExporter
+from tracer.app.metrics import (
+    DaemonMetrics,
+    EventCounts,
+    Health,
+    MetricsServer,
+    PipelineCounts,
+    SpanCounts,
+)
+from tracer.kernel.capture import CaptureConfig
+from tracer.kernel.preflight import CannotTrace, require_tracing
+from tracer.spans.model import Trace
+
+log = logging.getLogger("tracer.app.daemon")
+
+DEFAULT_METRICS_ADDRESS = ("127.0.0.1", 9464)
+EXIT_OK = 0
+EXIT_ATTACH_FAILED = 1
+EXIT_CANNOT_TRACE = 1  # tracer.kernel.preflight found that tracing cannot work here (the log says why)
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    node_name: str
+    otlp: OtlpConfig | None               # None: no OTLP export (console only)
+    quiet_s: float = 2.0                  # a pod start is over after this long without activity
+    max_age_s: float = 300.0              # … or this long after it began (then marked partial)
+    poll_interval_s: float = 0.2
+    duration_s: float | None = None       # stop after this long (tests); None: until SIGTERM
+    metrics_address: tuple[str, int] | None = DEFAULT_METRICS_ADDRESS
+    shutdown_timeout_s: float = 5.0
+    console: bool = False                 # also print each trace's waterfall on stdout
+    capture: CaptureConfig = field(default_factory=CaptureConfig)
+
+    def __post_init__(self) -> None:
+        if self.quiet_s <= 0 or self.max_age_s < self.quiet_s:
+            raise ValueError("need 0 < quiet_s <= max_age_s")
+        if self.poll_interval_s <= 0:
+            raise ValueError("poll_interval_s must be positive")
+
+    def describe(self) -> dict:
+        """The effective configuration, for the start-up log line (no credentials)."""
+        described = dataclasses.asdict(self)
+        if described.get("otlp"):
+            described["otlp"]["endpoint"] = redact_url(described["otlp"]["endpoint"])
+        described["resource_attributes_env"] = os.environ.get(ENV_RESOURCE_ATTRIBUTES, "")
+        return described
+
+
+def redact_url(url: str) -> str:
+    """A URL fit for a log: a password in it and query values are replaced."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:[redacted]@{host}" if ":" in userinfo else f"[redacted]@{host}"
+    query = "&".join(f"{k}=[redacted]" for k, _ in parse_qsl(parts.query, keep_blank_values=True))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+class Daemon:
+    """The daemon loop; `run(stop)` returns an exit code."""
+
+    def __init__(self, config: DaemonConfig, exporters: Sequence[TraceExporter] | None = None):
+        self.config = config
+        self.otlp: OtlpExporter | None = None
+        if exporters is None:
+            built: list[TraceExporter] = []
+            if config.otlp is not None:
+                self.otlp = OtlpExporter(config.otlp)
+                built.append(self.otlp)
+            if config.console:
+                built.append(ConsoleExporter())
+            exporters = built
+        self.exporters = list(exporters)
+        self.recorder = None
+        self.health = Health(stale_after_s=max(30.0, 20 * config.poll_interval_s))
+        self.metrics = DaemonMetrics(self._event_counts, self._span_counts, self._pipeline_counts)
+        self.server: MetricsServer | None = None
+        self.exported_traces = 0
+
+    # ---- metric sources (scrape time) --------------------------------------
+
+    def _event_counts(self) -> EventCounts | None:
+        if self.recorder is None:
+            return None
+        status = self.recorder.status()
+        return EventCounts(status.events, status.lost, status.decode_errors, self.recorder.lag_seconds())
+
+    def _pipeline_counts(self) -> PipelineCounts | None:
+        return self.recorder.counts() if self.recorder is not None else None
+
+    def _span_counts(self) -> SpanCounts | None:
+        if self.otlp is None:
+            return None
+        stats = self.otlp.stats
+        return SpanCounts(queued=stats.queued + stats.sending, sent=stats.sent, failed=stats.failed,
+                          dropped=stats.dropped)
+
+    # ---- the loop ------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> int:
+        from tracer.app.session import RecordConfig, Recorder
+
+        config = self.config
+        log.info("starting with %s", json.dumps(config.describe(), default=str, sort_keys=True))
+        try:
+            checked = require_tracing()
+        except CannotTrace as error:  # nothing started yet: no port bound, no BPF loaded
+            log.error("%s", error)
+            self._close_exporters()
+            return EXIT_CANNOT_TRACE
+        for warning in checked.warnings:
+            log.warning("%s", warning)
+        if config.metrics_address is not None:
+            try:
+                self.server = MetricsServer(config.metrics_address, self.metrics, self.health).start()
+            except OSError as error:  # the port is taken, or the address is not this host's
+                log.error("cannot serve metrics on %s:%d: %s (--metrics-address)", *config.metrics_address, error)
+                self._close_exporters()
+                return EXIT_ATTACH_FAILED
+            log.info("metrics and health on http://%s:%d (/metrics /healthz /readyz)", *self.server.address)
+        try:
+            self.recorder = Recorder(RecordConfig(raw_path=None, node_name=config.node_name,
+                                                  capture=config.capture))
+            self.recorder.start()
+        except Exception as error:  # a BPF or permission failure: report it and exit non-zero
+            log.error("cannot start tracing: %s", error)
+            self._close_exporters()
+            self._stop_server()
+            return EXIT_ATTACH_FAILED
+        stats = self.recorder.capture.stats
+        log.info("tracing (BPF attached in %.2f s, %d runtime processes already running)",
+                 stats.attach_seconds, stats.seeded_processes)
+        self.health.set_ready(True)
+
+        quiet_ns = int(config.quiet_s * 1e9)
+        max_age_ns = int(config.max_age_s * 1e9)
+        deadline = time.monotonic() + config.duration_s if config.duration_s else None
+        try:
+            while not stop.wait(config.poll_interval_s):
+                self.health.beat()
+                self._export(self.recorder.take_finished(quiet_ns, max_age_ns))
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+        finally:
+            self.health.set_ready(False)
+            log.info("stopping")
+            self.recorder.stop_capture()
+            # Whatever is left.  Not marked partial for want of a quiet period
+            # (most just started); a start really cut short lacks steps, and
+            # the trace builder marks those itself ("no runc start seen").
+            self._export(self.recorder.take_finished(0, 0))
+            # Detaching the BPF programs takes seconds: do it while the
+            # exporters flush, not before.
+            detach = threading.Thread(target=self.recorder.stop, kwargs={"build": False}, name="tracer-detach")
+            detach.start()
+            self._close_exporters()
+            detach.join()
+            self._stop_server()
+        status = self.recorder.status()
+        log.info("stopped: %d pod start(s) exported; events %d, lost %d, undecodable %d%s",
+                 self.exported_traces, status.events, status.lost, status.decode_errors, self._span_summary())
+        return EXIT_OK
+
+    def _export(self, traces: list[Trace]) -> None:
+        if not traces:
+            return
+        for trace in traces:
+            root = trace.root
+            partial = f" (partial: {root.attributes.get('tracer.partial.reasons', '')})" \
+                if root.attributes.get("tracer.partial") else ""
+            log.info("%s: %.1f ms, %d spans, trace %s%s", trace.name, (root.end_ns - root.start_ns) / 1e6,
+                     len(trace.spans), trace.trace_id, partial)
+        self.metrics.observe(traces)
+        self.exported_traces += len(traces)
+        for exporter in self.exporters:
+            try:
+                result = exporter.export(traces)
+            except Exception:  # an exporter must not raise; if one does, the others still run
+                log.exception("%s failed", type(exporter).__name__)
+                continue
+            if not result.ok:
+                log.warning("%s: %s", type(exporter).__name__, result.detail)
+
+    def _close_exporters(self) -> None:
+        deadline = time.monotonic() + self.config.shutdown_timeout_s
+        for exporter in self.exporters:
+            remaining = max(0.1, deadline - time.monotonic())
+            try:
+                if isinstance(exporter, OtlpExporter):
+                    exporter.shutdown(remaining)
+                else:
+                    exporter.shutdown()
+            except Exception:
+                log.exception("%s: shutdown failed", type(exporter).__name__)
+
+    def _stop_server(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+    def _span_summary(self) -> str:
+        if self.otlp is None:
+            return ""
+        stats = self.otlp.stats
+        return (f"; spans sent {stats.sent}, failed {stats.failed}, dropped {stats.dropped}"
+                f", unsent {stats.queued + stats.sending}")
+
+
+def run_daemon(config: DaemonConfig) -> int:
+    """Runs until SIGTERM/SIGINT (or config.duration_s); returns the exit code."""
+    stop = threading.Event()
+    handlers = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return Daemon(config).run(stop)
+    finally:
+        for sig, previous in handlers.items():
+            signal.signal(sig, previous)

@@ -1,0 +1,520 @@
+"""PodTrace to spans: names, attributes and wall-clock times.
+
+Span names are a public interface (people search for them); see
+docs/span-model.md.  Each layer is its own service so that Jaeger colours
+them apart.  Kernel times become wall time here and nowhere else.
+
+Trace and span ids are derived from the sandbox id, so re-exporting the
+same pod start (a replay, a restart of the tracer) never duplicates it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+
+from tracer.correlate.pods import ContainerTrace, PodTrace
+from tracer.correlate.processes import Activity, Process, ProcKey
+from tracer.correlate.roles import container_exec, parse_runc
+from tracer.cri.calls import PairedCall, image_annotations, pod_keys
+from tracer.events import (
+    CgroupEvent,
+    CgroupWriteEvent,
+    EventType,
+    ExecFailedEvent,
+    MountEvent,
+    NamespaceEvent,
+    NamespaceSyscall,
+    PivotRootEvent,
+)
+from tracer.format import (
+    Clock,
+    cgroup_fs_name,
+    clone_flag_names,
+    errno_text,
+    exit_status,
+    namespace_names,
+)
+from tracer.spans.diagnosis import Finding, diagnose
+from tracer.spans.model import (
+    SERVICE_CNI,
+    SERVICE_CONTAINER,
+    SERVICE_CONTAINERD,
+    SERVICE_RUNC,
+    SERVICE_SHIM,
+    SERVICE_TRACER,
+    Span,
+    SpanEvent,
+    SpanLink,
+    Trace,
+)
+
+CONTAINER_RUNTIME = "containerd"
+SHORT_ID = 12
+STAGE_NAMES = {0: "runc:[0:PARENT]", 1: "runc:[1:CHILD]", 2: "runc:[2:INIT]"}
+
+
+def trace_id_for(sandbox_id: str) -> str:
+    """A pod start's trace id."""
+    return hashlib.sha256(f"tracer/pod-start/{sandbox_id}".encode()).hexdigest()[:32]
+
+
+def restart_trace_id_for(container_id: str) -> str:
+    """The trace id of a container start that has a trace of its own."""
+    return hashlib.sha256(f"tracer/container-start/{container_id}".encode()).hexdigest()[:32]
+
+
+def root_span_id(trace_id: str) -> str:
+    return _span_id(trace_id, "root")
+
+
+def _span_id(trace_id: str, key: str) -> str:
+    return hashlib.sha256(f"{trace_id}/{key}".encode()).hexdigest()[:16]
+
+
+def short(container_id: str) -> str:
+    return container_id[:SHORT_ID]
+
+
+def activity_event(activity: Activity, clock: Clock) -> SpanEvent:
+    """A namespace, mount or cgroup event as a span event."""
+    when = clock.wall_ns(activity.header.ktime_ns)
+    if isinstance(activity, NamespaceEvent):
+        verb = "setns" if activity.syscall is NamespaceSyscall.SETNS else "unshare"
+        names = namespace_names(activity.flags_raw)
+        ns = activity.header.ns
+        return SpanEvent(f"{verb} {','.join(names)}".rstrip(), when, {
+            "tracer.syscall.ret": activity.ret, "tracer.ns.flags_raw": activity.flags_raw,
+            "tracer.ns.net": ns.net, "tracer.ns.mnt": ns.mnt, "tracer.ns.pid": ns.pid,
+            "tracer.ns.uts": ns.uts, "tracer.ns.ipc": ns.ipc,
+        })
+    if isinstance(activity, MountEvent):
+        return SpanEvent(f"mount {activity.target}", when, {
+            "tracer.mount.source": activity.source, "tracer.mount.fstype": activity.fstype,
+            "tracer.mount.flags_raw": activity.flags_raw, "tracer.syscall.ret": activity.ret,
+        })
+    if isinstance(activity, ExecFailedEvent):
+        return SpanEvent(f"execve failed {activity.filename}", when, {
+            "process.executable.path": activity.filename, "tracer.syscall.ret": activity.ret,
+            "tracer.syscall.error": errno_text(activity.ret),
+        })
+    if isinstance(activity, PivotRootEvent):
+        return SpanEvent("pivot_root", when, {
+            "tracer.pivot_root.new_root": activity.new_root, "tracer.pivot_root.put_old": activity.put_old,
+            "tracer.syscall.ret": activity.ret,
+        })
+    if isinstance(activity, CgroupEvent):
+        verb = "mkdir" if activity.header.type == EventType.CGROUP_MKDIR else "attach"
+        attributes: dict[str, object] = {"tracer.cgroup.path": activity.path,
+                                         "tracer.cgroup.hierarchy": activity.hierarchy}
+        if verb == "attach":
+            attributes["tracer.cgroup.attached_pid"] = activity.target_pid
+        return SpanEvent(f"cgroup {verb}", when, attributes)
+    assert isinstance(activity, CgroupWriteEvent)
+    return SpanEvent(f"cgroup write {activity.file_name}", when, {
+        "tracer.cgroup.file": activity.relative_path,
+        "tracer.cgroup.value": activity.data.decode("utf-8", "replace").strip(),
+        "tracer.cgroup.fs": cgroup_fs_name(activity.fs_magic),
+    })
+
+
+def process_attributes(proc: Process) -> dict[str, object]:
+    image = proc.image
+    attributes: dict[str, object] = {"process.pid": proc.pid}
+    if proc.real_parent_pid:
+        attributes["process.parent_pid"] = proc.real_parent_pid
+    if proc.parent_key and proc.parent_key[0] != proc.real_parent_pid:
+        # runc's stages clone with CLONE_PARENT: who created it is not its parent
+        attributes["tracer.process.creator_pid"] = proc.parent_key[0]
+    if proc.clone_flags_raw:
+        attributes["tracer.process.clone_flags"] = ",".join(clone_flag_names(proc.clone_flags_raw))
+    if image is not None:
+        attributes["process.executable.path"] = image.filename
+        attributes["process.command_line"] = " ".join(image.argv)
+        if image.argv_truncated:
+            attributes["tracer.process.argv_truncated"] = True
+    if proc.exit_code_raw is not None:
+        status = exit_status(proc.exit_code_raw)
+        attributes["process.exit.code"] = status.code
+        if status.signal_name:
+            attributes["tracer.process.exit.signal"] = status.signal_name
+    return attributes
+
+
+class _TraceBuilder:
+    def __init__(self, trace_id: str, clock: Clock):
+        self.trace_id = trace_id
+        self.clock = clock
+        self.spans: list[Span] = []
+        self.by_process: dict[ProcKey, Span] = {}      # the last span made for a process
+        self.by_call: dict[int, list[Span]] = {}       # id(PairedCall) → its CLIENT, SERVER spans
+
+    def add(self, key: str, name: str, service: str, parent: Span | None,
+            start_ktime: int, end_ktime: int, attributes: dict | None = None) -> Span:
+        span = Span(
+            trace_id=self.trace_id, span_id=_span_id(self.trace_id, key),
+            parent_id=parent.span_id if parent else None, name=name, service=service,
+            start_ns=self.clock.wall_ns(start_ktime),
+            end_ns=self.clock.wall_ns(max(end_ktime, start_ktime)),
+            attributes=dict(attributes or {}),
+        )
+        self.spans.append(span)
+        return span
+
+    def process_span(self, key: str, name: str, service: str, parent: Span, proc: Process,
+                     start_ktime: int | None = None, end_ktime: int | None = None) -> Span:
+        """A span for a process's life (its exec, or fork, to its exit), with
+        the activity that falls inside it as events."""
+        start = start_ktime if start_ktime is not None else _exec_or_start(proc)
+        end = end_ktime if end_ktime is not None else (proc.exit_ns or proc.last_seen_ns)
+        span = self.add(f"{key}/{proc.pid}/{proc.key[1]}", name, service, parent, start, end,
+                        process_attributes(proc))
+        span.events.extend(activity_event(a, self.clock) for a in proc.activity
+                           if start <= a.header.ktime_ns <= max(start, end))
+        if proc.oom_kill is not None:
+            kill = proc.oom_kill
+            span.events.append(SpanEvent("oom kill", self.clock.wall_ns(kill.header.ktime_ns), {
+                "tracer.oom.victim_pid": kill.victim_pid, "tracer.oom.victim_comm": kill.victim_comm,
+                "tracer.oom.anon_rss_kb": kill.anon_rss_kb, "tracer.oom.total_vm_kb": kill.total_vm_kb,
+                "tracer.oom.file_rss_kb": kill.file_rss_kb, "tracer.oom.shmem_rss_kb": kill.shmem_rss_kb,
+            }))
+        self.by_process[proc.key] = span
+        if proc.exit_code_raw is not None and exit_status(proc.exit_code_raw).code != 0:
+            span.status = "ERROR"
+            span.status_message = f"exited with {exit_status(proc.exit_code_raw).code}"
+        elif proc.exit_ns is None and end_ktime is None:
+            span.attributes["tracer.process.exited"] = False
+        return span
+
+
+def _exec_or_start(proc: Process) -> int:
+    own = [e for e in proc.execs if not e.from_snapshot]
+    return own[0].ktime_ns if own else proc.start_ns
+
+
+def _container_span(builder: _TraceBuilder, root: Span, container: ContainerTrace) -> Span:
+    kind = "sandbox" if container.is_sandbox else "container"
+    group = builder.add(f"{container.container_id}/containerd", f"containerd {kind} {short(container.container_id)}",
+                        SERVICE_CONTAINERD, root, 0, 0, _container_attributes(container))
+    children: list[Span] = []
+
+    for index, cni in enumerate(container.cni):
+        span = builder.process_span(f"{container.container_id}/cni{index}",
+                                    f"cni {cni.call.plugin} {cni.call.command}", SERVICE_CNI, group, cni.process)
+        span.attributes.update({"tracer.cni.plugin": cni.call.plugin, "tracer.cni.command": cni.call.command,
+                                "tracer.cni.ifname": cni.call.ifname, "tracer.cni.netns": cni.call.netns})
+        for delegate in cni.delegates:
+            call_name = delegate.image.basename if delegate.image else "plugin"
+            builder.process_span(f"{container.container_id}/cni{index}/delegate", f"cni {call_name} {cni.call.command}",
+                                 SERVICE_CNI, span, delegate)
+        children.append(span)
+
+    if container.shim_start is not None:
+        shim = builder.process_span(f"{container.container_id}/shim-start", "shim start", SERVICE_SHIM,
+                                    group, container.shim_start)
+        shim.attributes["container.id"] = container.container_id
+        if container.shim_daemon is not None:
+            ready = container.shim_start.exit_ns or container.shim_daemon.last_seen_ns
+            daemon = builder.process_span(f"{container.container_id}/shim-daemon", "shim daemon", SERVICE_SHIM,
+                                          shim, container.shim_daemon, end_ktime=ready)
+            daemon.attributes["tracer.shim.ready"] = container.shim_start.exit_ns is not None
+        children.append(shim)
+
+    if container.runc_create is not None:
+        create = builder.process_span(f"{container.container_id}/runc-create",
+                                      f"runc create {short(container.container_id)}", SERVICE_RUNC, group,
+                                      container.runc_create)
+        call = parse_runc(container.runc_create.image) if container.runc_create.image else None
+        if call is not None:
+            create.attributes["tracer.runc.bundle"] = call.bundle
+        _init_spans(builder, create, container)
+        children.append(create)
+
+    if container.runc_start is not None:
+        children.append(builder.process_span(f"{container.container_id}/runc-start",
+                                             f"runc start {short(container.container_id)}", SERVICE_RUNC, group,
+                                             container.runc_start))
+
+    running_ktime = None
+    if container.process is not None:
+        entry = container_exec(container.process)
+        assert entry is not None
+        running_ktime = entry.ktime_ns
+        end = container.process.exit_ns if container.process.exit_ns else entry.ktime_ns
+        span = builder.process_span(f"{container.container_id}/process", f"exec {entry.filename}",
+                                    SERVICE_CONTAINER, group, container.process, start_ktime=entry.ktime_ns,
+                                    end_ktime=end)
+        span.attributes.update({"container.id": container.container_id,
+                                "tracer.process.exited": container.process.exit_ns is not None})
+        children.append(span)
+
+    # The containerd span covers the start: from its first child to the
+    # moment the entrypoint runs (or the last child, if it never ran).
+    group.start_ns = min((c.start_ns for c in children), default=root.start_ns)
+    ends = [c.end_ns for c in children if c.service != SERVICE_CONTAINER]
+    if running_ktime is not None:
+        ends.append(builder.clock.wall_ns(running_ktime))
+    group.end_ns = max(ends, default=group.start_ns)
+    if container.missing:
+        group.attributes["tracer.missing"] = ", ".join(container.missing)
+    if any(c.status == "ERROR" for c in children if c.service != SERVICE_CONTAINER):
+        group.status = "ERROR"
+        group.status_message = next(c.name + ": " + c.status_message for c in children if c.status == "ERROR")
+    return group
+
+
+def _init_spans(builder: _TraceBuilder, create: Span, container: ContainerTrace) -> None:
+    stages = container.init_stages
+    if not stages:
+        return
+    starts = [_exec_or_start(p) if stage == 0 else p.start_ns for stage, p in stages.items()]
+    ends = []
+    for stage, proc in stages.items():
+        entry = container_exec(proc) if stage == 2 else None
+        ends.append(entry.ktime_ns if entry else (proc.exit_ns or proc.last_seen_ns))
+    init = builder.add(f"{container.container_id}/runc-init", f"runc init {short(container.container_id)}",
+                       SERVICE_RUNC, create, min(starts), max(ends), {"container.id": container.container_id})
+    for stage in sorted(stages):
+        proc = stages[stage]
+        entry = container_exec(proc) if stage == 2 else None
+        end = entry.ktime_ns if entry else None
+        # Stage 0 starts at its exec; stages 1 and 2 are clones, so at fork.
+        start = _exec_or_start(proc) if stage == 0 else proc.start_ns
+        span = builder.process_span(f"{container.container_id}/runc-init/{stage}", STAGE_NAMES[stage], SERVICE_RUNC,
+                                    init, proc, start_ktime=start, end_ktime=end)
+        if entry is not None:
+            # Its own exec is the entrypoint's; as a stage it ran runc init.
+            span.attributes["process.command_line"] = " ".join(proc.inherited.argv) if proc.inherited else ""
+            span.attributes["process.executable.path"] = proc.inherited.filename if proc.inherited else ""
+            span.attributes.pop("process.exit.code", None)
+            span.attributes.pop("tracer.process.exit.signal", None)
+            span.status, span.status_message = "UNSET", ""
+
+
+def _container_attributes(container: ContainerTrace) -> dict[str, object]:
+    attributes: dict[str, object] = {"container.id": container.container_id, "container.runtime": CONTAINER_RUNTIME}
+    if container.name and not container.is_sandbox:
+        attributes["container.name"] = container.name
+    if container.image:
+        attributes["container.image.name"] = container.image
+    bundle = container.activity.bundle or {}
+    for key, value in sorted((bundle.get("resources") or {}).items()):
+        attributes[f"tracer.resources.{key}"] = value
+    if bundle.get("cgroups_path"):
+        attributes["tracer.cgroup.path"] = bundle["cgroups_path"]
+    for key, value in sorted(container.activity.start_pressure.items()):
+        attributes[f"tracer.start.{key}"] = value
+    netns = container.activity.netns
+    if netns:
+        if netns.get("host_network"):
+            attributes["tracer.net.host_network"] = True
+        if netns.get("error"):
+            attributes["tracer.net.error"] = netns["error"]
+        for key in ("interfaces", "addresses", "routes"):
+            if netns.get(key):
+                attributes[f"tracer.net.{key}"] = netns[key]
+    return attributes
+
+
+def _cri_spans(builder: _TraceBuilder, root: Span, calls: list[PairedCall]) -> dict[tuple[str, str], Span]:
+    """A CLIENT span per call (the caller's view: request write → response
+    read) with the runtime's SERVER span inside it (request read → response
+    write).  Returns the innermost span per (method, sandbox or container
+    id it names), under which the runtime's own work for that id hangs."""
+    work_parent: dict[tuple[str, str], Span] = {}
+    for index, call in enumerate(calls):
+        view = call.best_view
+        method = call.method or "unresolved"
+        inferred = ""
+        if not (any(pod_keys(call)[:2]) or pod_keys(call)[2]):
+            inferred = ("by the pod's annotations in the image spec" if image_annotations(call) else
+                        "inferred: same connection, after this pod's calls (the call names no pod)")
+        attributes: dict[str, object] = {
+            "rpc.system": "grpc", "rpc.service": view.service or "", "rpc.method": method,
+            "tracer.cri.method_resolution": view.method_resolution,
+        }
+        status_code, message = call.grpc_status, call.grpc_message
+        if status_code is not None:
+            attributes["rpc.grpc.status_code"] = status_code
+        if message:
+            attributes["tracer.cri.error"] = message
+        parent = root
+        span = None
+        for view_, endpoint, kind in ((call.client, call.client_endpoint, "CLIENT"),
+                                      (call.server, call.server_endpoint, "SERVER")):
+            if view_ is None or view_.request_start_ns is None:
+                continue
+            service = endpoint.comm if endpoint else ("kubelet" if kind == "CLIENT" else "containerd")
+            end = view_.response_end_ns or view_.end_ns or view_.request_start_ns
+            span = builder.add(f"cri/{index}/{kind}", f"{service} {method}", service, parent,
+                               view_.request_start_ns, end, dict(attributes))
+            span.kind = kind
+            if endpoint is not None:
+                span.attributes["process.pid"] = endpoint.pid
+                if endpoint.opened_before_tracing:
+                    # why a method or status may be unresolved (HPACK late attach)
+                    span.attributes["tracer.cri.connection_predates_tracing"] = True
+            if not view_.complete:
+                span.attributes["tracer.cri.incomplete"] = view_.incomplete_reason or ""
+            if view_.method_resolution != view.method_resolution:
+                span.attributes["tracer.cri.own_method_resolution"] = view_.method_resolution
+            if view_.traceparent:
+                span.attributes["tracer.cri.traceparent"] = view_.traceparent
+            if status_code not in (None, 0):
+                span.status, span.status_message = "ERROR", message or f"gRPC status {status_code}"
+            if inferred:
+                span.attributes["tracer.cri.attribution"] = inferred
+            builder.by_call.setdefault(id(call), []).append(span)
+            parent = span
+        if span is not None:
+            sandboxes, containers, _ = pod_keys(call)
+            for ident in sandboxes | containers:
+                work_parent.setdefault((method, ident), span)
+    return work_parent
+
+
+_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
+
+
+def kubelet_context(calls: list[PairedCall]) -> tuple[str, str] | None:
+    """(trace id, span id) of kubelet's own trace, when its calls carry W3C
+    trace context (kubelet sends it when its tracing is on)."""
+    for call in calls:
+        for view in (call.client, call.server):
+            match = _TRACEPARENT.match((view.traceparent or "").strip()) if view else None
+            if match and match.group(1) != "0" * 32 and match.group(2) != "0" * 16:
+                return match.group(1), match.group(2)
+    return None
+
+
+def build_trace(pod: PodTrace, clock: Clock, node_name: str, calls: list[PairedCall] = (),
+                processes: Mapping[ProcKey, Process] | None = None) -> Trace:
+    calls = list(calls)
+    # The pod's trace joins kubelet's own trace when kubelet propagates one:
+    # same trace id, and the root hangs under kubelet's span of the first call.
+    context = kubelet_context(calls)
+    if context:
+        trace_id = context[0]
+    elif pod.restart is None:
+        trace_id = trace_id_for(pod.sandbox_id)
+    else:
+        trace_id = restart_trace_id_for(pod.key)
+    builder = _TraceBuilder(trace_id, clock)
+    name = f"pod {pod.namespace or '?'}/{pod.name or short(pod.sandbox_id)}"
+    root_attributes: dict[str, object] = {
+        "k8s.pod.name": pod.name, "k8s.namespace.name": pod.namespace, "k8s.pod.uid": pod.uid,
+        "k8s.node.name": node_name, "tracer.sandbox.id": pod.sandbox_id,
+        "tracer.containers": len(pod.containers),
+    }
+    if pod.attempt:
+        root_attributes["tracer.pod.attempt"] = pod.attempt
+    root = builder.add("root", name, SERVICE_TRACER, None, 0, 0, root_attributes)
+    if pod.restart is not None:
+        _restart_root(root, pod, calls)
+    if context:
+        root.parent_id = context[1]
+        root.attributes["tracer.kubelet.trace_joined"] = True
+    work_parent = _cri_spans(builder, root, calls)
+    groups = []
+    for container in pod.all_containers:
+        # containerd runs a sandbox within RunPodSandbox and a container's
+        # task (shim, runc) within StartContainer
+        method = "RunPodSandbox" if container.is_sandbox else "StartContainer"
+        parent = work_parent.get((method, container.container_id), root)
+        group = _container_span(builder, parent, container)
+        if not container.is_sandbox:
+            _name_from_cri(group, container.container_id, calls)
+        groups.append(group)
+    tops = [s for s in builder.spans if s.parent_id == root.span_id]
+    root.start_ns = min(s.start_ns for s in tops)
+    root.end_ns = max(s.end_ns for s in tops)
+    # The pod start is the CRI client's work (kubelet's), once we see it.
+    root.service = next((s.service for s in builder.spans if s.kind == "CLIENT"), root.service)
+    errors = [g for g in groups if g.status == "ERROR"]
+    if errors:
+        root.status, root.status_message = "ERROR", errors[0].status_message
+    _apply_findings(builder, root, diagnose(pod, calls, processes or {}))
+    if pod.partial_reasons:
+        root.attributes["tracer.partial"] = True
+        root.attributes["tracer.partial.reasons"] = "; ".join(pod.partial_reasons)
+    # Pod identity on every span, so that a search by tag finds any layer.
+    for span in builder.spans[1:]:
+        span.attributes.setdefault("k8s.pod.name", pod.name)
+        span.attributes.setdefault("k8s.namespace.name", pod.namespace)
+    return Trace(trace_id, name, builder.spans, {"host.name": node_name, "k8s.node.name": node_name})
+
+
+def _name_from_cri(group: Span, container_id: str, calls: list[PairedCall]) -> None:
+    """A container's name and image from its CreateContainer request, when
+    its bundle could not be read (containerd deletes a failed one at once)."""
+    if "container.name" in group.attributes and "container.image.name" in group.attributes:
+        return
+    for call in calls:
+        if call.method == "CreateContainer" and call.text("response", "container_id") == container_id:
+            name = call.text("request", "config", "metadata", "name")
+            image = (call.text("request", "config", "image", "user_specified_image")
+                     or call.text("request", "config", "image", "image"))
+            if name:
+                group.attributes.setdefault("container.name", name)
+            if image:
+                group.attributes.setdefault("container.image.name", image)
+
+
+def _restart_root(root: Span, pod: PodTrace, calls: list[PairedCall]) -> None:
+    """A later container start: its attempt, and a link to the trace of the
+    attempt before it (or of the pod's start)."""
+    restart = pod.restart
+    assert restart is not None
+    attempt = restart.attempt
+    for call in calls:  # kubelet's own count, when its CreateContainer was decoded
+        recorded = call.field("request", "config", "metadata", "attempt")
+        if call.method == "CreateContainer" and isinstance(recorded, int) and not isinstance(recorded, bool):
+            attempt = recorded
+    root.attributes.update({"tracer.trace.kind": "container restart" if attempt else "container start",
+                            "k8s.container.restart_count": attempt})
+    if restart.container_name:
+        root.attributes["k8s.container.name"] = restart.container_name
+    if restart.previous_in_pod_trace:
+        previous = trace_id_for(pod.sandbox_id)
+    else:
+        previous = restart_trace_id_for(restart.previous_container_id)
+    root.links.append(SpanLink(previous, root_span_id(previous), {"tracer.link.kind": "previous attempt"}))
+    root.attributes["tracer.previous_attempt.trace_id"] = previous
+    if restart.previous_container_id:
+        root.attributes["tracer.previous_attempt.container_id"] = restart.previous_container_id
+    if restart.previous_exit_code_raw is not None:
+        # why it was restarted: how the attempt before ended
+        status = exit_status(restart.previous_exit_code_raw)
+        root.attributes["tracer.previous_attempt.exit_code"] = status.code
+        if status.signal_name:
+            root.attributes["tracer.previous_attempt.exit_signal"] = status.signal_name
+
+
+def _apply_findings(builder: _TraceBuilder, root: Span, findings: list[Finding]) -> None:
+    """Marks each failure on the span of its layer, and the first on the root."""
+    for finding in findings:
+        if finding.process is not None:
+            targets = [builder.by_process[finding.process]] if finding.process in builder.by_process else []
+        elif finding.call is not None:
+            spans = builder.by_call.get(id(finding.call), [])
+            # the runtime's view is the layer that failed; kubelet's, for
+            # what kubelet decided itself (not to pull)
+            targets = [s for s in spans if s.kind == "SERVER"] or spans[:1]
+            if finding.layer == "image" and finding.cause == "image_not_present":
+                targets = [s for s in spans if s.kind == "CLIENT"] or targets
+        else:
+            targets = []
+        for span in targets:
+            span.attributes["tracer.diagnosis"] = finding.diagnosis
+            if finding.is_error:
+                span.attributes["error.type"] = finding.cause
+                span.status, span.status_message = "ERROR", finding.error or finding.diagnosis
+    first = next((f for f in findings if f.is_error), findings[0] if findings else None)
+    if first is None:
+        return
+    root.attributes["tracer.diagnosis"] = first.diagnosis
+    root.attributes["tracer.failed_layer"] = first.layer
+    if first.is_error:
+        root.attributes["error.type"] = first.cause
+        root.status, root.status_message = "ERROR", first.diagnosis
