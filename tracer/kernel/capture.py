@@ -46,7 +46,7 @@ from tracer.kernel.sockets import (
     scan_cri_sockets,
     unix_sockets,
 )
-from tracer.kernel.sources import BPF_DIR, TRACER_SOURCE
+from tracer.kernel.sources import BPF_DIR, TRACER_SOURCE, translation_unit
 from tracer.runtimes import DEFAULT_CNI_BIN_DIRS, DEFAULT_RUNTIME_SOCKETS, RUNTIME_COMMS
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -100,9 +100,11 @@ def bpf_cflags(config: CaptureConfig) -> list[str]:
 
 
 def final_source(config: CaptureConfig) -> str:
-    """The BPF source and the exact flags it is compiled with (for --print-bpf)."""
+    """The one translation unit bcc compiles (bpf/ inlined, see
+    tracer.kernel.sources) and the exact flags it is compiled with (for
+    --print-bpf)."""
     flags = " ".join(bpf_cflags(config))
-    return f"/* cflags: {flags} */\n" + TRACER_SOURCE.read_text()
+    return f"/* cflags: {flags} */\n" + translation_unit(TRACER_SOURCE)
 
 
 class IdFlags:
@@ -204,7 +206,7 @@ class Capture:
         headers.prepare_headers()
         from bcc import BPF  # the only bcc import outside kernel feature probes
 
-        self._bpf = BPF(src_file=str(TRACER_SOURCE).encode(), cflags=bpf_cflags(self.config))
+        self._bpf = BPF(text=translation_unit(TRACER_SOURCE).encode(), cflags=bpf_cflags(self.config))
         self.stats.rss_after_load_mb = _rss_mb()
         release_compiler_memory()
         self.stats.rss_after_release_mb = _rss_mb()
