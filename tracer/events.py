@@ -13,6 +13,7 @@ so that a recording holds everything needed to rebuild the traces.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
 
@@ -414,6 +415,107 @@ def _decode_exec(raw: bytes | memoryview, header: Header) -> ExecEvent:
     return ExecEvent(header, old_pid, filename, argv, env, flags)
 
 
+def _decode_fork(raw: bytes | memoryview, header: Header) -> ForkEvent:
+    return ForkEvent(header, *_body(raw, FORK_BODY, "fork"))
+
+
+def _decode_exit(raw: bytes | memoryview, header: Header) -> ExitEvent:
+    code, _pad = _body(raw, EXIT_BODY, "exit")
+    return ExitEvent(header, code)
+
+
+def _decode_exec_failed(raw: bytes | memoryview, header: Header) -> ExecFailedEvent:
+    ret, filename_len, _pad, filename = _body(raw, EXEC_FAILED_BODY, "exec failed")
+    return ExecFailedEvent(header, ret, _cstr(filename[:filename_len]))
+
+
+def _decode_oom_kill(raw: bytes | memoryview, header: Header) -> OomKillEvent:
+    victim, adj, _pad, total_vm, anon, file, shmem, comm = _body(raw, OOM_KILL_BODY, "oom kill")
+    return OomKillEvent(header, victim, adj, total_vm, anon, file, shmem, _cstr(comm))
+
+
+def _decode_namespace(raw: bytes | memoryview, header: Header) -> NamespaceEvent:
+    syscall, fd, flags, ret = _body(raw, NAMESPACE_BODY, "namespace")
+    try:
+        kind = NamespaceSyscall(syscall)
+    except ValueError:
+        raise DecodeError(f"unknown namespace syscall {syscall}") from None
+    return NamespaceEvent(header, kind, fd, flags, ret)
+
+
+def _decode_mount(raw: bytes | memoryview, header: Header) -> MountEvent:
+    ret, flags, source, target, fstype = _body(raw, MOUNT_BODY, "mount")
+    return MountEvent(header, ret, flags, _cstr(source), _cstr(target), _cstr(fstype))
+
+
+def _decode_pivot_root(raw: bytes | memoryview, header: Header) -> PivotRootEvent:
+    ret, new_root, put_old = _body(raw, PIVOT_ROOT_BODY, "pivot_root")
+    return PivotRootEvent(header, ret, _cstr(new_root), _cstr(put_old))
+
+
+def _decode_cgroup(raw: bytes | memoryview, header: Header) -> CgroupEvent:
+    hierarchy, level, cgid, target, path_len, _pad, path = _body(raw, CGROUP_BODY, "cgroup")
+    return CgroupEvent(header, hierarchy, level, cgid, target, _cstr(path[:path_len]))
+
+
+def _decode_cgroup_write(raw: bytes | memoryview, header: Header) -> CgroupWriteEvent:
+    magic, count, fd, data_len, _pad, names, data = _body(raw, CGROUP_WRITE_BODY, "cgroup write")
+    split = tuple(
+        _cstr(names[i * CGROUP_NAME_LEN:(i + 1) * CGROUP_NAME_LEN]) for i in range(CGROUP_NAME_DEPTH)
+    )
+    return CgroupWriteEvent(header, magic, count, fd, split, bytes(data[:min(data_len, len(data))]))
+
+
+def _decode_socket_open(raw: bytes | memoryview, header: Header) -> SocketOpenEvent:
+    endpoint, process_comm, path = _body(raw, SOCKET_OPEN_BODY, "socket open")
+    return SocketOpenEvent(header, _endpoint(endpoint), _cstr(process_comm), _cstr(path))
+
+
+def _decode_socket_close(raw: bytes | memoryview, header: Header) -> SocketCloseEvent:
+    (endpoint,) = _body(raw, SOCKET_CLOSE_BODY, "socket close")
+    return SocketCloseEvent(header, _endpoint(endpoint))
+
+
+def _decode_socket_data(raw: bytes | memoryview, header: Header) -> SocketDataEvent:
+    endpoint, syscall_bytes, offset, data_len, direction, flags, syscall = _body(
+        raw, SOCKET_DATA_BODY, "socket data")
+    start = HEADER.size + SOCKET_DATA_BODY.size
+    if data_len > SOCKET_SEGMENT_LEN or start + data_len > len(raw):
+        raise DecodeError(f"socket data event says {data_len} bytes, {len(raw) - start} arrived")
+    try:
+        kind = SocketDirection(direction)
+    except ValueError:
+        raise DecodeError(f"unknown socket direction {direction}") from None
+    return SocketDataEvent(header, _endpoint(endpoint), kind, syscall_bytes, offset, syscall, flags,
+                           bytes(raw[start:start + data_len]))
+
+
+# One decoder per event type (Tetragon's observer registers its handlers the
+# same way): a type added to EventType without a decoder fails at import,
+# rather than being read as another type's bytes.
+DECODERS: dict[int, Callable[[bytes | memoryview, Header], Event]] = {
+    EventType.FORK: _decode_fork,
+    EventType.EXEC: _decode_exec,
+    EventType.PROC_SNAPSHOT: _decode_exec,
+    EventType.EXIT: _decode_exit,
+    EventType.EXEC_FAILED: _decode_exec_failed,
+    EventType.OOM_KILL: _decode_oom_kill,
+    EventType.NAMESPACE: _decode_namespace,
+    EventType.MOUNT: _decode_mount,
+    EventType.PIVOT_ROOT: _decode_pivot_root,
+    EventType.CGROUP_MKDIR: _decode_cgroup,
+    EventType.CGROUP_ATTACH: _decode_cgroup,
+    EventType.CGROUP_WRITE: _decode_cgroup_write,
+    EventType.SOCKET_OPEN: _decode_socket_open,
+    EventType.SOCKET_SNAPSHOT: _decode_socket_open,
+    EventType.SOCKET_CLOSE: _decode_socket_close,
+    EventType.SOCKET_DATA: _decode_socket_data,
+}
+_undecodable = set(EventType) - DECODERS.keys()
+if _undecodable:
+    raise ImportError(f"event types without a decoder: {sorted(t.name for t in _undecodable)}")
+
+
 def decode(raw: bytes | memoryview) -> Event:
     """One ring-buffer record (or recorded record) to a typed event.
 
@@ -422,62 +524,10 @@ def decode(raw: bytes | memoryview) -> Event:
     header = decode_header(raw)
     if header.size > len(raw):
         raise DecodeError(f"event says {header.size} bytes but {len(raw)} arrived")
-    etype = EVENT_TYPES.get(header.type)
-    if etype is None:
+    decoder = DECODERS.get(header.type)
+    if decoder is None:
         raise DecodeError(f"unknown event type {header.type}")
-    if etype is EventType.FORK:
-        return ForkEvent(header, *_body(raw, FORK_BODY, "fork"))
-    if etype in (EventType.EXEC, EventType.PROC_SNAPSHOT):
-        return _decode_exec(raw, header)
-    if etype is EventType.EXIT:
-        code, _pad = _body(raw, EXIT_BODY, "exit")
-        return ExitEvent(header, code)
-    if etype is EventType.EXEC_FAILED:
-        ret, filename_len, _pad, filename = _body(raw, EXEC_FAILED_BODY, "exec failed")
-        return ExecFailedEvent(header, ret, _cstr(filename[:filename_len]))
-    if etype is EventType.OOM_KILL:
-        victim, adj, _pad, total_vm, anon, file, shmem, comm = _body(raw, OOM_KILL_BODY, "oom kill")
-        return OomKillEvent(header, victim, adj, total_vm, anon, file, shmem, _cstr(comm))
-    if etype is EventType.NAMESPACE:
-        syscall, fd, flags, ret = _body(raw, NAMESPACE_BODY, "namespace")
-        try:
-            kind = NamespaceSyscall(syscall)
-        except ValueError:
-            raise DecodeError(f"unknown namespace syscall {syscall}") from None
-        return NamespaceEvent(header, kind, fd, flags, ret)
-    if etype is EventType.MOUNT:
-        ret, flags, source, target, fstype = _body(raw, MOUNT_BODY, "mount")
-        return MountEvent(header, ret, flags, _cstr(source), _cstr(target), _cstr(fstype))
-    if etype is EventType.PIVOT_ROOT:
-        ret, new_root, put_old = _body(raw, PIVOT_ROOT_BODY, "pivot_root")
-        return PivotRootEvent(header, ret, _cstr(new_root), _cstr(put_old))
-    if etype in (EventType.CGROUP_MKDIR, EventType.CGROUP_ATTACH):
-        hierarchy, level, cgid, target, path_len, _pad, path = _body(raw, CGROUP_BODY, "cgroup")
-        return CgroupEvent(header, hierarchy, level, cgid, target, _cstr(path[:path_len]))
-    if etype in (EventType.SOCKET_OPEN, EventType.SOCKET_SNAPSHOT):
-        endpoint, process_comm, path = _body(raw, SOCKET_OPEN_BODY, "socket open")
-        return SocketOpenEvent(header, _endpoint(endpoint), _cstr(process_comm), _cstr(path))
-    if etype is EventType.SOCKET_CLOSE:
-        (endpoint,) = _body(raw, SOCKET_CLOSE_BODY, "socket close")
-        return SocketCloseEvent(header, _endpoint(endpoint))
-    if etype is EventType.SOCKET_DATA:
-        endpoint, syscall_bytes, offset, data_len, direction, flags, syscall = _body(
-            raw, SOCKET_DATA_BODY, "socket data")
-        start = HEADER.size + SOCKET_DATA_BODY.size
-        if data_len > SOCKET_SEGMENT_LEN or start + data_len > len(raw):
-            raise DecodeError(f"socket data event says {data_len} bytes, {len(raw) - start} arrived")
-        try:
-            kind = SocketDirection(direction)
-        except ValueError:
-            raise DecodeError(f"unknown socket direction {direction}") from None
-        return SocketDataEvent(header, _endpoint(endpoint), kind, syscall_bytes, offset, syscall, flags,
-                               bytes(raw[start:start + data_len]))
-    # CGROUP_WRITE: the only type left
-    magic, count, fd, data_len, _pad, names, data = _body(raw, CGROUP_WRITE_BODY, "cgroup write")
-    split = tuple(
-        _cstr(names[i * CGROUP_NAME_LEN:(i + 1) * CGROUP_NAME_LEN]) for i in range(CGROUP_NAME_DEPTH)
-    )
-    return CgroupWriteEvent(header, magic, count, fd, split, bytes(data[:min(data_len, len(data))]))
+    return decoder(raw, header)
 
 
 def _endpoint(raw: bytes) -> SocketEndpoint:

@@ -80,3 +80,9 @@ def test_garbage_never_raises_anything_but_decode_error(blob, etype):
         sanitize(bytes(raw))
     except DecodeError:
         pass
+
+
+def test_every_event_type_has_its_own_decoder():
+    from tracer.events import DECODERS
+
+    assert set(DECODERS) == set(EventType)
