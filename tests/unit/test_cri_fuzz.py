@@ -60,12 +60,12 @@ from tracer.cri.calls import (
 from tracer.cri.hpack_table import HpackDecoder, HpackError
 from tracer.cri.infer import infer_method
 from tracer.cri.redact import REDACTED, redact
+from tracer.cri.http2 import header_block_problem
 from tracer.cri.wire import (
     Chunk,
     CriCall,
     CriDecoder,
     Direction,
-    header_block_problem,
     message_types_for_path,
     parse_grpc_timeout,
 )
