@@ -13,14 +13,8 @@ import pytest
 
 from tracer.app.doctor import doctor_dict, run_doctor
 from tracer.kernel.checks import Status
-from tracer.kernel.features import (
-    KCONFIG_H,
-    MODULES_DIR,
-    FeatureReport,
-    kernel_config,
-    probe_features,
-)
-from tracer.kernel.headers import prepare_headers
+from tracer.kernel.features import FeatureReport, kernel_config, probe_features
+from tracer.kernel.headers import KCONFIG_H, MODULES_DIR, prepare_headers
 
 pytestmark = [
     pytest.mark.kernel,
