@@ -54,6 +54,9 @@ class CallSpec:
     trailers_only: bool = True  # for failures: one HEADERS frame with END_STREAM
     extra_headers: list[tuple[str, str]] = field(default_factory=list)
     gzip: bool = False  # compress the request message (grpc-encoding: gzip)
+    # further response messages after ``response`` (a server-streaming call,
+    # or a peer that breaks the unary rule)
+    more_responses: list[Message] = field(default_factory=list)
 
 
 @dataclass
@@ -209,8 +212,8 @@ class H2Session:
             self.server.send_headers(sid, head)
             if flush_each_frame:
                 self._flush(self.server, S2C)
-            if spec.response is not None:
-                self._send_body(self.server, S2C, sid, grpc_frame(spec.response.SerializeToString()), False,
+            for response in ([spec.response] if spec.response is not None else []) + spec.more_responses:
+                self._send_body(self.server, S2C, sid, grpc_frame(response.SerializeToString()), False,
                                 pad, flush_each_frame)
             trailers = [("grpc-status", str(spec.status))]
             if spec.message:

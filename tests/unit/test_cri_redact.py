@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+import re
 
 import pytest
 from cri_traffic import (
@@ -20,9 +21,19 @@ from cri_traffic import (
     chunks_for,
     kubelet_like_calls,
 )
+from google.protobuf.descriptor import FieldDescriptor
 
 from tracer.cri import api_pb2
-from tracer.cri.redact import REDACTED, REDACTED_FIELD_PATHS, credential_key, redact
+from tracer.cri.redact import (
+    KEY_CHECKED_MAPS,
+    PLAIN_MAPS,
+    REDACTED,
+    REDACTED_FIELD_PATHS,
+    REDACTED_FIELDS,
+    REDACTED_MAPS,
+    credential_key,
+    redact,
+)
 from tracer.cri.wire import Chunk, CriDecoder
 
 SECRETS = {  # random canaries: no 6-byte piece of them occurs anywhere else
@@ -39,6 +50,13 @@ SECRETS = {  # random canaries: no 6-byte piece of them occurs anywhere else
     "stdout": "WrXPvhsBkDa9U4UqGWlG",
     "stderr": "6g3Ot1OGMmjxWkI9X7H6",
     "header": "aMuFbh7x41Ztpdp4K8ff",
+    "exec_url": "v8qpL3OTGtuuxk223pK4",
+    "attach_url": "qJVAFXYaHcvMPrJJ5jAU",
+    "port_forward_url": "3zF22UL4LX2NNheTzX2O",
+    "credential_spec": "HLN56wupqMXrZExJI2Kk",
+    "checkpoint_option": "kfY0M0qYYR1VBoOhwebt",
+    "restore_option": "sXGFLpyku0rgKCsr7tvr",
+    "restore_env": "LwsyRhvtQDXFPiYqTjdM",
 }
 
 
@@ -89,6 +107,29 @@ def create_request() -> api_pb2.CreateContainerRequest:
     )
 
 
+def restore_request() -> api_pb2.RestorePodRequest:
+    return api_pb2.RestorePodRequest(
+        checkpoint_path="/var/lib/kubelet/checkpoints/web",
+        config=sandbox_config(),
+        runtime_handler="runc",
+        options={"criu.tcp-established": SECRETS["restore_option"]},
+        container_configs=[api_pb2.ContainerConfig(
+            metadata=api_pb2.ContainerMetadata(name="app"),
+            envs=[api_pb2.KeyValue(key="API_TOKEN", value=SECRETS["restore_env"].encode())],
+        )],
+    )
+
+
+def windows_sandbox_request() -> api_pb2.RunPodSandboxRequest:
+    config = sandbox_config()
+    config.windows.security_context.credential_spec = '{"DomainJoinConfig":"' + SECRETS["credential_spec"] + '"}'
+    return api_pb2.RunPodSandboxRequest(config=config)
+
+
+def streaming_url(kind: str, token: str) -> str:
+    return f"http://127.0.0.1:35000/{kind}/{token}"
+
+
 def secret_calls() -> list[CallSpec]:
     return [
         CallSpec(IMAGE + "PullImage", pull_request(), api_pb2.PullImageResponse(image_ref="sha256:" + "a" * 64),
@@ -103,6 +144,21 @@ def secret_calls() -> list[CallSpec]:
                  api_pb2.ExecSyncResponse(stdout=SECRETS["stdout"].encode(), stderr=SECRETS["stderr"].encode())),
         CallSpec(RUNTIME + "Status", api_pb2.StatusRequest(verbose=True),
                  api_pb2.StatusResponse(info={"config": '{"auths":"' + SECRETS["auth"] + '"}'})),
+        CallSpec(RUNTIME + "Exec", api_pb2.ExecRequest(container_id="c" * 64, cmd=["sh"], stdin=True, tty=True),
+                 api_pb2.ExecResponse(url=streaming_url("exec", SECRETS["exec_url"]))),
+        CallSpec(RUNTIME + "Attach", api_pb2.AttachRequest(container_id="c" * 64, stdout=True),
+                 api_pb2.AttachResponse(url=streaming_url("attach", SECRETS["attach_url"]))),
+        CallSpec(RUNTIME + "PortForward", api_pb2.PortForwardRequest(pod_sandbox_id="s" * 64, port=[8080]),
+                 api_pb2.PortForwardResponse(url=streaming_url("portforward", SECRETS["port_forward_url"]))),
+        CallSpec(RUNTIME + "CheckpointPod", api_pb2.CheckpointPodRequest(
+            pod_sandbox_id="s" * 64, output_path="/var/lib/kubelet/checkpoints/web", container_ids=["c" * 64],
+            options={"criu.leave-running": SECRETS["checkpoint_option"]}), api_pb2.CheckpointPodResponse()),
+        CallSpec(RUNTIME + "RestorePod", restore_request(), api_pb2.RestorePodResponse(pod_sandbox_id="s" * 64)),
+        CallSpec(RUNTIME + "RunPodSandbox", windows_sandbox_request(),
+                 api_pb2.RunPodSandboxResponse(pod_sandbox_id="s" * 64)),
+        CallSpec(RUNTIME + "UpdateContainerResources", api_pb2.UpdateContainerResourcesRequest(
+            container_id="c" * 64, annotations={"example.com/db-password": SECRETS["annotation"]}),
+                 api_pb2.UpdateContainerResourcesResponse()),
     ]
 
 
@@ -112,6 +168,85 @@ def test_redacted_field_paths_are_explicit() -> None:
     assert "runtime.v1.AuthConfig.server_address" not in REDACTED_FIELD_PATHS
     assert "runtime.v1.KeyValue.value" in REDACTED_FIELD_PATHS
     assert "*.info[*]" in REDACTED_FIELD_PATHS
+    for message in ("ExecResponse", "AttachResponse", "PortForwardResponse"):
+        assert f"runtime.v1.{message}.url" in REDACTED_FIELD_PATHS
+    for message in ("WindowsSandboxSecurityContext", "WindowsContainerSecurityContext"):
+        assert f"runtime.v1.{message}.credential_spec" in REDACTED_FIELD_PATHS
+    assert "*.options[*]" in REDACTED_FIELD_PATHS
+
+
+def _fields(descriptor, seen=None):
+    """Every (message descriptor, field descriptor) reachable from ``descriptor``."""
+    seen = set() if seen is None else seen
+    if descriptor.full_name in seen:
+        return
+    seen.add(descriptor.full_name)
+    for fd in descriptor.fields:
+        yield descriptor, fd
+        if fd.message_type is not None:
+            yield from _fields(fd.message_type, seen)
+
+
+def all_fields():
+    seen: set[str] = set()
+    for message in api_pb2.DESCRIPTOR.message_types_by_name.values():
+        yield from _fields(message, seen)
+
+
+def test_every_field_the_published_api_marks_debug_redact_is_redacted() -> None:
+    marked = {(m.full_name, f.name) for m, f in all_fields() if f.GetOptions().debug_redact}
+    assert marked == {("runtime.v1.AuthConfig", name)
+                      for name in ("password", "auth", "identity_token", "registry_token")}
+    assert marked <= REDACTED_FIELDS
+
+
+def test_every_map_of_the_api_has_a_rule() -> None:
+    maps = {f.name for _, f in all_fields() if f.message_type is not None and f.message_type.GetOptions().map_entry}
+    rules = [REDACTED_MAPS, KEY_CHECKED_MAPS, PLAIN_MAPS]
+    assert maps == set().union(*rules)
+    assert sum(len(r) for r in rules) == len(maps)  # each map name in exactly one
+
+
+# string fields whose name suggests a secret, reviewed and kept
+REVIEWED_KEPT = {
+    ("runtime.v1.KeyValue", "key"),  # environment variable names
+    ("runtime.v1.MetricDescriptor", "label_keys"),  # metric label names
+}
+_SECRET_LIKE = re.compile(r"token|passw|secret|credential|auth|key|cert|url|cookie|bearer|signature|private|session",
+                          re.IGNORECASE)
+
+
+def test_every_secret_like_field_is_redacted_or_reviewed() -> None:
+    found = {
+        (m.full_name, f.name) for m, f in all_fields()
+        if f.type in (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES)
+        and not m.GetOptions().map_entry and _SECRET_LIKE.search(f.name)
+    }
+    assert found - REVIEWED_KEPT <= REDACTED_FIELDS
+    assert REVIEWED_KEPT <= found
+
+
+def test_redact_restore_and_checkpoint() -> None:
+    out = redact(restore_request())
+    assert out["options"] == {"criu.tcp-established": REDACTED}
+    assert out["checkpoint_path"] == "/var/lib/kubelet/checkpoints/web"
+    assert out["container_configs"][0]["envs"] == [{"key": "API_TOKEN", "value": REDACTED}]
+    assert out["config"]["annotations"]["example.com/api-token"] == REDACTED
+    # DNSConfig.options is a list of resolver options, not a map: kept
+    dns = api_pb2.PodSandboxConfig(dns_config=api_pb2.DNSConfig(options=["ndots:5"]))
+    assert redact(dns) == {"dns_config": {"options": ["ndots:5"]}}
+    assert_clean(repr(out))
+
+
+def test_redact_streaming_urls_and_credential_specs() -> None:
+    out = redact(api_pb2.ExecResponse(url=streaming_url("exec", SECRETS["exec_url"])))
+    assert out == {"url": REDACTED}
+    container = api_pb2.ContainerConfig(windows=api_pb2.WindowsContainerConfig(
+        security_context=api_pb2.WindowsContainerSecurityContext(
+            run_as_username="ContainerUser", credential_spec=SECRETS["credential_spec"])))
+    assert redact(container)["windows"]["security_context"] == {
+        "run_as_username": "ContainerUser", "credential_spec": REDACTED}
+    assert_clean(repr(out) + repr(redact(container)) + repr(redact(windows_sandbox_request())))
 
 
 def test_redact_pull_image() -> None:
@@ -162,6 +297,12 @@ def test_secrets_never_leave_the_decoder() -> None:
         assert calls[3].request["cmd"] == ["cat", "/token"]  # commands stay
         assert calls[3].response["stdout"] == REDACTED
         assert calls[4].response["info"] == {"config": REDACTED}
+        assert calls[5].request["cmd"] == ["sh"] and calls[5].response == {"url": REDACTED}
+        assert calls[6].response == {"url": REDACTED} and calls[7].response == {"url": REDACTED}
+        assert calls[8].request["options"] == {"criu.leave-running": REDACTED}
+        assert calls[9].request["container_configs"][0]["envs"][0]["value"] == REDACTED
+        assert calls[10].request["config"]["windows"]["security_context"]["credential_spec"] == REDACTED
+        assert calls[11].request["annotations"] == {"example.com/db-password": REDACTED}
         assert_clean(repr(calls))
         assert_clean(json.dumps([dataclasses.asdict(c) for c in calls], default=str))
         assert_clean(repr(decoder.stats) + json.dumps(decoder.stats.as_dict()))

@@ -316,18 +316,42 @@ def test_traceparent_is_reported() -> None:
 
 def test_unknown_method_and_v1alpha2() -> None:
     session = H2Session()
-    unknown = session.call(CallSpec("/runtime.v1.RuntimeService/GetContainerEvents", api_pb2.StatusRequest(),
+    # a call of a newer CRI than api.proto (which has every published call)
+    unknown = session.call(CallSpec("/runtime.v1.RuntimeService/FutureCall", api_pb2.StatusRequest(),
                                     api_pb2.StatusResponse()))
     alpha = session.call(CallSpec("/runtime.v1alpha2.RuntimeService/StartContainer",
                                   api_pb2.StartContainerRequest(container_id="a" * 64),
                                   api_pb2.StartContainerResponse()))
     calls, decoder = decode(session)
-    assert calls[0].method == "GetContainerEvents" and calls[0].method_resolution == "decoded"
+    assert calls[0].method == "FutureCall" and calls[0].method_resolution == "decoded"
     assert calls[0].request is None and calls[0].response is None and calls[0].grpc_status == 0
     assert calls[0].stream_id == unknown.stream_id
     assert decoder.stats.errors["unknown_method"] == 1
     assert calls[1].service == "runtime.v1alpha2.RuntimeService" and calls[1].method == "StartContainer"
     assert calls[1].request == alpha.request_dict
+
+
+def test_server_streaming_call_keeps_its_first_response() -> None:
+    """GetContainerEvents sends many messages; a unary call that does is damaged."""
+    session = H2Session()
+    events = [api_pb2.ContainerEventResponse(container_id=f"{i}" * 64, container_event_type=i, created_at=i)
+              for i in (1, 2, 3)]
+    streaming = session.call(CallSpec(RUNTIME + "GetContainerEvents", api_pb2.GetEventsRequest(), events[0],
+                                      more_responses=events[1:]))
+    lists = api_pb2.StreamContainersResponse(containers=[api_pb2.Container(id="c" * 64)])
+    alpha = session.call(CallSpec("/runtime.v1alpha2.RuntimeService/StreamContainers",
+                                  api_pb2.StreamContainersRequest(), lists, more_responses=[lists]))
+    unary = session.call(CallSpec(RUNTIME + "ContainerStatus", api_pb2.ContainerStatusRequest(container_id="a" * 64),
+                                  api_pb2.ContainerStatusResponse(), more_responses=[api_pb2.ContainerStatusResponse()]))
+    calls, decoder = decode(session)
+    assert [c.method for c in calls] == ["GetContainerEvents", "StreamContainers", "ContainerStatus"]
+    first = calls[0]
+    assert first.response == streaming.response_dict == {
+        "container_id": "1" * 64, "container_event_type": "CONTAINER_STARTED_EVENT", "created_at": 1}
+    assert (first.response_messages, first.grpc_status, first.incomplete_reason) == (3, 0, None)
+    assert calls[1].response == alpha.response_dict and calls[1].incomplete_reason is None
+    assert calls[2].request is None and calls[2].stream_id == unary.stream_id
+    assert decoder.stats.errors["unexpected_extra_message"] == 1
 
 
 def test_parse_grpc_timeout() -> None:
@@ -540,6 +564,24 @@ def test_late_attach_is_never_wrong(side: str) -> None:
     state = decoder.endpoint_state(key)
     assert state is not None and state.unknown_entries_may_remain
     assert not state.client_to_server.from_connection_start
+
+
+def test_late_attach_infers_no_status_of_a_streaming_call() -> None:
+    """A streaming server may fail after a message: no status 0 is inferred."""
+    session = H2Session()
+    session.call(CallSpec(RUNTIME + "ContainerStatus", api_pb2.ContainerStatusRequest(container_id="a" * 64), None,
+                          status=14))  # "grpc-status: 14" enters the tables before the attach
+    attach_at = len(session.writes)
+    event = api_pb2.ContainerEventResponse(container_id="c" * 64, container_event_type=1)
+    session.call(CallSpec(RUNTIME + "GetContainerEvents", api_pb2.GetEventsRequest(), event, status=14))
+    session.call(CallSpec(RUNTIME + "Version", api_pb2.VersionRequest(version="0.1.0"), api_pb2.VersionResponse(),
+                          status=14))
+    events, unary = feed_all(CriDecoder(), chunks_for(session.writes[attach_at:], "k", "client"))
+    assert (events.method, events.method_resolution, events.response_messages) == ("GetContainerEvents", "decoded", 1)
+    assert (events.grpc_status, events.grpc_status_resolution) == (None, "unresolved")
+    # a unary call's status is inferred (here wrongly: this server breaks the
+    # rule that a unary call with a response message succeeded)
+    assert (unary.method, unary.grpc_status, unary.grpc_status_resolution) == ("Version", 0, "inferred")
 
 
 def test_late_attach_mid_frame_hunts_for_a_boundary() -> None:

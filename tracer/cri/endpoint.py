@@ -32,6 +32,7 @@ from tracer.cri.streams import (
     Stream,
     message_types_for_path,
     parse_grpc_timeout,
+    server_streaming_path,
     split_path,
     text_of,
 )
@@ -400,8 +401,11 @@ class EndpointDecoder:
         resolution: MethodResolution = "decoded" if s.path is not None else "unresolved"
         service, method = split_path(path) if path else ("", "")
         types = message_types_for_path(path) if path else None
-        if types is not None and (s.req.messages > 1 or s.resp.messages > 1):
-            # every CRI call is unary: a second message was not the peer's
+        if types is not None and (
+            s.req.messages > 1 or (s.resp.messages > 1 and not server_streaming_path(path))
+        ):
+            # every CRI request is one message, and every response but a
+            # server-streaming call's: a second message was not the peer's
             self.error("unexpected_extra_message")
             s.tainted = True
             s.damage("unexpected_extra_message")
@@ -436,9 +440,11 @@ class EndpointDecoder:
                 and response is not None
                 and s.resp.messages == 1
                 and types is not None
+                and not server_streaming_path(f"/{service}/{method}")
             ):
                 # A unary gRPC server sends its response message only on
-                # success (grpc-go and grpc-core both send status OK after it).
+                # success (grpc-go and grpc-core both send status OK after it);
+                # a streaming one may fail after a message.
                 status, status_resolution = 0, "inferred"
         return CriCall(
             connection=self.key,

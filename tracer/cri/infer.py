@@ -14,13 +14,17 @@ and an image. :func:`infer_method` accepts a method only when
 2. the parsed message passes a plausibility check for that method (the
    fields that identify it are set and look like what they are: ids, image
    references, names without control characters); and
-3. no other request type passes 1 and 2, *and* no request type of a real CRI
-   v1 method that this project's api.proto leaves out (Exec, Attach,
-   CheckpointContainer, PortForward, stats calls, ...) passes 1.
+3. no other request type passes 1 and 2, *and* no request type of a method
+   that is never inferred (Exec, Attach, CheckpointContainer, PortForward,
+   stats and streaming list calls, ...) passes 1 and does not contradict the
+   method (an id that is no id, a path with control characters): those
+   methods only compete.
 
-Many requests are ambiguous by construction (StartContainer, StopContainer
-with timeout 0, RemoveContainer and ContainerStatus are all one string field
-1; every empty request looks like every other) and stay unresolved.
+api.proto defines every runtime.v1 call, so every real request type takes
+part. Many requests are ambiguous by construction (StartContainer,
+StopContainer with timeout 0, RemoveContainer and ContainerStatus are all one
+string field 1; ListContainers and StreamContainers have the same request;
+every empty request looks like every other) and stay unresolved.
 """
 
 from __future__ import annotations
@@ -37,9 +41,7 @@ from tracer.cri.messages import api_pb2, rpc_message_types
 # ------------------------------------------------------------- wire shapes
 
 # A shape is {field number: (kind, repeated, sub)}; kind is one of
-# "varint", "bool", "enum", "fixed32", "fixed64", "string", "bytes", "message",
-# and, for the hand-written shapes of left-out calls, "id" (a string that
-# looks like a container or sandbox id) and "text" (printable string).
+# "varint", "bool", "enum", "fixed32", "fixed64", "string", "bytes", "message".
 # For "enum", sub is the set of defined values; for "message", a shape thunk.
 Shape = dict[int, tuple[str, bool, object]]
 
@@ -139,12 +141,6 @@ def strict_wire_ok(shape: Shape, data: bytes, depth: int = 0) -> bool:
             pos = end
             if kind == "string":
                 payload.decode("utf-8")
-            elif kind == "id":
-                if not _id(payload.decode("utf-8")):
-                    return False
-            elif kind == "text":
-                if not _text(payload.decode("utf-8")):
-                    return False
             elif kind == "message":
                 assert callable(sub)
                 if not strict_wire_ok(sub(), payload, depth + 1):
@@ -174,60 +170,6 @@ def _scalar(kind: str, sub: object, data: bytes, pos: int) -> int:
             raise ValueError
     return pos
 
-
-# ------------------------------------------------ real CRI calls left out
-
-def _m(shape: Shape) -> Callable[[], Shape]:
-    return lambda: shape
-
-
-_RESOURCES = _shape_of(api_pb2.LinuxContainerResources.DESCRIPTOR)
-_MAP = {1: ("string", False, None), 2: ("string", False, None)}
-
-# Request shapes of runtime.v1 methods that api.proto does not define, from
-# k8s.io/cri-api pkg/apis/runtime/v1/api.proto. They only compete: bytes that
-# fit one of them are ambiguous. (Messages without fields match only empty
-# bytes, which are ambiguous anyway.)
-_ID_F = ("id", False, None)
-_TEXT_R = ("text", True, None)
-_BOOL = ("bool", False, None)
-
-# Request shapes of runtime.v1 methods that api.proto does not define, from
-# k8s.io/cri-api pkg/apis/runtime/v1/api.proto, with ids and commands
-# required to look like ids and text. They only compete: bytes that fit one
-# of them are ambiguous. (Messages without fields match only empty bytes,
-# which are ambiguous anyway.)
-SHADOW_REQUESTS: dict[str, Shape] = {
-    "ExecRequest": {1: _ID_F, 2: _TEXT_R, 3: _BOOL, 4: _BOOL, 5: _BOOL, 6: _BOOL},
-    "AttachRequest": {1: _ID_F, 2: _BOOL, 3: _BOOL, 4: _BOOL, 5: _BOOL},
-    "PortForwardRequest": {1: _ID_F, 2: ("varint", True, None)},
-    "CheckpointContainerRequest": {1: _ID_F, 2: ("text", False, None), 3: ("varint", False, None)},
-    "UpdateContainerResourcesRequest": {
-        1: _ID_F, 2: ("message", False, _m(_RESOURCES)),
-        3: ("message", False, _m({})), 4: ("message", True, _m(_MAP)),
-    },
-    "UpdatePodSandboxResourcesRequest": {
-        1: _ID_F, 2: ("message", False, _m(_RESOURCES)), 3: ("message", False, _m(_RESOURCES)),
-    },
-    "ReopenContainerLogRequest": {1: _ID_F},
-    "ContainerStatsRequest": {1: _ID_F},
-    "PodSandboxStatsRequest": {1: _ID_F},
-    "ListContainerStatsRequest": {1: ("message", False, _m({
-        1: _ID_F, 2: _ID_F, 3: ("message", True, _m(_MAP)),
-    }))},
-    "ListPodSandboxStatsRequest": {1: ("message", False, _m({
-        1: _ID_F, 2: ("message", True, _m(_MAP)),
-    }))},
-    "UpdateRuntimeConfigRequest": {1: ("message", False, _m({
-        1: ("message", False, _m({1: ("text", False, None)})),
-        2: ("varint", False, None),
-    }))},
-    "ImageFsInfoRequest": {},
-    "RuntimeConfigRequest": {},
-    "GetEventsRequest": {},
-    "ListMetricDescriptorsRequest": {},
-    "ListPodSandboxMetricsRequest": {},
-}
 
 # ------------------------------------------------------------- predicates
 
@@ -270,6 +212,8 @@ def _filter_ok(m: Message) -> bool:
     return any(ids) and all(_id(i) for i in ids if i)
 
 
+# Methods that can be inferred, and what their request must look like. A
+# method with a predicate that its request fails does not compete.
 _PREDICATES: dict[str, Callable[[Message], bool]] = {
     "Version": lambda m: _text(m.version),
     "RunPodSandbox": lambda m: m.HasField("config") and _sandbox_config_ok(m.config),
@@ -294,8 +238,54 @@ _PREDICATES: dict[str, Callable[[Message], bool]] = {
 }
 
 
+def _ids(*values: str) -> bool:
+    """Every id that is set looks like one."""
+    return all(_id(v) for v in values if v)
+
+
+def _texts(*values: str) -> bool:
+    """Every string that is set is printable."""
+    return all(_text(v) for v in values if v)
+
+
+def _absolute(value: str) -> bool:
+    """Unset, or an absolute path."""
+    return not value or (value.startswith("/") and _text(value))
+
+
+# Methods that are never inferred, and how a request of theirs must look to
+# compete. Bytes that strictly fit the request type of a method without a
+# predicate make an inference ambiguous, unless the parsed request
+# contradicts what every real request of that method carries: only ids that
+# look like ids, commands and paths without control characters, the absolute
+# paths the published API requires. These checks may only *exclude* what no
+# real request looks like; a method without an entry competes whenever its
+# request type fits (the empty requests, StreamImages).
+_COMPETITORS: dict[str, Callable[[Message], bool]] = {
+    "StreamPodSandboxes": lambda m: _ids(m.filter.id),
+    "StreamContainers": lambda m: _ids(m.filter.id, m.filter.pod_sandbox_id),
+    "UpdateContainerResources": lambda m: _ids(m.container_id),
+    "ReopenContainerLog": lambda m: _ids(m.container_id),
+    "Exec": lambda m: _ids(m.container_id) and _texts(*m.cmd),
+    "Attach": lambda m: _ids(m.container_id),
+    "PortForward": lambda m: _ids(m.pod_sandbox_id),
+    "ContainerStats": lambda m: _ids(m.container_id),
+    "ListContainerStats": lambda m: _ids(m.filter.id, m.filter.pod_sandbox_id),
+    "StreamContainerStats": lambda m: _ids(m.filter.id, m.filter.pod_sandbox_id),
+    "PodSandboxStats": lambda m: _ids(m.pod_sandbox_id),
+    "ListPodSandboxStats": lambda m: _ids(m.filter.id),
+    "StreamPodSandboxStats": lambda m: _ids(m.filter.id),
+    "UpdateRuntimeConfig": lambda m: _texts(m.runtime_config.network_config.pod_cidr),
+    "CheckpointContainer": lambda m: _ids(m.container_id) and _texts(m.location),
+    "CheckpointPod": lambda m: _ids(m.pod_sandbox_id, *m.container_ids) and _absolute(m.output_path),
+    "RestorePod": lambda m: _absolute(m.checkpoint_path) and _texts(m.runtime_handler),
+    "UpdatePodSandboxResources": lambda m: _ids(m.pod_sandbox_id),
+}
+
+
 @cache
 def _candidates() -> tuple[tuple[str, type[Message], Shape], ...]:
+    """(path, request class, request shape) of every method of api.proto."""
     out = []
     for service in api_pb2.DESCRIPTOR.services_by_name.values():
         for method in service.methods:
@@ -306,7 +296,7 @@ def _candidates() -> tuple[tuple[str, type[Message], Shape], ...]:
 
 
 def inference_candidates(request_bytes: bytes) -> list[str]:
-    """Every path whose request type strictly fits and passes its check."""
+    """Every path with a predicate whose request type strictly fits and passes it."""
     found = []
     for path, cls, shape in _candidates():
         predicate = _PREDICATES.get(path.rsplit("/", 1)[1])
@@ -325,9 +315,27 @@ def inference_candidates(request_bytes: bytes) -> list[str]:
     return found
 
 
-def shadow_matches(request_bytes: bytes) -> list[str]:
-    """Left-out CRI request types that the bytes also strictly fit."""
-    return [name for name, shape in SHADOW_REQUESTS.items() if strict_wire_ok(shape, request_bytes)]
+def competing_methods(request_bytes: bytes) -> list[str]:
+    """Every path without a predicate whose request type the bytes could be.
+
+    Strict fit is enough, unless the method's ``_COMPETITORS`` check finds
+    the parsed request unlike any real one (a check that cannot run does not
+    exclude).
+    """
+    found = []
+    for path, cls, shape in _candidates():
+        name = path.rsplit("/", 1)[1]
+        if name in _PREDICATES or not strict_wire_ok(shape, request_bytes):
+            continue
+        check = _COMPETITORS.get(name)
+        if check is not None:
+            try:
+                if not check(cls.FromString(request_bytes)):
+                    continue
+            except (DecodeError, AttributeError, ValueError):
+                pass
+        found.append(path)
+    return found
 
 
 def infer_method(request_bytes: bytes) -> str | None:
@@ -338,8 +346,9 @@ def infer_method(request_bytes: bytes) -> str | None:
     Never raises.
     """
     try:
-        found = inference_candidates(bytes(request_bytes))
-        if len(found) != 1 or shadow_matches(bytes(request_bytes)):
+        data = bytes(request_bytes)
+        found = inference_candidates(data)
+        if len(found) != 1 or competing_methods(data):
             return None
         return found[0]
     except Exception:  # noqa: BLE001 - inference must never take the decoder down

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import grpc
 from google.protobuf import message_factory
+from google.protobuf.descriptor import MethodDescriptor
 from google.protobuf.message import Message
 
 # grpc.protos_and_services() looks the proto up relative to each sys.path
@@ -39,14 +40,25 @@ def rpc_message_types(path: str) -> tuple[type[Message], type[Message]]:
 
     ``path`` is the HTTP/2 ``:path`` of a call, for example
     ``/runtime.v1.RuntimeService/RunPodSandbox``. Raises KeyError for a
-    service or method this subset does not define.
+    service or method that api.proto does not define.
     """
-    service_name, _, method_name = path.lstrip("/").partition("/")
-    service = api_pb2.DESCRIPTOR.services_by_name[service_name.rsplit(".", 1)[-1]]
-    if service.full_name != service_name:
-        raise KeyError(path)
-    method = service.methods_by_name[method_name]
+    method = _method(path)
     return (
         message_factory.GetMessageClass(method.input_type),
         message_factory.GetMessageClass(method.output_type),
     )
+
+
+def rpc_server_streaming(path: str) -> bool:
+    """True when the server of the call at ``path`` sends a stream of
+    messages (GetContainerEvents and the Stream* lists); False for a unary
+    call. Raises KeyError like :func:`rpc_message_types`."""
+    return bool(_method(path).server_streaming)
+
+
+def _method(path: str) -> MethodDescriptor:
+    service_name, _, method_name = path.lstrip("/").partition("/")
+    service = api_pb2.DESCRIPTOR.services_by_name[service_name.rsplit(".", 1)[-1]]
+    if service.full_name != service_name:
+        raise KeyError(path)
+    return service.methods_by_name[method_name]

@@ -5,18 +5,27 @@ decoder never hands out message objects or raw payload bytes. What is
 removed (replaced by the string ``"[redacted]"`` so that a reader sees that
 something was there):
 
-* ``REDACTED_FIELDS``: whole fields, by message type and field name;
+* ``REDACTED_FIELDS``: whole fields, by message type and field name:
+  registry credentials (``AuthConfig``; every field the published API marks
+  ``debug_redact`` is among them), environment values, ExecSync output, the
+  streaming-server URLs of Exec, Attach and PortForward (their path is a
+  one-time token that opens the stream) and Windows GMSA credential specs;
 * every value of a ``map<string,string>`` field named in ``REDACTED_MAPS``
   (the verbose ``info`` maps carry runtime configs and OCI specs, which
-  include environment values and registry credentials);
+  include environment values and registry credentials; the ``options`` of
+  CheckpointPod and RestorePod are opaque runtime-specific settings);
 * values of label, annotation and label-selector maps whose *key* looks like
   a credential (``credential_key``) or is in ``REDACTED_MAP_KEYS`` (the
   last-applied-configuration annotation is the whole pod manifest, env
   values included);
-* environment variable values (``ContainerConfig.envs[].value``): keys stay.
+* environment variable values (``ContainerConfig.envs[].value``, also in
+  RestorePod's container configs): keys stay.
 
-Commands and arguments (``ContainerConfig.command/args``, ``ExecSync.cmd``)
-are kept: they are also visible to the tracer through execve.
+Commands and arguments (``ContainerConfig.command/args``, ``ExecSync.cmd``,
+``Exec.cmd``) are kept: they are also visible to the tracer through execve.
+Checkpoint and restore paths are kept. The other map fields (``sysctls``,
+``unified``) hold kernel and cgroup settings and are kept
+(``PLAIN_MAPS``).
 """
 
 from __future__ import annotations
@@ -41,14 +50,32 @@ REDACTED_FIELDS: frozenset[tuple[str, str]] = frozenset({
     # output of exec probes can print anything the container knows
     ("runtime.v1.ExecSyncResponse", "stdout"),
     ("runtime.v1.ExecSyncResponse", "stderr"),
+    # the streaming server's URL ends in a one-time token: whoever can reach
+    # the server with it gets the exec session, the attached terminal or the
+    # forwarded ports
+    ("runtime.v1.ExecResponse", "url"),
+    ("runtime.v1.AttachResponse", "url"),
+    ("runtime.v1.PortForwardResponse", "url"),
+    # the contents of a Windows GMSA credential spec
+    ("runtime.v1.WindowsSandboxSecurityContext", "credential_spec"),
+    ("runtime.v1.WindowsContainerSecurityContext", "credential_spec"),
 })
 
-# map fields (by field name) whose every value is redacted; keys stay
-REDACTED_MAPS: frozenset[str] = frozenset({"info"})
+# map fields (by field name) whose every value is redacted; keys stay.
+# ``options``: CheckpointPodRequest and RestorePodRequest, opaque
+# runtime-specific settings ("must not contain secrets", which nothing
+# enforces).
+REDACTED_MAPS: frozenset[str] = frozenset({"info", "options"})
 
 # map fields (by field name) whose values are redacted when the key looks
 # like a credential
 KEY_CHECKED_MAPS: frozenset[str] = frozenset({"labels", "annotations", "label_selector"})
+
+# map fields (by field name) that are kept whole: sysctls
+# (LinuxPodSandboxConfig) and cgroup v2 settings (LinuxContainerResources).
+# Every map field of api.proto is in exactly one of the three sets (a unit
+# test checks it, so that a map added to the API is reviewed).
+PLAIN_MAPS: frozenset[str] = frozenset({"sysctls", "unified"})
 
 REDACTED_MAP_KEYS: frozenset[str] = frozenset({
     "kubectl.kubernetes.io/last-applied-configuration",

@@ -1,6 +1,7 @@
 """One HTTP/2 stream of an endpoint, as one gRPC call: its header fields,
 timings and status, and the length-prefixed messages of each direction
-(at most the first one kept: every CRI call is unary)."""
+(at most the first one kept: a CRI call is unary, or server-streaming, whose
+first response message is kept)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from google.protobuf.message import Message
 
-from tracer.cri.messages import rpc_message_types
+from tracer.cri.messages import rpc_message_types, rpc_server_streaming
 
 if TYPE_CHECKING:
     from tracer.cri.endpoint import EndpointDecoder
@@ -41,6 +42,17 @@ def message_types_for_path(path: str) -> tuple[type[Message], type[Message]] | N
     return None
 
 
+def server_streaming_path(path: str) -> bool:
+    """True for a known server-streaming call (a v1alpha2 path as its v1
+    method), False for a unary or unknown one."""
+    if path.startswith("/runtime.v1alpha2."):
+        path = "/runtime.v1." + path[len("/runtime.v1alpha2."):]
+    try:
+        return rpc_server_streaming(path)
+    except (KeyError, ValueError):
+        return False
+
+
 def split_path(path: str) -> tuple[str, str]:
     service, sep, method = path.lstrip("/").partition("/")
     if not sep:
@@ -57,8 +69,9 @@ def text_of(value: bytes) -> str:
 class MessageAssembler:
     """gRPC length-prefixed messages of one direction of one stream.
 
-    Stores at most the first message (unary CRI calls have one), only when
-    asked to, and only within the per-endpoint byte budget.
+    Stores at most the first message (unary CRI calls have one; of a
+    server-streaming call's responses the first is decoded), only when asked
+    to, and only within the per-endpoint byte budget.
     """
 
     __slots__ = (
