@@ -336,24 +336,54 @@ def kubelet_like_calls(
         tp = f"00-{rng.getrandbits(128):032x}-{rng.getrandbits(64):016x}-01" if traceparent else None
         return CallSpec(path, req, resp, timeout=timeout(rng), traceparent=tp, **kw)
 
+    # what containerd answers kubelet for running pods (the fields it sets)
+    names = [f"pod-{i}" for i in range(pods)]
+    uids = [f"{rng.getrandbits(128):032x}" for _ in range(pods)]
+    created = 1_700_000_000_000_000_000 + rng.getrandbits(40)
+
+    def sandbox_metadata(i: int) -> api_pb2.PodSandboxMetadata:
+        return api_pb2.PodSandboxMetadata(name=names[i], uid=uids[i], namespace="default")
+
+    def labels(i: int) -> dict[str, str]:
+        return {"io.kubernetes.pod.name": names[i], "io.kubernetes.pod.namespace": "default",
+                "io.kubernetes.pod.uid": uids[i]}
+
+    image = api_pb2.ImageSpec(image="sha256:" + "ab" * 32, user_specified_image="localhost/busybox:1")
     while True:
         second += 1
-        items = [api_pb2.PodSandbox(id=s, state=0, created_at=second) for s in sandboxes]
+        items = [api_pb2.PodSandbox(id=s, metadata=sandbox_metadata(i), state=0, created_at=created + i,
+                                    labels=labels(i), runtime_handler="")
+                 for i, s in enumerate(sandboxes)]
         yield spec(RUNTIME + "ListPodSandbox", api_pb2.ListPodSandboxRequest(),
                    api_pb2.ListPodSandboxResponse(items=items))
-        yield spec(RUNTIME + "ListContainers", api_pb2.ListContainersRequest(),
+        yield spec(RUNTIME + "ListContainers", api_pb2.ListContainersRequest(filter=api_pb2.ContainerFilter()),
                    api_pb2.ListContainersResponse(containers=[
-                       api_pb2.Container(id=c, pod_sandbox_id=s, state=1) for c, s in zip(containers, sandboxes)]))
+                       api_pb2.Container(id=c, pod_sandbox_id=s, metadata=api_pb2.ContainerMetadata(name="app"),
+                                         image=image, image_ref=image.image, state=1, created_at=created + i,
+                                         labels={**labels(i), "io.kubernetes.container.name": "app"})
+                       for i, (c, s) in enumerate(zip(containers, sandboxes))]))
         if second % 5 == 0:
             yield spec(RUNTIME + "Status", api_pb2.StatusRequest(), api_pb2.StatusResponse(
-                status=api_pb2.RuntimeStatus(conditions=[api_pb2.RuntimeCondition(type="RuntimeReady", status=True)])))
+                status=api_pb2.RuntimeStatus(conditions=[api_pb2.RuntimeCondition(type="RuntimeReady", status=True),
+                                                         api_pb2.RuntimeCondition(type="NetworkReady", status=True)])))
         if second % 10 == 0:
-            yield spec(IMAGE + "ListImages", api_pb2.ListImagesRequest(), api_pb2.ListImagesResponse())
-            for s, c in zip(sandboxes, containers):
+            yield spec(IMAGE + "ListImages", api_pb2.ListImagesRequest(), api_pb2.ListImagesResponse(images=[
+                api_pb2.Image(id=image.image, repo_tags=["localhost/busybox:1"], size=2130688),
+                api_pb2.Image(id="sha256:" + "cd" * 32, repo_tags=["localhost/pause:3.9"], size=741376)]))
+            for i, (s, c) in enumerate(zip(sandboxes, containers)):
                 yield spec(RUNTIME + "PodSandboxStatus", api_pb2.PodSandboxStatusRequest(pod_sandbox_id=s),
-                           api_pb2.PodSandboxStatusResponse(status=api_pb2.PodSandboxStatus(id=s)))
+                           api_pb2.PodSandboxStatusResponse(status=api_pb2.PodSandboxStatus(
+                               id=s, metadata=sandbox_metadata(i), state=0, created_at=created + i,
+                               network=api_pb2.PodSandboxNetworkStatus(ip=f"10.88.77.{i + 2}"),
+                               linux=api_pb2.LinuxPodSandboxStatus(namespaces=api_pb2.Namespace(
+                                   options=api_pb2.NamespaceOption(pid=1))),
+                               labels=labels(i))))
                 yield spec(RUNTIME + "ContainerStatus", api_pb2.ContainerStatusRequest(container_id=c),
-                           api_pb2.ContainerStatusResponse(status=api_pb2.ContainerStatus(id=c)))
+                           api_pb2.ContainerStatusResponse(status=api_pb2.ContainerStatus(
+                               id=c, metadata=api_pb2.ContainerMetadata(name="app"), state=1,
+                               created_at=created + i, started_at=created + i + 1000, image=image,
+                               image_ref=image.image, labels=labels(i),
+                               log_path=f"/var/log/pods/default_{names[i]}_{uids[i]}/app/0.log")))
         if second % 17 == 0:
             yield from pod_start_calls(rng, spec)
         if second % 23 == 0:

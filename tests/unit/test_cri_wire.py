@@ -27,6 +27,7 @@ from cri_traffic import (
 from h2.settings import SettingCodes
 
 from tracer.cri import api_pb2
+from tracer.cri.identify import STREAMED_LISTS
 from tracer.cri.wire import (
     C2S,
     PREFACE,
@@ -526,7 +527,7 @@ def late_attach_session(warmup: int, after: int, seed: int = 20, **mix) -> tuple
 
 def check_never_wrong(session: H2Session, calls: list[CriCall]) -> dict[str, int]:
     truth = {s.stream_id: s for s in session.calls}
-    counts = {"decoded": 0, "unresolved": 0, "inferred": 0}
+    counts = {"decoded": 0, "learned": 0, "unresolved": 0, "inferred": 0}
     for call in calls:
         sent = truth[call.stream_id]
         counts[call.method_resolution] += 1
@@ -546,42 +547,54 @@ def check_never_wrong(session: H2Session, calls: list[CriCall]) -> dict[str, int
 @pytest.mark.parametrize("side", ["client", "server"])
 def test_late_attach_is_never_wrong(side: str) -> None:
     session, attach_at = late_attach_session(300, 300)
-    decoder = CriDecoder()
+    # a client known to list with List* calls (tracer.enrich.cri_client)
+    decoder = CriDecoder(not_called=lambda connection: STREAMED_LISTS)
     key = "late"
     chunks = chunks_for(session.writes, key, side)
     start = next(i for i, c in enumerate(chunks) if c.ktime_ns >= write_time(attach_at))
     calls = feed_all(decoder, chunks[start:])
     counts = check_never_wrong(session, calls)
-    # the steady kubelet mix re-uses its :path entries from before attach ...
-    assert counts["unresolved"] > 200
-    # ... but pod starts are recognised from their requests
+    # the steady kubelet mix re-uses its :path entries from before attach:
+    # none decodes from the headers alone ...
+    assert counts["decoded"] == 0 and decoder.stats.unresolved_header_indexes > 0
+    # ... its first call of each method is recognised from its payloads ...
     inferred = [c for c in calls if c.method_resolution == "inferred"]
-    assert {c.method for c in inferred} >= {"RunPodSandbox", "CreateContainer", "PullImage"}
-    assert all(c.path == "" for c in inferred)
-    # successful unary calls get status 0 even when grpc-status is an old entry
-    assert any(c.grpc_status_resolution == "inferred" for c in calls)
-    assert decoder.stats.unresolved_header_indexes > 0
+    assert {c.method for c in inferred} >= {"RunPodSandbox", "CreateContainer", "PullImage", "ListPodSandbox",
+                                            "ListContainers", "Status", "PodSandboxStatus", "ContainerStatus"}
+    assert all(c.path == "" and c.method_evidence == "payload" for c in inferred)
+    # ... and teaches the entry of its :path: from then on that method
+    # resolves from the headers ("learned"), whatever its payload
+    assert decoder.stats.entries_learned >= 8
+    for method in {c.method for c in inferred}:
+        mine = [c for c in calls if session_call(session, c).method == method]
+        assert mine[0].method_resolution == "inferred"
+        assert all(c.method_resolution == "learned" for c in mine[1:] if c.incomplete_reason is None), method
+    # only StartContainer, whose payloads fit Stop/RemoveContainer too, needs
+    # the kernel's view of the runtime (none here)
+    assert {session_call(session, c).method for c in calls if c.method_resolution == "unresolved"} == {
+        "StartContainer"}
+    # grpc-status 0 is learned from calls whose answer proves success
+    assert sum(c.grpc_status_resolution == "learned" for c in calls) > 250
     state = decoder.endpoint_state(key)
     assert state is not None and state.unknown_entries_may_remain
     assert not state.client_to_server.from_connection_start
 
 
-def test_late_attach_infers_no_status_of_a_streaming_call() -> None:
-    """A streaming server may fail after a message: no status 0 is inferred."""
-    session = H2Session()
-    session.call(CallSpec(RUNTIME + "ContainerStatus", api_pb2.ContainerStatusRequest(container_id="a" * 64), None,
-                          status=14))  # "grpc-status: 14" enters the tables before the attach
-    attach_at = len(session.writes)
-    event = api_pb2.ContainerEventResponse(container_id="c" * 64, container_event_type=1)
-    session.call(CallSpec(RUNTIME + "GetContainerEvents", api_pb2.GetEventsRequest(), event, status=14))
-    session.call(CallSpec(RUNTIME + "Version", api_pb2.VersionRequest(version="0.1.0"), api_pb2.VersionResponse(),
-                          status=14))
-    events, unary = feed_all(CriDecoder(), chunks_for(session.writes[attach_at:], "k", "client"))
-    assert (events.method, events.method_resolution, events.response_messages) == ("GetContainerEvents", "decoded", 1)
-    assert (events.grpc_status, events.grpc_status_resolution) == (None, "unresolved")
-    # a unary call's status is inferred (here wrongly: this server breaks the
-    # rule that a unary call with a response message succeeded)
-    assert (unary.method, unary.grpc_status, unary.grpc_status_resolution) == ("Version", 0, "inferred")
+def test_late_attach_leaves_lists_unnamed_when_the_client_may_stream_them() -> None:
+    """StreamContainers answers with ListContainers' messages: unless the
+    client is known not to call it, neither is named from the payloads."""
+    session, attach_at = late_attach_session(100, 100)
+    decoder = CriDecoder()
+    chunks = chunks_for(session.writes, "k", "client")
+    start = next(i for i, c in enumerate(chunks) if c.ktime_ns >= write_time(attach_at))
+    calls = feed_all(decoder, chunks[start:])
+    check_never_wrong(session, calls)
+    lists = [c for c in calls if session_call(session, c).method in ("ListContainers", "ListPodSandbox")]
+    assert lists and all(c.method_resolution == "unresolved" for c in lists)
+
+
+def session_call(session: H2Session, call: CriCall):
+    return next(s for s in session.calls if s.stream_id == call.stream_id)
 
 
 def test_late_attach_mid_frame_hunts_for_a_boundary() -> None:

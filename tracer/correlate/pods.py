@@ -34,6 +34,7 @@ from tracer.correlate.roles import (
     role_of,
     runc_init_stage,
 )
+from tracer.correlate.runtime_work import RuntimeWork
 from tracer.events import CgroupEvent, Event, EventType, ExecEvent, ForkEvent
 from tracer.runtimes import CONTAINERD_BINARIES, SHIM_BINARIES
 
@@ -219,6 +220,7 @@ class PodAssembler:
         self.lost_windows: list[tuple[int, int]] = []  # (ktime, lost count)
         self.emitted: set[str] = set()  # keys of the traces take_finished handed out
         self.exported_containers: set[str] = set()  # container ids in those traces
+        self.runtime_work = RuntimeWork()  # runc commands and CNI calls, for the CRI layer
 
     def _container(self, container_id: str) -> ContainerActivity:
         activity = self.containers.get(container_id)
@@ -284,10 +286,12 @@ class PodAssembler:
                 self._container(shim.container_id).has_shim_daemon = True
             return
         if runc is not None and runc.container_id and runc.subcommand != "init":
+            self.runtime_work.note(event.header.ktime_ns, "runc", runc.subcommand, runc.container_id)
             self._own(proc, runc.container_id)
             return
         cni = parse_cni(image)
         if cni is not None and cni.container_id:
+            self.runtime_work.note(event.header.ktime_ns, "cni", cni.command, cni.container_id)
             self._own(proc, cni.container_id)
             if cni.command in START_PHASE_CNI:
                 activity = self._container(cni.container_id)
@@ -552,7 +556,8 @@ class PodAssembler:
         """How much the assembler holds (a long-running daemon's must stay flat)."""
         return {**self.table.table_sizes(), "process_owners": len(self.owner),
                 "containers": len(self.containers), "emitted_traces": len(self.emitted),
-                "exported_containers": len(self.exported_containers), "loss_windows": len(self.lost_windows)}
+                "exported_containers": len(self.exported_containers), "loss_windows": len(self.lost_windows),
+                "runtime_work": len(self.runtime_work)}
 
     def start_window(self, activities: list[ContainerActivity]) -> tuple[int, int]:
         """First and last moment of the containers' start activity: not of

@@ -15,6 +15,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable
 
+from tracer.cri.endpoint import Evidence
+from tracer.cri.identify import STREAMED_LISTS
 from tracer.cri.wire import C2S, S2C, Chunk, CriCall, CriDecoder
 from tracer.format import encodable_text
 from tracer.events import (
@@ -26,6 +28,10 @@ from tracer.events import (
     SocketOpenEvent,
     SocketSide,
 )
+
+
+# CRI client processes remembered (a daemon's memory stays flat)
+MAX_CLIENTS = 1024
 
 
 @dataclass
@@ -55,8 +61,8 @@ class PairedCall:
         lost bytes, may not resolve a method that the server's view did."""
         views = [v for v in (self.server, self.client) if v is not None]
         assert views
-        rank = {"decoded": 0, "inferred": 1, "unresolved": 2}
-        return min(views, key=lambda v: rank.get(v.method_resolution, 3))
+        rank = {"decoded": 0, "learned": 1, "inferred": 2, "unresolved": 3}
+        return min(views, key=lambda v: rank.get(v.method_resolution, 4))
 
     @property
     def method(self) -> str:
@@ -125,9 +131,12 @@ class CriLayer:
     the pipeline stores those (redacted) instead of the raw bytes, which
     may carry secrets (credentials, environment values)."""
 
-    def __init__(self, on_call: Callable[[CriCall, Endpoint], None] | None = None) -> None:
+    def __init__(self, on_call: Callable[[CriCall, Endpoint], None] | None = None,
+                 evidence: Evidence | None = None) -> None:
         self.on_call = on_call
-        self.decoder = CriDecoder()
+        self.decoder = CriDecoder(evidence=evidence, not_called=self._not_called)
+        # CRI client processes (pid, start) that never list by streaming
+        self._listing_clients: set[tuple[int, int]] = set()
         self.endpoints: dict[int, Endpoint] = {}
         self.calls: list[PairedCall] = []
         self._pairs: dict[tuple[int, int, int], PairedCall] = {}
@@ -151,6 +160,23 @@ class CriLayer:
         peer = self.endpoints.get(e.peer_inode)
         if peer is not None and not peer.peer_inode:
             peer.peer_inode = e.inode  # a client end learns its peer when it is accepted
+
+    def set_client(self, pid: int, start_ns: int, lists_by_streaming: bool) -> None:
+        """What a client process can call (tracer.enrich.cri_client)."""
+        if len(self._listing_clients) >= MAX_CLIENTS:  # their exits were lost
+            self._listing_clients.clear()
+        if not lists_by_streaming:
+            self._listing_clients.add((pid, start_ns))
+
+    def _not_called(self, connection: int) -> frozenset[str]:
+        """Methods the client of this connection never calls: the Stream*
+        twins of the List* calls, for a client that lists without them."""
+        endpoint = self.endpoints.get(connection)
+        if endpoint is not None and endpoint.side is not SocketSide.CLIENT:
+            endpoint = self.endpoints.get(endpoint.peer_inode)
+        if endpoint is not None and (endpoint.pid, endpoint.start_ns) in self._listing_clients:
+            return STREAMED_LISTS
+        return frozenset()
 
     def _endpoint_for(self, event: SocketDataEvent | SocketCloseEvent) -> Endpoint | None:
         e = event.endpoint
@@ -230,6 +256,7 @@ class CriLayer:
         for endpoint in [e for e in self.endpoints.values() if e.pid == tgid]:
             self.stats.closed_at_exit += 1
             self._close_endpoint(endpoint, ktime_ns)
+        self._listing_clients = {key for key in self._listing_clients if key[0] != tgid}
 
     def _add(self, call: CriCall, endpoint: Endpoint) -> None:
         if self.on_call is not None:
@@ -479,20 +506,21 @@ ENDPOINT_FIELD_CHECKS = {
     "pid": _int, "comm": _text, "path": _text, "opened_before_tracing": _one_of(True, False), "start_ns": _int,
 }
 # Fields that recordings made before they existed lack.
-OPTIONAL_FIELDS = {"endpoint": frozenset({"start_ns"}), "call": frozenset()}
+OPTIONAL_FIELDS = {"endpoint": frozenset({"start_ns"}), "call": frozenset({"method_evidence"})}
 _OPT_INT = lambda v: _int(v, optional=True)  # noqa: E731
 _OPT_TEXT = lambda v: _text(v, optional=True)  # noqa: E731
 _OPT_DICT = lambda v: v is None or isinstance(v, dict)  # noqa: E731
 CALL_FIELD_CHECKS = {
     "connection": _int, "side": _one_of("client", "server"), "stream_id": _int, "method": _text,
-    "service": _text, "path": _text, "method_resolution": _one_of("decoded", "unresolved", "inferred"),
+    "service": _text, "path": _text, "method_resolution": _one_of("decoded", "learned", "unresolved", "inferred"),
     "request": _OPT_DICT, "response": _OPT_DICT, "grpc_status": _OPT_INT, "grpc_message": _text,
-    "grpc_status_resolution": _one_of(None, "decoded", "inferred", "unresolved"), "http_status": _OPT_INT,
+    "grpc_status_resolution": _one_of(None, "decoded", "learned", "inferred", "unresolved"),
+    "http_status": _OPT_INT,
     "request_start_ns": _OPT_INT, "request_end_ns": _OPT_INT, "response_start_ns": _OPT_INT,
     "response_end_ns": _OPT_INT, "end_ns": _OPT_INT, "traceparent": _OPT_TEXT, "grpc_timeout": _OPT_TEXT,
     "grpc_timeout_ns": _OPT_INT, "user_agent": _OPT_TEXT, "incomplete_reason": _OPT_TEXT,
     "request_bytes": _int, "response_bytes": _int, "request_messages": _int, "response_messages": _int,
-    "unresolved_headers": _int,
+    "unresolved_headers": _int, "method_evidence": _one_of(None, "payload", "exclusion", "kernel"),
 }
 
 

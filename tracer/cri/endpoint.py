@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import zlib
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
@@ -14,7 +15,8 @@ from google.protobuf.message import Message
 from tracer.cri.direction import DirectionDecoder
 from tracer.cri.hpack_table import DecodedBlock
 from tracer.cri.http2 import ERROR_CODES, header_block_problem
-from tracer.cri.infer import infer_method
+from tracer.cri.identify import identify
+from tracer.cri.learning import IdentityLearner
 from tracer.cri.model import (
     C2S,
     S2C,
@@ -23,6 +25,7 @@ from tracer.cri.model import (
     Direction,
     DirectionMode,
     EndpointState,
+    MethodEvidence,
     MethodResolution,
     Side,
 )
@@ -40,6 +43,10 @@ from tracer.cri.streams import (
 if TYPE_CHECKING:
     from tracer.cri.wire import CriDecoder
 
+# (candidate paths, the ids the request names, start, end) -> the one path
+# the runtime's work in the kernel proves, or None
+Evidence = Callable[[tuple[str, ...], dict[str, str], int, int], str | None]
+
 
 class EndpointDecoder:
     def __init__(self, decoder: CriDecoder, key: ConnectionKey, side: Side) -> None:
@@ -47,6 +54,8 @@ class EndpointDecoder:
         self.key = key
         self.side = side
         self.directions = {C2S: DirectionDecoder(self, C2S), S2C: DirectionDecoder(self, S2C)}
+        # what proven calls teach about entries from before attach, per direction
+        self.learners = {C2S: IdentityLearner(), S2C: IdentityLearner()}
         self.streams: dict[int, Stream] = {}
         self.closed: OrderedDict[int, None] = OrderedDict()
         self.buffered = 0
@@ -241,13 +250,17 @@ class EndpointDecoder:
         s.damage("malformed_headers")
 
     def _request_headers(self, s: Stream, block: DecodedBlock) -> None:
+        entries = []
         for f in block.fields:
             if f.name is None:
                 s.unresolved += 1
+                if f.unknown_entry is not None and f.value is None:
+                    entries.append(f.unknown_entry)
                 continue
             name, value = f.name, f.value or b""
             if name == b":path":
                 s.path = text_of(value)
+                s.path_learned = f.learned
             elif name == b"grpc-timeout":
                 s.grpc_timeout = text_of(value)
             elif name == b"traceparent":
@@ -256,12 +269,14 @@ class EndpointDecoder:
                 s.user_agent = text_of(value)
             elif name == b"grpc-encoding":
                 s.req_encoding = text_of(value)
+        s.request_entries, s.request_epoch = tuple(entries), block.epoch
         if s.path is None:
             s.path_unresolved = True
             if not (block.unresolved_indexes or block.unresolved_names):
                 self.error("request_without_path")
 
     def _response_headers(self, s: Stream, block: DecodedBlock, trailers: bool) -> None:
+        entries = []
         if trailers:
             s.trailers_seen = True
         for f in block.fields:
@@ -269,7 +284,11 @@ class EndpointDecoder:
                 s.unresolved += 1
                 if trailers:
                     s.trailer_unresolved += 1
+                    if f.unknown_entry is not None and f.value is None:
+                        entries.append(f.unknown_entry)
                 continue
+            if trailers and f.name == b"grpc-status" and f.learned:
+                s.status_learned = True
             name, value = f.name, f.value or b""
             if name == b":status":
                 try:
@@ -285,6 +304,8 @@ class EndpointDecoder:
                 s.grpc_message = unquote(text_of(value), errors="replace")
             elif name == b"grpc-encoding":
                 s.resp_encoding = text_of(value)
+        if trailers:
+            s.trailer_entries, s.trailer_epoch = tuple(entries), block.epoch
 
     def end_of_direction(self, s: Stream, direction: Direction, ktime: int) -> None:
         s.touch(ktime)
@@ -390,6 +411,8 @@ class EndpointDecoder:
             stats.calls_unresolved += 1
         elif call.method_resolution == "inferred":
             stats.calls_inferred += 1
+        elif call.method_resolution == "learned":
+            stats.calls_learned += 1
         self.decoder._out.append(call)
 
     def _build(self, s: Stream) -> CriCall:
@@ -399,6 +422,9 @@ class EndpointDecoder:
             s.path = None
         path = s.path or ""
         resolution: MethodResolution = "decoded" if s.path is not None else "unresolved"
+        if s.path is not None and s.path_learned:
+            resolution = "learned"
+        evidence: MethodEvidence | None = None
         service, method = split_path(path) if path else ("", "")
         types = message_types_for_path(path) if path else None
         if types is not None and (
@@ -409,6 +435,7 @@ class EndpointDecoder:
             self.error("unexpected_extra_message")
             s.tainted = True
             s.damage("unexpected_extra_message")
+        proven = None
         if (
             s.path is None
             and s.req.first is not None
@@ -420,32 +447,38 @@ class EndpointDecoder:
             and s.req.messages == 1
             and s.resp.messages <= 1
         ):
-            inferred = infer_method(s.req.first)
-            if inferred is not None:
+            proven, evidence = self._identify(s)
+            if proven is not None:
                 resolution = "inferred"
-                service, method = split_path(inferred)
-                types = message_types_for_path(inferred)
+                service, method = split_path(proven)
+                types = message_types_for_path(proven)
         if path and types is None:
             self.decoder.stats.errors["unknown_method"] += 1
         request = response = None
         if types is not None and not s.tainted:
             request = self._decode(s, s.req, types[0], s.req_encoding)
             response = self._decode(s, s.resp, types[1], s.resp_encoding)
+        if proven is not None and request is not None:
+            self._learn(C2S, s.request_epoch, proven, s.request_entries)
         status, status_resolution = s.grpc_status, None
         if s.trailers_seen or s.grpc_status is not None:
             status_resolution = "decoded" if s.grpc_status is not None else "unresolved"
-            if (
-                s.grpc_status is None
-                and s.trailer_unresolved
-                and response is not None
-                and s.resp.messages == 1
-                and types is not None
-                and not server_streaming_path(f"/{service}/{method}")
-            ):
+            if s.status_learned:
+                status_resolution = "learned"
+            # a unary call answered: a streaming one may fail after a message
+            answered = (response is not None and s.resp.messages == 1 and types is not None
+                        and not server_streaming_path(f"/{service}/{method}"))
+            if s.grpc_status is None and s.trailer_unresolved and answered:
                 # A unary gRPC server sends its response message only on
                 # success (grpc-go and grpc-core both send status OK after it);
                 # a streaming one may fail after a message.
                 status, status_resolution = 0, "inferred"
+            if s.grpc_status is None and s.trailer_entries and s.incomplete_reason is None:
+                if answered:
+                    self._learn(S2C, s.trailer_epoch, "0", s.trailer_entries)
+                elif s.resp.messages == 0 and s.resp_ended and s.req_ended:
+                    # trailers only: an error; its entries are not status 0's
+                    self._learn(S2C, s.trailer_epoch, "error", s.trailer_entries)
         return CriCall(
             connection=self.key,
             side=self.side,
@@ -475,7 +508,63 @@ class EndpointDecoder:
             request_messages=s.req.messages,
             response_messages=s.resp.messages,
             unresolved_headers=s.unresolved,
+            method_evidence=evidence,
         )
+
+    def _identify(self, s: Stream) -> tuple[str | None, MethodEvidence | None]:
+        """The method of a call whose :path did not resolve, when something
+        proves it: its payloads alone, its payloads and the methods it
+        cannot be (their path entries are learned, and its headers did not
+        name them), or the runtime's own work in the kernel during the call
+        (a `runc start <id>` for StartContainer)."""
+        response = s.resp.first if s.resp.messages == 1 and not s.resp.first_compressed else None
+        not_called = self.decoder.not_called(self.key) if self.decoder.not_called is not None else frozenset()
+        proven, candidates = identify(s.req.first, response, not_called)
+        if proven is not None:
+            return proven, "payload"
+        learned = self.learned_paths()
+        remaining = tuple(c for c in candidates if c not in learned)
+        if len(remaining) == 1 and len(candidates) > 1:
+            return remaining[0], "exclusion"
+        evidence = self.decoder.evidence
+        if len(remaining) > 1 and evidence is not None and s.request_start is not None:
+            found = evidence(remaining, _named_ids(s.req.first, remaining), s.request_start,
+                             s.response_end if s.response_end is not None else (s.end or s.request_start))
+            if found in remaining:
+                return found, "kernel"
+        return None, None
+
+    def learned_paths(self) -> set[str]:
+        """Methods whose path entry from before attach is learned (and still held)."""
+        learner, hpack = self.learners[C2S], self.directions[C2S].hpack
+        if learner.epoch != hpack.epoch:
+            return set()
+        return {path for path, identity in learner.learned.items()
+                if hpack.learned(identity) == (b":path", str(path).encode())}
+
+    def _learn(self, direction: Direction, epoch: int, key: str, entries: tuple[int, ...]) -> None:
+        """A call proved `key` (a method's path, or a status: "0", "error");
+        its block referred to `entries` from before attach.  Teaches the
+        direction's table what became certain (tracer.cri.learning)."""
+        hpack, learner, stats = self.directions[direction].hpack, self.learners[direction], self.decoder.stats
+        if not entries or epoch != hpack.epoch:
+            return
+        lessons, contradicted = learner.observe(epoch, key, entries)
+        for _, identity in contradicted:
+            hpack.unlearn(identity)
+            stats.errors["learned_entry_contradicted"] += 1
+        for learned_key, identity in lessons:
+            if direction is C2S:
+                entry = (b":path", learned_key.encode())
+            elif learned_key == "0":
+                entry = (b"grpc-status", b"0")
+            else:
+                continue  # "error": known not to be status 0's entry, not what it is
+            if hpack.learn(epoch, identity, *entry):
+                stats.entries_learned += 1
+            else:
+                learner.forget(learned_key)
+                stats.errors["learned_entry_refused"] += 1
 
     def _decode(self, s: Stream, assembler: MessageAssembler, cls: type[Message], encoding: str) -> dict[str, Any] | None:
         raw = assembler.first
@@ -516,6 +605,25 @@ class EndpointDecoder:
             self.error("grpc_message_too_large")
             return None
         return out
+
+
+def _named_ids(request: bytes | None, candidates: tuple[str, ...]) -> dict[str, str]:
+    """The container or sandbox id a request names, read with each
+    candidate's request type (they agree, or nothing is returned)."""
+    found: dict[str, str] = {}
+    for path in candidates:
+        types = message_types_for_path(path)
+        if types is None or request is None:
+            return {}
+        try:
+            message = types[0].FromString(request)
+        except Exception:  # noqa: BLE001 - the bytes need not fit every candidate
+            return {}
+        for name in ("container_id", "pod_sandbox_id"):
+            value = getattr(message, name, "")
+            if value and found.setdefault(name, value) != value:
+                return {}
+    return found
 
 
 # Fields of a CRI message that name a pod (tracer.cri.calls.pod_keys), kept

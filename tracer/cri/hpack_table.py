@@ -39,6 +39,21 @@ table only delays resolution (tracked entries are dropped early, so indexes
 come out unresolved or as errors); it never makes an index decode to a wrong
 entry. A dynamic table size update sets the capacity exactly.
 
+Entries from before attach can be *learned*. Each has a stable identity:
+its place among the entries that existed at attach, newest first
+(``index - STATIC_LEN - tracked entries``). While unknown entries may
+remain, no tracked entry has been evicted (the unknown ones are older and go
+first), so every insertion since attach is tracked and the identity of an
+unknown entry never changes. When a caller establishes beyond doubt what an
+unresolved field was (a call whose method its payload proves, see
+tracer.cri.learning), :meth:`HpackDecoder.learn` records it, and from then
+on every index that points at that entry resolves exactly. A learned entry
+is dropped as soon as it is certainly evicted: its own size and lower
+bounds of the unknown entries newer than it, added to the tracked entries,
+exceed the table; and all of them with a reset or at turnover. The identity
+of an entry belongs to one ``epoch`` of the table (a reset starts a new
+one): a lesson from another epoch is refused.
+
 Huffman decoding and the static table come from the ``hpack`` package; the
 dynamic table and the block parser are here because ``hpack.Decoder`` cannot
 represent entries it has not seen.
@@ -100,11 +115,17 @@ class _Entry:
 
 @dataclass(frozen=True, slots=True)
 class HeaderField:
-    """One decoded header field. ``None`` means "unresolved", never a guess."""
+    """One decoded header field. ``None`` means "unresolved", never a guess.
+
+    ``unknown_entry``: for a field indexed into the entries from before
+    attach, that entry's identity (see :meth:`HpackDecoder.learn`); None
+    otherwise.  ``learned``: the field resolved through a learned entry."""
 
     name: bytes | None
     value: bytes | None
     never_indexed: bool = False
+    unknown_entry: int | None = None
+    learned: bool = False
 
     def __repr__(self) -> str:  # values can be secrets: never print them
         name = self.name.decode("latin-1") if self.name is not None else None
@@ -114,6 +135,7 @@ class HeaderField:
 @dataclass(slots=True)
 class DecodedBlock:
     fields: list[HeaderField] = field(default_factory=list)
+    epoch: int = 0  # the table's epoch when the block was decoded
     unresolved_indexes: int = 0  # indexes that pointed at entries from before attach
     unresolved_names: int = 0  # literals whose name came from such an entry (value known)
     table_size_updates: int = 0
@@ -179,7 +201,12 @@ class HpackDecoder:
         self._assumed_capacity = assumed_capacity
         self._settings_limit = settings_limit
         self._entries: deque[_Entry] = deque()
+        # learned entries from before attach: identity -> (name, value)
+        self._learned: dict[int, tuple[bytes, bytes]] = {}
+        self.epoch = 0
         self.resets = 0
+        self.learned_total = 0
+        self.learned_dropped = 0
         if synchronized:
             self._start_known()
         else:
@@ -188,6 +215,7 @@ class HpackDecoder:
     # ------------------------------------------------------------ state
 
     def _start_known(self) -> None:
+        self._new_epoch()
         self._entries.clear()
         # The protocol's initial table size; SETTINGS only raise the limit.
         self._capacity = DEFAULT_TABLE_SIZE
@@ -196,12 +224,17 @@ class HpackDecoder:
         self._inserted_min_total = 0
 
     def _start_unknown(self) -> None:
+        self._new_epoch()
         self._entries.clear()
         self._capacity = self._settings_limit if self._settings_limit is not None else self._assumed_capacity
         self._capacity_known = False
         self._unknown_possible = True
         self._inserted_min_total = 0
         self._check_turnover()
+
+    def _new_epoch(self) -> None:
+        self.epoch += 1
+        self._learned.clear()
 
     def reset_unknown(self) -> None:
         """Forget everything: bytes of this direction were lost."""
@@ -255,9 +288,61 @@ class HpackDecoder:
     def entries_with_unknown_name(self) -> int:
         return sum(1 for e in self._entries if not isinstance(e.name, bytes))
 
+    @property
+    def learned_entries(self) -> int:
+        return len(self._learned)
+
+    def learned(self, identity: int) -> tuple[bytes, bytes] | None:
+        return self._learned.get(identity)
+
+    def learn(self, epoch: int, identity: int, name: bytes, value: bytes) -> bool:
+        """Entry ``identity`` from before attach is (name, value), as a caller
+        established beyond doubt.  Refused (False) when the lesson is of
+        another epoch, when no such entry can exist any more, or when it
+        contradicts what was learned before (then both are forgotten)."""
+        if epoch != self.epoch or identity < 1 or not self._unknown_possible:
+            return False
+        known = self._learned.get(identity)
+        if known is not None:
+            if known == (name, value):
+                return True
+            del self._learned[identity]
+            self.learned_dropped += 1
+            return False
+        self._learned[identity] = (name, value)
+        self.learned_total += 1
+        self._drop_evicted_learned()
+        return identity in self._learned
+
+    def unlearn(self, identity: int) -> None:
+        """A lesson turned out to be contradicted: forget it."""
+        if self._learned.pop(identity, None) is not None:
+            self.learned_dropped += 1
+
+    def _drop_evicted_learned(self) -> None:
+        """Forgets learned entries that are certainly evicted: those that,
+        with the tracked entries and every entry from before attach newer
+        than them (unknown ones counted at their least, 33 bytes), no longer
+        fit the table.  The encoder never refers to an evicted entry, so a
+        stale lesson could not be used anyway; it is not kept either."""
+        if not self._learned:
+            return
+        total = sum(e.size_min for e in self._entries)
+        for identity in range(1, max(self._learned) + 1):
+            known = self._learned.get(identity)
+            total += ENTRY_OVERHEAD + (len(known[0]) + len(known[1]) if known else 1)
+            if total > self._capacity:
+                for gone in [i for i in self._learned if i >= identity]:
+                    del self._learned[gone]
+                    self.learned_dropped += 1
+                return
+
     def _check_turnover(self) -> None:
         if self._unknown_possible and self._inserted_min_total + ENTRY_OVERHEAD > self._capacity:
             self._unknown_possible = False
+        if not self._unknown_possible and self._learned:
+            self.learned_dropped += len(self._learned)
+            self._learned.clear()
 
     def _evict(self) -> None:
         total = 0
@@ -271,6 +356,7 @@ class HpackDecoder:
             self._entries.pop()
             # a tracked entry went: anything older went first
             self._unknown_possible = False
+        self._drop_evicted_learned()
 
     def _set_capacity(self, size: int) -> None:
         if self._settings_limit is not None and size > self._settings_limit:
@@ -285,6 +371,7 @@ class HpackDecoder:
             # RFC 7541 4.4: an entry larger than the table empties it.
             self._entries.clear()
             self._unknown_possible = False
+            self._check_turnover()
             return
         # An entry whose name is unknown may in truth be too large and have
         # emptied the table instead. Tracking it as inserted is still safe:
@@ -295,8 +382,9 @@ class HpackDecoder:
         self._evict()
         self._check_turnover()
 
-    def _lookup(self, index: int) -> _Entry | None | tuple[bytes, bytes]:
-        """A static pair, a tracked entry, or None for an unknown entry."""
+    def _lookup(self, index: int) -> _Entry | int | tuple[bytes, bytes]:
+        """A static pair, a tracked entry, or the identity (an int) of an
+        entry from before attach."""
         if index == 0:
             raise HpackError("hpack_index_zero")
         if index <= STATIC_LEN:
@@ -305,7 +393,7 @@ class HpackDecoder:
         if dyn <= len(self._entries):
             return self._entries[dyn - 1]
         if self._unknown_possible:
-            return None
+            return dyn - len(self._entries)
         raise HpackError("hpack_index_out_of_range")
 
     # ------------------------------------------------------------ decoding
@@ -318,7 +406,7 @@ class HpackDecoder:
             raise
 
     def _decode(self, data: bytes) -> DecodedBlock:
-        out = DecodedBlock()
+        out = DecodedBlock(epoch=self.epoch)
         pos = 0
         decoded_size = 0
         fields_seen = False
@@ -327,9 +415,13 @@ class HpackDecoder:
             if byte & 0x80:  # indexed field
                 index, pos = _decode_int(data, pos, 7)
                 found = self._lookup(index)
-                if found is None:
-                    out.unresolved_indexes += 1
-                    out.fields.append(HeaderField(None, None))
+                if isinstance(found, int):
+                    known = self._learned.get(found)
+                    if known is None:
+                        out.unresolved_indexes += 1
+                        out.fields.append(HeaderField(None, None, unknown_entry=found))
+                    else:
+                        out.fields.append(HeaderField(known[0], known[1], unknown_entry=found, learned=True))
                 elif isinstance(found, tuple):
                     out.fields.append(HeaderField(found[0], found[1]))
                 else:
@@ -356,8 +448,9 @@ class HpackDecoder:
                     name, pos = _decode_str(data, pos)
                 else:
                     found = self._lookup(index)
-                    if found is None:
-                        name = _UnknownName()
+                    if isinstance(found, int):
+                        known = self._learned.get(found)
+                        name = known[0] if known is not None else _UnknownName()
                     elif isinstance(found, tuple):
                         name = found[0]
                     else:

@@ -12,8 +12,16 @@ from typing import Any, Literal
 
 ConnectionKey = Hashable
 Side = Literal["client", "server"]
-MethodResolution = Literal["decoded", "unresolved", "inferred"]
-StatusResolution = Literal["decoded", "inferred", "unresolved"]
+# How a call's method was known:
+#   decoded     its :path, decoded from the headers
+#   learned     its :path, from an HPACK entry from before attach that earlier
+#               calls proved (tracer.cri.learning)
+#   inferred    its payloads, the kernel's view of the runtime, or the methods
+#               it cannot be (see method_evidence)
+#   unresolved  not known: never guessed
+MethodResolution = Literal["decoded", "learned", "inferred", "unresolved"]
+StatusResolution = Literal["decoded", "learned", "inferred", "unresolved"]
+MethodEvidence = Literal["payload", "exclusion", "kernel"]
 
 
 class DirectionMode(StrEnum):
@@ -114,6 +122,8 @@ class DecoderStats:
     calls_incomplete: int = 0
     calls_unresolved: int = 0
     calls_inferred: int = 0
+    calls_learned: int = 0  # :path from an entry learned after a late attach
+    entries_learned: int = 0  # HPACK entries from before attach learned from proven calls
     resyncs: int = 0  # frame boundaries proven after an attach or a gap
     endpoints_opened: int = 0
     endpoints_abandoned: int = 0
@@ -158,6 +168,7 @@ class CriCall:
     request_messages: int = 0
     response_messages: int = 0
     unresolved_headers: int = 0  # header fields whose name could not be resolved
+    method_evidence: MethodEvidence | None = None  # what proved an "inferred" method
 
     @property
     def complete(self) -> bool:

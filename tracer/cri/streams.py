@@ -202,6 +202,7 @@ class Stream:
         "grpc_timeout", "traceparent", "user_agent", "req_encoding", "resp_encoding",
         "http_status", "grpc_status", "grpc_message", "trailer_unresolved",
         "unresolved", "path_unresolved", "incomplete_reason", "tainted", "headers_seq",
+        "path_learned", "request_entries", "request_epoch", "status_learned", "trailer_entries", "trailer_epoch",
     )
 
     def __init__(self, endpoint: EndpointDecoder, sid: int, orphan: bool) -> None:
@@ -238,6 +239,15 @@ class Stream:
         # duplicated data): its messages are not decoded, nor inferred from
         self.tainted = False
         self.headers_seq = -1  # request direction's chunk_seq when the request headers were decoded
+        # after a late attach: the entries from before attach that the request
+        # and trailer blocks referred to without resolving them (identities, see
+        # tracer.cri.hpack_table), and the table epoch they belong to
+        self.path_learned = False
+        self.request_entries: tuple[int, ...] = ()
+        self.request_epoch = -1
+        self.status_learned = False
+        self.trailer_entries: tuple[int, ...] = ()
+        self.trailer_epoch = -1
 
     def damage(self, reason: str) -> None:
         if self.incomplete_reason is None:

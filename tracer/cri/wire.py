@@ -68,8 +68,9 @@ Never wrong rather than always decoded
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 
-from tracer.cri.endpoint import EndpointDecoder
+from tracer.cri.endpoint import EndpointDecoder, Evidence
 from tracer.cri.http2 import PREFACE
 from tracer.cri.infer import infer_method
 from tracer.cri.model import (
@@ -112,8 +113,14 @@ __all__ = [
 class CriDecoder:
     """Feed captured chunks, get decoded CRI calls. Never raises on input."""
 
-    def __init__(self, config: DecoderConfig | None = None) -> None:
+    def __init__(self, config: DecoderConfig | None = None, evidence: Evidence | None = None,
+                 not_called: Callable[[ConnectionKey], frozenset[str]] | None = None) -> None:
         self.config = config or DecoderConfig()
+        # what the runtime did in the kernel during a call, for calls whose
+        # payloads fit several methods (see tracer.cri.endpoint)
+        self.evidence = evidence
+        # the methods a connection's client never calls (tracer.enrich.cri_client)
+        self.not_called = not_called
         self.stats = DecoderStats()
         self.buffered_total = 0  # message bytes stored by all endpoints (max_buffered_bytes_total)
         self._endpoints: OrderedDict[ConnectionKey, EndpointDecoder] = OrderedDict()

@@ -33,7 +33,8 @@ from typing import Callable
 
 from tracer.correlate.processes import Exec, Process
 from tracer.correlate.roles import RuncCall, container_exec, parse_runc
-from tracer.events import Event, EventType, ExecEvent, ExitEvent
+from tracer.enrich.cri_client import cri_client_record
+from tracer.events import Event, EventType, ExecEvent, ExitEvent, SocketOpenEvent, SocketSide
 from tracer.format import encodable_text
 from tracer.kernel.cgroups import start_pressure
 from tracer.kernel.procfs import same_process
@@ -53,6 +54,8 @@ RUNC_LOG_TAIL_BYTES = 64 << 10
 # A container's cgroup is named by its id: `…/pod<uid>/<id>` (cgroupfs),
 # `…/cri-containerd-<id>.scope` (systemd).
 _CONTAINER_CGROUP = re.compile(r"(?:^|/)(?:[a-z]+-)*([0-9a-f]{64})(?:\.scope)?$")
+# CRI client processes remembered as read (a daemon's memory stays flat)
+MAX_CRI_CLIENTS = 1024
 # How far up from a container's process its shim is (the shim is the
 # parent of a container's first process, which is the ancestor of the rest).
 MAX_SHIM_DEPTH = 16
@@ -231,6 +234,19 @@ class Enricher:
     _runc_creates: dict[tuple[int, int], RuncCall] = field(default_factory=dict)  # running `runc create`s
     _runc_logs: dict[tuple[int, int], dict] = field(default_factory=dict)
     _found: dict[tuple[int, int], list[dict]] = field(default_factory=dict)  # discovery, read at arrival
+    cri_client_reader: Callable[[int, int], dict] = cri_client_record
+    _cri_clients: set[tuple[int, int]] = field(default_factory=set)  # CRI client processes already read
+
+    def cri_client(self, event: SocketOpenEvent) -> dict | None:
+        """What the process on the client end of a CRI connection can call,
+        once per process (tracer.enrich.cri_client)."""
+        key = event.header.process_key
+        if event.endpoint.side is not SocketSide.CLIENT or key in self._cri_clients:
+            return None
+        if len(self._cri_clients) >= MAX_CRI_CLIENTS:  # their exits were lost
+            self._cri_clients.clear()
+        self._cri_clients.add(key)
+        return self.cri_client_reader(*key)
 
     def on_arrival(self, event: Event) -> None:
         """Reads a bundle as soon as its `runc create` arrives, before the
@@ -245,6 +261,7 @@ class Enricher:
                                                          event.argv_truncated))
             return
         if isinstance(event, ExitEvent):
+            self._cri_clients.discard(key)
             call = self._runc_creates.pop(key, None)
             if call is not None and event.exit_code_raw != 0:
                 self._runc_logs[key] = self.runc_log_reader(call.bundle, call.container_id)
@@ -327,7 +344,7 @@ class Enricher:
         return {"enrich_sandboxes": len(self.sandboxes), "enrich_netns_done": len(self.netns_done),
                 "enrich_discovered": len(self.discovered), "enrich_prefetched_bundles": len(self._prefetched),
                 "enrich_running_creates": len(self._runc_creates), "enrich_runc_logs": len(self._runc_logs),
-                "enrich_found_running": len(self._found)}
+                "enrich_found_running": len(self._found), "enrich_cri_clients": len(self._cri_clients)}
 
 
 def _bundle_call(image: Exec) -> RuncCall | None:

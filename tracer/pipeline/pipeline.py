@@ -83,7 +83,7 @@ class Pipeline:
         self.recording = recording
         self.reorder_window_ns = reorder_window_ns
         self.assembler = PodAssembler()
-        self.cri = CriLayer(on_call=self._store_call)
+        self.cri = CriLayer(on_call=self._store_call, evidence=self.assembler.runtime_work.prove)
         self.stats = PipelineStats()
         self._pending: list[tuple[int, int, bytes, Event]] = []
         self._sequence = 0
@@ -158,6 +158,10 @@ class Pipeline:
         if self.recording is not None and not isinstance(event, SocketDataEvent):
             self.recording.write(RecordKind.KERNEL, raw)
         if isinstance(event, SOCKET_EVENTS):
+            if isinstance(event, SocketOpenEvent) and self.enricher is not None:
+                record = self.enricher.cri_client(event)
+                if record is not None:
+                    self.add_enrichment(record)
             self.cri.feed(event)
             return
         if isinstance(event, ExitEvent):
@@ -177,7 +181,10 @@ class Pipeline:
     def add_enrichment(self, record: dict) -> None:
         if self.recording is not None:
             self.recording.write_json(RecordKind.ENRICHMENT, record)
-        self.assembler.feed_enrichment(record)
+        if record.get("type") == "cri_client":
+            self.cri.set_client(record["pid"], record["start_ns"], record["lists_by_streaming"])
+        else:
+            self.assembler.feed_enrichment(record)
 
     # ---- output ------------------------------------------------------------
 

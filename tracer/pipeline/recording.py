@@ -184,6 +184,10 @@ _FIELDS: dict[tuple[RecordKind, str | None], dict[str, tuple[bool, object]]] = {
         "addresses": (False, _list_of(_is_text)), "routes": (False, _list_of(_is_text)),
         "ktime_ns": (False, _is_time),
     },
+    (RecordKind.ENRICHMENT, "cri_client"): {
+        "pid": (True, _is_int), "start_ns": (True, _is_int), "lists_by_streaming": (True, lambda v: v is True
+                                                                                          or v is False),
+    },
     # a record type this version does not know: a replay reads only its container id
     (RecordKind.ENRICHMENT, None): {"container_id": (False, _is_text)},
 }

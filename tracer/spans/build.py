@@ -334,6 +334,8 @@ def _cri_spans(builder: _TraceBuilder, root: Span, calls: list[PairedCall]) -> d
             "rpc.system": "grpc", "rpc.service": view.service or "", "rpc.method": method,
             "tracer.cri.method_resolution": view.method_resolution,
         }
+        if view.method_evidence:
+            attributes["tracer.cri.method_evidence"] = view.method_evidence
         status_code, message = call.grpc_status, call.grpc_message
         if status_code is not None:
             attributes["rpc.grpc.status_code"] = status_code

@@ -134,7 +134,8 @@ def _image_never_pulled(pod: PodTrace, calls: list[PairedCall]) -> Finding | Non
 def image_absent(call: PairedCall) -> bool:
     """An ImageStatus whose decoded response has no image."""
     view = call.server or call.client
-    if view is None or view.method_resolution != "decoded" or not view.response_messages or call.grpc_status:
+    if view is None or view.method_resolution not in ("decoded", "learned") or not view.response_messages \
+            or call.grpc_status:
         return False
     return not call.field("response", "image")
 
