@@ -1088,4 +1088,3 @@ loop:
 	_ = logFile.Close()
 	os.Exit(exitCode)
 }
-
