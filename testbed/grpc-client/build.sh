@@ -62,11 +62,15 @@ fi
 pkg=$build/gopath/src/crigrpcclient
 mkdir -p "$pkg"
 gen=$pkg/runtimev1
+# Regenerate when the proto changed or another generator package is installed
+# (dpkg keeps the packaged mtimes, so compare the binaries' checksums).
+generators=$(cksum "$(command -v protoc)" "$(command -v protoc-gen-go)" "$(command -v protoc-gen-go-grpc)")
 if [[ ! -f $gen/api.pb.go || ! -f $gen/api_grpc.pb.go || $here/api.proto -nt $gen/api.pb.go \
-      || $(command -v protoc-gen-go) -nt $gen/api.pb.go ]]; then
+      || $generators != "$(cat "$gen/generators" 2>/dev/null)" ]]; then
     rm -rf "$gen"
     # go_package "crigrpcclient/runtimev1" puts both files in $gen.
     protoc -I "$here" --go_out="$build/gopath/src" --go-grpc_out="$build/gopath/src" "$here/api.proto"
+    printf '%s\n' "$generators" > "$gen/generators"
 fi
 
 # APIv2 messages (protoc-gen-go >= 1.20) need github.com/golang/protobuf
