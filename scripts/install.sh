@@ -2,7 +2,8 @@
 # Installs everything tracer needs on a Debian 12 machine (run as root):
 # the kernel side (bcc from Debian's python3-bpfcc, fallback kernel headers),
 # the local runtime test bed (containerd, runc, CNI plugins, busybox-static),
-# debootstrap (the daemon's image, built without a container engine), and a
+# debootstrap (the daemon's image, built without a container engine), Go
+# and Debian's grpc-go sources (a real grpc-go CRI client for the tests), and a
 # virtualenv in .venv with the project and its test bed (testbed/) installed
 # in editable mode.
 # Idempotent: a second run only checks.
@@ -16,6 +17,9 @@ APT_PACKAGES=(
   debootstrap                                 # the daemon's image, without a container engine
   iproute2 mount util-linux python3-venv
   librsvg2-bin                                # rsvg-convert: the tests render `tracer report --svg` to PNG
+  # a real grpc-go CRI client for the tests (testbed/grpc-client), built offline
+  golang-go golang-google-grpc-dev golang-goprotobuf-dev protoc-gen-go-grpc protobuf-compiler
+  golang-golang-x-sys-dev
 )
 
 missing=()
@@ -43,4 +47,5 @@ if ! { .venv/bin/python -m pip install -q --upgrade pip && .venv/bin/python -m p
 fi
 rm -f "$log"
 .venv/bin/python -c 'import bcc, tracer.app.cli' >/dev/null
+testbed/grpc-client/build.sh >&2
 echo "installed: $(.venv/bin/tracer --help | head -1)" >&2

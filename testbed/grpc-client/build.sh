@@ -6,8 +6,12 @@
 # Debian ships Go libraries as sources under /usr/share/gocode/src, without
 # module metadata that `go` could resolve offline, so the build runs in
 # GOPATH mode: GOPATH=<build dir>/gopath:/usr/share/gocode. The CRI stubs
-# are generated from api.proto at build time with protoc, protoc-gen-go and
-# protoc-gen-go-grpc. A second run with nothing changed returns at once.
+# are generated at build time with protoc, protoc-gen-go and
+# protoc-gen-go-grpc from the tracer's own tracer/cri/api.proto (the whole
+# published runtime.v1 API; Debian's protoc 3.21 predates the debug_redact
+# field option, so a copy without it, naming its Go package, is
+# compiled). A second run with
+# nothing changed returns at once.
 #
 # Packages (apt-get install -y ...):
 #   golang-go golang-google-grpc-dev golang-goprotobuf-dev protoc-gen-go-grpc
@@ -22,7 +26,8 @@ out=${1:-$here/bin/cri-client}
 case $out in /*) ;; *) out=$PWD/$out ;; esac
 build=${CRI_CLIENT_BUILD_DIR:-$here/.build}
 gocode=/usr/share/gocode/src
-sources=("$here/main.go" "$here/api.proto" "$here/build.sh")
+proto=$here/../../tracer/cri/api.proto
+sources=("$here/main.go" "$proto" "$here/build.sh")
 
 # ------------------------------------------------------------ up to date?
 if [[ -x $out ]]; then
@@ -65,11 +70,16 @@ gen=$pkg/runtimev1
 # Regenerate when the proto changed or another generator package is installed
 # (dpkg keeps the packaged mtimes, so compare the binaries' checksums).
 generators=$(cksum "$(command -v protoc)" "$(command -v protoc-gen-go)" "$(command -v protoc-gen-go-grpc)")
-if [[ ! -f $gen/api.pb.go || ! -f $gen/api_grpc.pb.go || $here/api.proto -nt $gen/api.pb.go \
+if [[ ! -f $gen/api.pb.go || ! -f $gen/api_grpc.pb.go || $proto -nt $gen/api.pb.go \
       || $generators != "$(cat "$gen/generators" 2>/dev/null)" ]]; then
     rm -rf "$gen"
-    # go_package "crigrpcclient/runtimev1" puts both files in $gen.
-    protoc -I "$here" --go_out="$build/gopath/src" --go-grpc_out="$build/gopath/src" "$here/api.proto"
+    mkdir -p "$build/proto" "$gen"
+    # the copy names its Go package (the tracer's file has no go_package)
+    sed -e 's/ \[debug_redact = true\]//' \
+        -e 's|^package runtime.v1;|&\noption go_package = "crigrpcclient/runtimev1;runtimev1";|' \
+        "$proto" > "$build/proto/api.proto"
+    protoc -I "$build/proto" --go_out="$gen" --go_opt=paths=source_relative \
+        --go-grpc_out="$gen" --go-grpc_opt=paths=source_relative "$build/proto/api.proto"
     printf '%s\n' "$generators" > "$gen/generators"
 fi
 

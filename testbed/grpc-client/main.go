@@ -499,7 +499,7 @@ func protocol(name string) pb.Protocol {
 
 // sandboxConfig is the PodSandboxConfig kubelet (kuberuntime,
 // generatePodSandboxConfig) builds for a best-effort pod; it mirrors
-// tracer/testbed/pods.py, plus the DNS config, port mappings and sandbox
+// testbed/tracer_testbed/pods.py, plus the DNS config, port mappings and sandbox
 // resources kubelet adds.
 func (n *node) sandboxConfig(cmd command, logDir string) *pb.PodSandboxConfig {
 	hostname := cmd.Name
@@ -553,7 +553,7 @@ func containerHash(cmd command) string {
 }
 
 // containerConfig is the ContainerConfig kubelet builds for the app
-// container (mirrors tracer/testbed/pods.py's container_config).
+// container (mirrors testbed/tracer_testbed/pods.py's container_config).
 func (n *node) containerConfig(cmd command, imageRef string, grace int64) *pb.ContainerConfig {
 	keys := make([]string, 0, len(cmd.Env))
 	for k := range cmd.Env {
@@ -562,7 +562,7 @@ func (n *node) containerConfig(cmd command, imageRef string, grace int64) *pb.Co
 	sort.Strings(keys)
 	envs := make([]*pb.KeyValue, 0, len(keys))
 	for _, k := range keys {
-		envs = append(envs, &pb.KeyValue{Key: k, Value: cmd.Env[k]})
+		envs = append(envs, &pb.KeyValue{Key: k, Value: []byte(cmd.Env[k])})
 	}
 	return &pb.ContainerConfig{
 		Metadata: &pb.ContainerMetadata{Name: cmd.Container, Attempt: 0},
