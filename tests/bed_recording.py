@@ -3,13 +3,18 @@ maker start one: real BPF, watching the bed's CRI socket too."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from tracer.app.session import RecordConfig, Recorder
 
 
-def start_recorder(bed, raw: Path | None = None, node_name: str = "test-node", **capture) -> Recorder:
-    """Started (attached and seeded); the caller stops it."""
+def start_recorder(bed, raw: Path | None = None, node_name: str = "test-node",
+                   before_start: Callable[[Recorder], None] | None = None, **capture) -> Recorder:
+    """Started (attached and seeded); the caller stops it.  `before_start`
+    may change the recorder before it attaches (tests/wire_recording.py)."""
     recorder = Recorder(RecordConfig(raw_path=raw, node_name=node_name, capture=bed.capture_config(**capture)))
+    if before_start is not None:
+        before_start(recorder)
     recorder.start()
     return recorder
