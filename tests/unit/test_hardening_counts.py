@@ -100,8 +100,9 @@ def test_every_drop_reaches_the_metrics():
     counts = PipelineCounts(
         kernel={"socket_io_truncated": 3, "cri_endpoints_full": 1},
         cri={"data_without_endpoint": 2, "segments_out_of_order": 0, "recorded_calls_rejected": 0},
-        cri_decoder={"bytes": 100, "lost_bytes": 7, "dropped_bytes": 9, "calls": 5, "calls_unresolved": 1,
-                     "calls_inferred": 1, "calls_incomplete": 2, "endpoints_abandoned": 1,
+        cri_decoder={"bytes": 100, "lost_bytes": 7, "dropped_bytes": 9, "calls": 7, "calls_unresolved": 1,
+                     "calls_inferred": 1, "calls_learned": 2, "entries_learned": 4, "calls_incomplete": 2,
+                     "endpoints_abandoned": 1,
                      "errors": {"bad_frame_type": 4, "grpc_message_too_large": 1}},
         endpoints_reaped=6, tables={"cri_endpoints": 2, "bpf_cri_endpoints": 3})
     text = DaemonMetrics(pipeline_source=lambda: counts).exposition().decode()
@@ -115,7 +116,9 @@ def test_every_drop_reaches_the_metrics():
     assert cri_bytes == {(("outcome", "captured"),): 100, (("outcome", "not_copied"),): 7,
                          (("outcome", "not_decoded"),): 9}
     assert scrape_samples(text, "tracer_cri_calls_total") == {
-        (("resolution", "decoded"),): 3, (("resolution", "inferred"),): 1, (("resolution", "unresolved"),): 1}
+        (("resolution", "decoded"),): 3, (("resolution", "learned"),): 2, (("resolution", "inferred"),): 1,
+        (("resolution", "unresolved"),): 1}
+    assert scrape_samples(text, "tracer_cri_entries_learned_total") == {(): 4}
     assert scrape_samples(text, "tracer_cri_calls_incomplete_total") == {(): 2}
     assert scrape_samples(text, "tracer_cri_connections_abandoned_total") == {(): 1}
     assert scrape_samples(text, "tracer_cri_endpoints_reaped_total") == {(): 6}

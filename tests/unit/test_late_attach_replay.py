@@ -1,10 +1,13 @@
-"""A real grpc-go client's CRI bytes (tests/fixtures/grpcgo-wire.rec,
-recorded from before it connected), replayed as tracers that attached at
-any moment: every call named soon after, none wrongly; every call of a pod
-start that began 10 s after the attach in the pod's trace, from both sides.
+"""Real CRI bytes, recorded from before the client connected, replayed as
+tracers that attached at any moment: every call named soon after, none
+wrongly; every call of a pod start that began 10 s after the attach in the
+pod's trace, from both sides.
 
-The truth is the same recording replayed whole (every :path decoded from
-the headers, same connection, same stream ids) and the client's own log."""
+Two recordings (tests/fixtures/make_captures.py): a real kubelet v1.28.7
+with static pods (kubelet-wire.rec), and the project's grpc-go client
+(grpcgo-wire.rec, with its own log of every call).  The truth is the same
+recording replayed whole: every :path decoded from the headers, same
+connections, same stream ids."""
 
 from __future__ import annotations
 
@@ -40,11 +43,8 @@ def by_stream(pipeline) -> dict[tuple[int, int], object]:
             if c.client is not None and c.client_endpoint is not None and c.client_endpoint.comm == "kubelet"}
 
 
-@cache
 def truth() -> dict[tuple[int, int], str]:
-    pipeline = replay_attached_at(WIRE)
-    pipeline.cri.finish(pipeline._newest_ktime)
-    return {key: call.method for key, call in by_stream(pipeline).items()}
+    return truth_of(WIRE)
 
 
 def late(attach_ns: int):
@@ -63,29 +63,57 @@ def test_the_whole_recording_decodes_every_call_the_client_made():
     assert Counter(truth().values()) == made
 
 
+KUBELET_WIRE = FIXTURES / "kubelet-wire.rec"
+
+
+@cache
+def kubelet_steps() -> list[dict]:
+    return json.loads((FIXTURES / "kubelet-wire.expected.json").read_text())
+
+
+@cache
+def truth_of(path: Path) -> dict[tuple[int, int], str]:
+    pipeline = replay_attached_at(path)
+    pipeline.cri.finish(pipeline._newest_ktime)
+    return {key: call.method for key, call in by_stream(pipeline).items()}
+
+
+def _pod_starts(recording: str) -> list[tuple[str, int]]:
+    """(trace name, when the start began) of each pod start of a recording."""
+    if recording == "kubelet-wire":
+        return [(f"pod default/{s['pod']}-node1", s["ktime_ns"]) for s in kubelet_steps()
+                if s["step"] == "add_static_pod"]
+    return [(f"pod {p['namespace']}/{p['name']}", p["start"]) for p in pods()]
+
+
+def _first_ns(recording: str) -> int:
+    return kubelet_steps()[0]["ktime_ns"] if recording == "kubelet-wire" else logged()[0]["start"]
+
+
 # attach moments: during the start-up calls, in the steady polling, right
 # after the first pods started (their methods entered the tables), and late
-ATTACH_AFTER_CONNECT_S = (0.5, 4, 9, 12)
+ATTACHES = [("grpcgo-wire", s) for s in (0.5, 4, 9, 12)] + [("kubelet-wire", s) for s in (1, 5, 10, 20, 30)]
 
 
-@pytest.mark.parametrize("after_s", ATTACH_AFTER_CONNECT_S)
-def test_attached_late_every_call_is_named_soon_and_none_wrongly(after_s):
-    connect_ns = logged()[0]["start"]
-    attach_ns = connect_ns + int(after_s * SECOND)
-    pipeline, traces = late(attach_ns)
-    seen = by_stream(pipeline)
-    wrong = [(key, call.method, truth()[key]) for key, call in seen.items()
-             if call.method and call.method != truth()[key]]
+@pytest.mark.parametrize("recording, after_s", ATTACHES)
+def test_attached_late_every_call_is_named_soon_and_none_wrongly(recording, after_s):
+    path = FIXTURES / f"{recording}.rec"
+    attach_ns = _first_ns(recording) + int(after_s * SECOND)
+    pipeline = replay_attached_at(path, attach_ns)
+    traces = pipeline.traces()
+    seen, truth = by_stream(pipeline), truth_of(path)
+    wrong = [(key, call.method, truth[key]) for key, call in seen.items()
+             if call.method and call.method != truth[key]]
     assert wrong == []
     settled = [call for call in seen.values() if call.start_ns >= attach_ns + 20 * SECOND]
-    unnamed = Counter(truth()[key] for key, call in seen.items() if not call.method
+    unnamed = Counter(truth[key] for key, call in seen.items() if not call.method
                       and call.start_ns >= attach_ns + 20 * SECOND)
     assert settled and not unnamed, unnamed
     # the pods that started 10 s or more after the attach: complete in their traces
-    for pod in pods():
-        if pod["start"] < attach_ns + 10 * SECOND:
+    for name, began_ns in _pod_starts(recording):
+        if began_ns < attach_ns + 10 * SECOND:
             continue
-        trace = next(t for t in traces if t.root.attributes.get("k8s.pod.uid") == pod["uid"])
+        trace = next(t for t in traces if t.name == name)
         clients = [s for s in trace.spans if s.kind == "CLIENT"]
         assert {s.attributes["rpc.method"] for s in clients} >= POD_START, [s.name for s in clients]
         for span in clients:

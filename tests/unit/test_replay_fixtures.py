@@ -17,7 +17,7 @@ FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 SCENARIOS = sorted(p.name.removesuffix(".rec") for p in FIXTURES.glob("*.rec"))
 # these have expectations of their own (tests/unit/test_diagnosis.py,
 # test_reuse_fixture.py, test_tracer_restart_fixture.py)
-OWN_EXPECTATIONS = {"failed-starts", "reuse", "tracer-restart", "grpcgo-wire"}
+OWN_EXPECTATIONS = {"failed-starts", "reuse", "tracer-restart", "grpcgo-wire", "kubelet-wire"}
 STARTED_POD_SCENARIOS = [name for name in SCENARIOS if name not in OWN_EXPECTATIONS]
 
 

@@ -157,11 +157,13 @@ def _pipeline_families(counts: PipelineCounts):
     yield cri_bytes
     calls = CounterMetricFamily("tracer_cri_calls", "CRI call views decoded, by how the method was known.",
                                 labels=["resolution"])
-    unresolved, inferred = decoder.get("calls_unresolved", 0), decoder.get("calls_inferred", 0)
-    calls.add_metric(["decoded"], max(0, decoder.get("calls", 0) - unresolved - inferred))
-    calls.add_metric(["inferred"], inferred)
-    calls.add_metric(["unresolved"], unresolved)
+    by_resolution = {how: decoder.get(f"calls_{how}", 0) for how in ("learned", "inferred", "unresolved")}
+    calls.add_metric(["decoded"], max(0, decoder.get("calls", 0) - sum(by_resolution.values())))
+    for how, value in by_resolution.items():
+        calls.add_metric([how], value)
     yield calls
+    yield CounterMetricFamily("tracer_cri_entries_learned", "HPACK entries from before a late attach learned "
+                              "from calls proven beyond doubt (docs/cri.md).", value=decoder.get("entries_learned", 0))
     yield CounterMetricFamily("tracer_cri_calls_incomplete", "CRI call views with bytes missing or cut short "
                               "(their spans say tracer.cri.incomplete).", value=decoder.get("calls_incomplete", 0))
     yield CounterMetricFamily("tracer_cri_connections_abandoned", "CRI connections whose bytes the decoder "
