@@ -11,7 +11,6 @@ moves: three sysctls at start, a bind mount of its root directory, and
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess

@@ -35,7 +35,11 @@ MAX_CLIENTS = 1024
 
 
 @dataclass
-class Endpoint:
+class CriEndpoint:
+    """One end of a CRI connection as the CRI layer knows it: its socket
+    (by inode, the same in every kernel view), its peer's, and the process
+    that holds it."""
+
     inode: int
     peer_inode: int
     side: SocketSide
@@ -52,8 +56,8 @@ class PairedCall:
 
     client: CriCall | None = None
     server: CriCall | None = None
-    client_endpoint: Endpoint | None = None
-    server_endpoint: Endpoint | None = None
+    client_endpoint: CriEndpoint | None = None
+    server_endpoint: CriEndpoint | None = None
 
     @property
     def best_view(self) -> CriCall:
@@ -131,13 +135,13 @@ class CriLayer:
     the pipeline stores those (redacted) instead of the raw bytes, which
     may carry secrets (credentials, environment values)."""
 
-    def __init__(self, on_call: Callable[[CriCall, Endpoint], None] | None = None,
+    def __init__(self, on_call: Callable[[CriCall, CriEndpoint], None] | None = None,
                  evidence: Evidence | None = None) -> None:
         self.on_call = on_call
         self.decoder = CriDecoder(evidence=evidence, not_called=self._not_called)
         # CRI client processes (pid, start) that never list by streaming
         self._listing_clients: set[tuple[int, int]] = set()
-        self.endpoints: dict[int, Endpoint] = {}
+        self.endpoints: dict[int, CriEndpoint] = {}
         self.calls: list[PairedCall] = []
         self._pairs: dict[tuple[int, int, int], PairedCall] = {}
         self._pending: dict[tuple[int, SocketDirection], _Syscall] = {}
@@ -153,7 +157,7 @@ class CriLayer:
 
     def _open(self, event: SocketOpenEvent) -> None:
         e = event.endpoint
-        self.endpoints[e.inode] = Endpoint(
+        self.endpoints[e.inode] = CriEndpoint(
             e.inode, e.peer_inode, e.side, event.header.tgid, event.process_comm, event.path,
             opened_before_tracing=event.header.type == EventType.SOCKET_SNAPSHOT, start_ns=event.header.start_ns)
         self.stats.endpoints += 1
@@ -178,7 +182,7 @@ class CriLayer:
             return STREAMED_LISTS
         return frozenset()
 
-    def _endpoint_for(self, event: SocketDataEvent | SocketCloseEvent) -> Endpoint | None:
+    def _endpoint_for(self, event: SocketDataEvent | SocketCloseEvent) -> CriEndpoint | None:
         e = event.endpoint
         endpoint = self.endpoints.get(e.inode)
         if endpoint is not None and e.peer_inode and not endpoint.peer_inode:
@@ -215,7 +219,7 @@ class CriLayer:
         if len(pending.data) >= pending.syscall_bytes:
             self._flush(endpoint, key)
 
-    def _flush(self, endpoint: Endpoint, key: tuple[int, SocketDirection]) -> None:
+    def _flush(self, endpoint: CriEndpoint, key: tuple[int, SocketDirection]) -> None:
         pending = self._pending.pop(key)
         client = endpoint.side is SocketSide.CLIENT
         outgoing = pending.direction is SocketDirection.OUT
@@ -240,7 +244,7 @@ class CriLayer:
         if endpoint is not None:
             self._close_endpoint(endpoint, event.header.ktime_ns)
 
-    def _close_endpoint(self, endpoint: Endpoint, ktime_ns: int) -> None:
+    def _close_endpoint(self, endpoint: CriEndpoint, ktime_ns: int) -> None:
         for key in [k for k in self._pending if k[0] == endpoint.inode]:
             self._flush(endpoint, key)
         for call in self.decoder.close_connection(endpoint.inode, ktime_ns):
@@ -258,7 +262,7 @@ class CriLayer:
             self._close_endpoint(endpoint, ktime_ns)
         self._listing_clients = {key for key in self._listing_clients if key[0] != tgid}
 
-    def _add(self, call: CriCall, endpoint: Endpoint) -> None:
+    def _add(self, call: CriCall, endpoint: CriEndpoint) -> None:
         if self.on_call is not None:
             self.on_call(call, endpoint)
         self._pair(call, endpoint)
@@ -271,10 +275,10 @@ class CriLayer:
             return
         endpoint_fields = dict(record["endpoint"])
         endpoint_fields["side"] = SocketSide(endpoint_fields["side"])
-        endpoint = self.endpoints.setdefault(endpoint_fields["inode"], Endpoint(**endpoint_fields))
+        endpoint = self.endpoints.setdefault(endpoint_fields["inode"], CriEndpoint(**endpoint_fields))
         self._pair(CriCall(**record["call"]), endpoint)
 
-    def _pair(self, call: CriCall, endpoint: Endpoint) -> None:
+    def _pair(self, call: CriCall, endpoint: CriEndpoint) -> None:
         key = (*sorted((endpoint.inode, endpoint.peer_inode or -endpoint.inode)), call.stream_id)
         pair = self._pairs.get(key)
         if pair is None:
@@ -500,7 +504,7 @@ def _one_of(*allowed: object):
     return lambda value: value in allowed and type(value) in {type(a) for a in allowed}
 
 
-# Every field of a recorded Endpoint and CriCall, and what its value may be.
+# Every field of a recorded CriEndpoint and CriCall, and what its value may be.
 ENDPOINT_FIELD_CHECKS = {
     "inode": _int, "peer_inode": _int, "side": _one_of(int(SocketSide.CLIENT), int(SocketSide.SERVER)),
     "pid": _int, "comm": _text, "path": _text, "opened_before_tracing": _one_of(True, False), "start_ns": _int,
@@ -542,7 +546,7 @@ def call_record_problem(record: object) -> str | None:
     return None
 
 
-def call_record(call: CriCall, endpoint: Endpoint) -> dict:
+def call_record(call: CriCall, endpoint: CriEndpoint) -> dict:
     """A call view as a JSON-able record; the messages in it are already redacted."""
     endpoint_fields = dataclasses.asdict(endpoint)
     endpoint_fields["side"] = int(endpoint.side)

@@ -24,7 +24,7 @@ from tracer.cri.model import (
     CriCall,
     Direction,
     DirectionMode,
-    EndpointState,
+    EndpointDecoderState,
     MethodEvidence,
     MethodResolution,
     Side,
@@ -92,8 +92,8 @@ class EndpointDecoder:
             s2c.from_start = True
             s2c.hpack.start_from_connection_start()
 
-    def state(self) -> EndpointState:
-        return EndpointState(
+    def state(self) -> EndpointDecoderState:
+        return EndpointDecoderState(
             connection=self.key,
             side=self.side,
             client_to_server=self.directions[C2S].state(),

@@ -189,7 +189,7 @@ class DirectionState:
 
 
 @dataclass(frozen=True)
-class EndpointState:
+class EndpointDecoderState:
     connection: ConnectionKey
     side: Side
     client_to_server: DirectionState

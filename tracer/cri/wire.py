@@ -83,7 +83,7 @@ from tracer.cri.model import (
     DecoderStats,
     Direction,
     DirectionState,
-    EndpointState,
+    EndpointDecoderState,
     Side,
 )
 from tracer.cri.redact import redact
@@ -101,7 +101,7 @@ __all__ = [
     "DecoderStats",
     "Direction",
     "DirectionState",
-    "EndpointState",
+    "EndpointDecoderState",
     "Side",
     "infer_method",
     "message_types_for_path",
@@ -170,7 +170,7 @@ class CriDecoder:
             out.extend(self.close_connection(key, ktime_ns))
         return out
 
-    def endpoint_state(self, connection: ConnectionKey) -> EndpointState | None:
+    def endpoint_state(self, connection: ConnectionKey) -> EndpointDecoderState | None:
         endpoint = self._endpoints.get(connection)
         return endpoint.state() if endpoint is not None else None
 

@@ -41,7 +41,7 @@ from tracer.kernel.offsets import kernel_offsets
 from tracer.kernel.preflight import require_tracing
 from tracer.kernel.procfs import CLOCK_TICKS, proc_start_ns, read_stat
 from tracer.kernel.sockets import (
-    ExistingEndpoint,
+    HeldSocket,
     path_variants,
     scan_cri_sockets,
     unix_sockets,
@@ -494,7 +494,7 @@ class Capture:
         return snapshot
 
 
-def _socket_snapshot(existing: ExistingEndpoint, side: SocketSide, holder: "ProcInfo", ktime_ns: int) -> bytes:
+def _socket_snapshot(existing: HeldSocket, side: SocketSide, holder: "ProcInfo", ktime_ns: int) -> bytes:
     header = Header(
         type=EventType.SOCKET_SNAPSHOT, size=0, cpu=0, ktime_ns=ktime_ns, pid=holder.pid, tgid=holder.pid,
         ppid=holder.ppid, start_ns=holder.start_ns, parent_start_ns=0, cgroup_id=holder.cgroup_id,

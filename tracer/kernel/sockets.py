@@ -46,7 +46,9 @@ class UnixSocket:
 
 
 @dataclass(frozen=True)
-class ExistingEndpoint:
+class HeldSocket:
+    """A CRI socket end a process held when tracing began (sock_diag + /proc/*/fd)."""
+
     inode: int
     peer_inode: int
     side: str            # "client" or "server"
@@ -108,7 +110,7 @@ def _wanted(paths: list[str]) -> set[str]:
     return {variant for path in paths for variant in path_variants(path)}
 
 
-def scan_cri_sockets(paths: list[str]) -> list[ExistingEndpoint]:
+def scan_cri_sockets(paths: list[str]) -> list[HeldSocket]:
     """Every open endpoint of a connection to one of the runtime sockets.
 
     A server end is an accepted socket that carries the listener's path; its
@@ -125,8 +127,8 @@ def scan_cri_sockets(paths: list[str]) -> list[ExistingEndpoint]:
     for server in servers:
         if server.inode in holders:
             pid, fd = holders[server.inode]
-            endpoints.append(ExistingEndpoint(server.inode, server.peer_inode, "server", server.path, pid, fd))
+            endpoints.append(HeldSocket(server.inode, server.peer_inode, "server", server.path, pid, fd))
         if server.peer_inode in holders:
             pid, fd = holders[server.peer_inode]
-            endpoints.append(ExistingEndpoint(server.peer_inode, server.inode, "client", server.path, pid, fd))
+            endpoints.append(HeldSocket(server.peer_inode, server.inode, "client", server.path, pid, fd))
     return endpoints
