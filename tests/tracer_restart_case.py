@@ -110,7 +110,7 @@ def check(traces: list[Trace], assembler, want: dict) -> None:
                                (want["half_sandbox_id"], "half-started")):
         activity = assembler.containers[container_id]
         assert activity.discovered, container_id
-        assert activity.bundle and "error" not in activity.bundle, activity.bundle
+        assert activity.bundle is not None and activity.bundle.error is None, activity.bundle
         key = "sandbox-name" if activity.is_sandbox else "container-name"
         assert activity.annotations["io.kubernetes.cri." + key] == name
     killed = [key for key, proc in assembler.table.processes.items()

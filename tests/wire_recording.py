@@ -24,6 +24,7 @@ from tracer.app.session import Recorder
 from tracer.enrich.enricher import Enricher
 from tracer.events import EventType, decode_header
 from tracer.format import Clock
+from tracer.correlate.records import record_from_json
 from tracer.pipeline.pipeline import Pipeline
 from tracer.pipeline.recording import RecordKind, read_recording
 
@@ -61,5 +62,5 @@ def replay_attached_at(path: Path, attach_ns: int = 0) -> Pipeline:
             pipeline.add_kernel_bytes(record.payload)
             pipeline.flush(everything=True)
         elif record.kind is RecordKind.ENRICHMENT:
-            pipeline.add_enrichment(record.json())
+            pipeline.add_enrichment(record_from_json(record.json()))
     return pipeline

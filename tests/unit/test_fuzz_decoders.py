@@ -41,7 +41,11 @@ from tracer.correlate.roles import (
     role_of,
     runc_init_stage,
 )
-from tracer.enrich.enricher import ANNOTATION_KEYS, MAX_CONFIG_BYTES, read_bundle
+from tracer.correlate.records import BundleRecord, record_json
+from tracer.enrich.enricher import MAX_CONFIG_BYTES, read_bundle
+from tracer.runtimes import RUNTIME
+
+ANNOTATION_KEYS = RUNTIME.annotation_keys
 from tracer.events import CNI_ENV_KEYS, HEADER, DecodeError, ExecEvent, decode, sanitize
 from tracer.pipeline.pipeline import replay
 from tracer.pipeline.recording import (
@@ -276,7 +280,8 @@ def bundle_with(tmp_path: Path, content: bytes) -> str:
     return str(bundle)
 
 
-def assert_clean_bundle_record(record: dict) -> None:
+def assert_clean_bundle_record(bundle: BundleRecord) -> None:
+    record = record_json(bundle)
     json.dumps(record).encode()  # every value survives JSON and UTF-8
     if "error" in record:
         assert set(record) == {"type", "container_id", "bundle", "error"}
@@ -336,23 +341,23 @@ def test_a_bundle_that_is_not_a_regular_file_is_refused_without_blocking(tmp_pat
     bundle.mkdir()
     config = bundle / "config.json"
     os.mkfifo(config)
-    results: list[dict] = []
+    results: list[BundleRecord] = []
     reader = threading.Thread(target=lambda: results.append(read_bundle(str(bundle), "c")), daemon=True)
     reader.start()
     reader.join(5)
     if reader.is_alive():  # unblock the reader we started, then fail
         os.close(os.open(config, os.O_WRONLY | os.O_NONBLOCK))
         pytest.fail("read_bundle blocked on a FIFO")
-    assert "not a regular file" in results[0]["error"]
+    assert "not a regular file" in results[0].error
     config.unlink()
     secret = tmp_path / "secret.json"
     secret.write_text(json.dumps({"annotations": {"io.kubernetes.cri.sandbox-name": "from-elsewhere"}}))
     config.symlink_to(secret)
     record = read_bundle(str(bundle), "c")
-    assert "error" in record and "from-elsewhere" not in json.dumps(record)
+    assert record.error is not None and "from-elsewhere" not in json.dumps(record_json(record))
     config.unlink()
     config.mkdir()
-    assert "not a regular file" in read_bundle(str(bundle), "c")["error"]
+    assert "not a regular file" in read_bundle(str(bundle), "c").error
 
 
 # ---- runtime argv ------------------------------------------------------------

@@ -147,6 +147,7 @@ def test_losses_after_a_late_attach_never_give_a_wrong_name(after_ms, drop):
     """Kernel records of the CRI bytes lost here and there after the attach
     (the decoder sees the gaps as a ring buffer overflow would leave them):
     learned entries are forgotten with the table, and nothing is named wrongly."""
+    from tracer.correlate.records import record_from_json
     from tracer.events import EventType, decode_header
     from tracer.format import Clock
     from tracer.pipeline.pipeline import Pipeline
@@ -170,7 +171,7 @@ def test_losses_after_a_late_attach_never_give_a_wrong_name(after_ms, drop):
             pipeline.add_kernel_bytes(record.payload)
             pipeline.flush(everything=True)
         elif record.kind is RecordKind.ENRICHMENT:
-            pipeline.add_enrichment(record.json())
+            pipeline.add_enrichment(record_from_json(record.json()))
     pipeline.cri.finish(pipeline._newest_ktime)
     for key, call in by_stream(pipeline).items():
         assert not call.method or call.method == truth()[key], (key, call.method, truth()[key])

@@ -20,9 +20,18 @@ but their start is not traced.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from tracer.correlate.processes import Process, ProcessTable, ProcKey
+from tracer.correlate.records import (
+    BundleRecord,
+    CgroupStatsRecord,
+    DiscoveredRecord,
+    EnrichmentRecord,
+    NetnsRecord,
+    RuncLogRecord,
+)
 from tracer.correlate.roles import (
     CniCall,
     Role,
@@ -36,9 +45,8 @@ from tracer.correlate.roles import (
 )
 from tracer.correlate.runtime_work import RuntimeWork
 from tracer.events import CgroupEvent, Event, EventType, ExecEvent, ForkEvent
-from tracer.runtimes import CONTAINERD_BINARIES, SHIM_BINARIES
+from tracer.runtimes import CONTAINERD_BINARIES, RUNTIME, SHIM_BINARIES
 
-ANNOTATION = "io.kubernetes.cri."
 # How close a loss noted (by the capture's poll) must be to a pod's events
 # to count for it: losses are read every 0.1 s, and the events around a
 # loss reach the pipeline a batch later or earlier.
@@ -56,8 +64,8 @@ class ContainerActivity:
 
     container_id: str
     processes: list[ProcKey] = field(default_factory=list)
-    bundle: dict | None = None        # enrichment: annotations, cgroups path, resources
-    netns: dict | None = None         # enrichment: the sandbox's network namespace
+    bundle: BundleRecord | None = None  # enrichment: its bundle's config.json
+    netns: NetnsRecord | None = None  # enrichment: the sandbox's network namespace
     cgroup_paths: list[str] = field(default_factory=list)
     has_shim_daemon: bool = False
     has_cni: bool = False
@@ -69,12 +77,12 @@ class ContainerActivity:
                                       # pruning forgets the steps long before the container)
 
     @property
-    def annotations(self) -> dict[str, str]:
-        return (self.bundle or {}).get("annotations", {})
+    def annotations(self) -> Mapping[str, str]:
+        return self.bundle.annotations if self.bundle is not None else {}
 
     @property
     def is_sandbox(self) -> bool:
-        kind = self.annotations.get(ANNOTATION + "container-type")
+        kind = self.annotations.get(RUNTIME.annotation("container-type"))
         if kind:
             return kind == "sandbox"
         # Without the bundle: only a sandbox gets its own shim daemon and CNI.
@@ -84,14 +92,14 @@ class ContainerActivity:
     def sandbox_id(self) -> str | None:
         if self.is_sandbox:
             return self.container_id
-        return self.annotations.get(ANNOTATION + "sandbox-id")
+        return self.annotations.get(RUNTIME.annotation("sandbox-id"))
 
     @property
     def pod_uid(self) -> str | None:
-        uid = self.annotations.get(ANNOTATION + "sandbox-uid") or self.cni_pod.get("K8S_POD_UID")
+        uid = self.annotations.get(RUNTIME.annotation("sandbox-uid")) or self.cni_pod.get("K8S_POD_UID")
         if uid:
             return uid
-        for path in self.cgroup_paths + [(self.bundle or {}).get("cgroups_path", "")]:
+        for path in self.cgroup_paths + [self.bundle.cgroups_path if self.bundle is not None else ""]:
             match = _POD_UID_IN_CGROUP.search(path)
             if match:
                 return match.group(1).replace("_", "-")
@@ -310,29 +318,30 @@ class PodAssembler:
             return True
         return parent.image.basename in CONTAINERD_BINARIES + SHIM_BINARIES
 
-    def feed_enrichment(self, record: dict) -> None:
+    def feed_enrichment(self, record: EnrichmentRecord) -> None:
         self.stats.enrichment_records += 1
-        container_id = record.get("container_id")
+        container_id = getattr(record, "container_id", "")
         if not container_id:
             return
         activity = self._container(container_id)
-        if record.get("type") == "bundle":
-            activity.bundle = record
-        elif record.get("type") == "netns":
-            activity.netns = record
-        elif record.get("type") == "runc_log":
-            activity.runc_error = record.get("error", "")
-        elif record.get("type") == "cgroup_stats":
-            activity.start_pressure = dict(record.get("stats") or {})
-        elif record.get("type") == "discovered":
-            # a process found running at start, in this container's cgroup:
-            # its parent (the pod's shim) said nothing about which container
-            activity.discovered = True
-            if record.get("cgroup_path") and record["cgroup_path"] not in activity.cgroup_paths:
-                activity.cgroup_paths.append(record["cgroup_path"])
-            proc = self.table.get((record["pid"], record["start_ns"]))
-            if proc is not None:
-                self._own(proc, container_id)
+        match record:
+            case BundleRecord():
+                activity.bundle = record
+            case NetnsRecord():
+                activity.netns = record
+            case RuncLogRecord():
+                activity.runc_error = record.error
+            case CgroupStatsRecord():
+                activity.start_pressure = dict(record.stats)
+            case DiscoveredRecord():
+                # a process found running at start, in this container's cgroup:
+                # its parent (the pod's shim) said nothing about which container
+                activity.discovered = True
+                if record.cgroup_path and record.cgroup_path not in activity.cgroup_paths:
+                    activity.cgroup_paths.append(record.cgroup_path)
+                proc = self.table.get((record.pid, record.start_ns))
+                if proc is not None:
+                    self._own(proc, container_id)
 
     def note_lost(self, ktime_ns: int, count: int) -> None:
         if count:
@@ -345,8 +354,8 @@ class PodAssembler:
         trace = ContainerTrace(
             container_id=activity.container_id,
             is_sandbox=activity.is_sandbox,
-            name=annotations.get(ANNOTATION + ("sandbox-name" if activity.is_sandbox else "container-name"), ""),
-            image=annotations.get(ANNOTATION + "image-name", ""),
+            name=annotations.get(RUNTIME.annotation("sandbox-name" if activity.is_sandbox else "container-name"), ""),
+            image=annotations.get(RUNTIME.annotation("image-name"), ""),
             activity=activity,
         )
         cni_by_key: dict[ProcKey, CniExec] = {}
@@ -465,7 +474,7 @@ class PodAssembler:
             later: list[_TraceUnit] = []
             by_name: dict[str, list[ContainerActivity]] = {}
             for activity in sorted(members[sandbox_id], key=self._first_ns):
-                name = activity.annotations.get(ANNOTATION + "container-name") or activity.container_id
+                name = activity.annotations.get(RUNTIME.annotation("container-name")) or activity.container_id
                 earlier = by_name.setdefault(name, [])
                 started = self._started_here(activity)
                 if started and start_seen and not earlier and (
@@ -636,10 +645,10 @@ class PodAssembler:
         cni_pod = sandbox_activity.cni_pod
         pod = PodTrace(
             sandbox_id=sandbox_activity.container_id,
-            name=annotations.get(ANNOTATION + "sandbox-name", "") or cni_pod.get("K8S_POD_NAME", ""),
-            namespace=annotations.get(ANNOTATION + "sandbox-namespace", "") or cni_pod.get("K8S_POD_NAMESPACE", ""),
-            uid=annotations.get(ANNOTATION + "sandbox-uid", "") or sandbox_activity.pod_uid or "",
-            attempt=annotations.get(ANNOTATION + "sandbox-attempt", ""),
+            name=annotations.get(RUNTIME.annotation("sandbox-name"), "") or cni_pod.get("K8S_POD_NAME", ""),
+            namespace=annotations.get(RUNTIME.annotation("sandbox-namespace"), "") or cni_pod.get("K8S_POD_NAMESPACE", ""),
+            uid=annotations.get(RUNTIME.annotation("sandbox-uid"), "") or sandbox_activity.pod_uid or "",
+            attempt=annotations.get(RUNTIME.annotation("sandbox-attempt"), ""),
             sandbox=sandbox,
             containers=containers,
             restart=unit.restart,
@@ -652,11 +661,12 @@ class PodAssembler:
         reasons = []
         sandbox_bundle = pod.sandbox.activity.bundle
         # A sandbox whose network setup failed never got a bundle.
-        unread = (sandbox_bundle is None and pod.sandbox.failed_step != "cni") or (sandbox_bundle or {}).get("error")
+        unread = (sandbox_bundle is None and pod.sandbox.failed_step != "cni") or (
+            sandbox_bundle is not None and sandbox_bundle.error)
         if pod.restart is None and unread:
             reasons.append("sandbox bundle config.json not read")
         for container in pod.containers:
-            error = (container.activity.bundle or {}).get("error")
+            error = container.activity.bundle.error if container.activity.bundle is not None else None
             # containerd deletes the bundle of a container whose start failed,
             # or whose process exited, within milliseconds (before a busy
             # tracer reads it): its name and image then come from CRI

@@ -18,7 +18,6 @@ from typing import Callable
 from tracer.cri.endpoint import Evidence
 from tracer.cri.identify import STREAMED_LISTS
 from tracer.cri.wire import C2S, S2C, Chunk, CriCall, CriDecoder
-from tracer.format import encodable_text
 from tracer.events import (
     SOCKET_FLAG_GAP_BEFORE,
     EventType,
@@ -28,7 +27,7 @@ from tracer.events import (
     SocketOpenEvent,
     SocketSide,
 )
-
+from tracer.format import encodable_text
 
 # CRI client processes remembered (a daemon's memory stays flat)
 MAX_CLIENTS = 1024

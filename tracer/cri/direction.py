@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from tracer.cri.hpack_table import DecodedBlock, HpackDecoder, HpackError
 from tracer.cri.http2 import (
+    _MAX_CONTROL_PAYLOAD,
     ACK,
     CONTINUATION,
     DATA,
@@ -26,7 +27,6 @@ from tracer.cri.http2 import (
     SETTINGS,
     SETTINGS_HEADER_TABLE_SIZE,
     SETTINGS_MAX_FRAME_SIZE,
-    _MAX_CONTROL_PAYLOAD,
     check_frame_header,
 )
 from tracer.cri.model import C2S, S2C, Direction, DirectionMode, DirectionState

@@ -37,6 +37,7 @@ from google.protobuf.message import Message
 from tracer.cri.infer import _shape_of, infer_method, strict_wire_ok
 from tracer.cri.messages import api_pb2, rpc_message_types
 
+
 @cache
 def _methods() -> tuple[tuple[str, type[Message], type[Message]], ...]:
     found = []

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import re
 
+from tracer.correlate.records import CriClientRecord
 from tracer.kernel.go_buildinfo import kubernetes_release, read_go_build_info
 
 STREAMING_GATE = "CRIListStreaming"
@@ -77,6 +78,6 @@ def lists_by_streaming(pid: int) -> bool:
     return release is not None and release >= STREAMING_DEFAULT_FROM
 
 
-def cri_client_record(pid: int, start_ns: int) -> dict:
+def cri_client_record(pid: int, start_ns: int) -> CriClientRecord:
     """The enrichment record of a CRI client process."""
-    return {"type": "cri_client", "pid": pid, "start_ns": start_ns, "lists_by_streaming": lists_by_streaming(pid)}
+    return CriClientRecord(pid, start_ns, lists_by_streaming(pid))

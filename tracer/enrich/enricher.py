@@ -17,13 +17,15 @@
 Whatever is read by pid is checked against the process's start time after
 reading: pids get reused, and a read of another process is dropped.
 
-Records are plain dicts, written into the recording, so that a replay
-never needs the (long gone) bundle or namespace.  Only allow-listed keys
-are kept: the bundle also holds environment values, which may be secrets.
+Records are frozen dataclasses (tracer.correlate.records), written into the
+recording, so that a replay never needs the (long gone) bundle or
+namespace.  Only allow-listed annotations are kept (tracer.runtimes): the
+bundle also holds environment values, which may be secrets.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -32,20 +34,31 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from tracer.correlate.processes import Exec, Process
+from tracer.correlate.records import (
+    BundleRecord,
+    CgroupStatsRecord,
+    CriClientRecord,
+    DiscoveredRecord,
+    EnrichmentRecord,
+    NetnsRecord,
+    RuncLogRecord,
+    with_time,
+)
 from tracer.correlate.roles import RuncCall, container_exec, parse_runc
 from tracer.enrich.cri_client import cri_client_record
-from tracer.events import Event, EventType, ExecEvent, ExitEvent, SocketOpenEvent, SocketSide
+from tracer.events import (
+    Event,
+    EventType,
+    ExecEvent,
+    ExitEvent,
+    SocketOpenEvent,
+    SocketSide,
+)
 from tracer.format import encodable_text
 from tracer.kernel.cgroups import start_pressure
 from tracer.kernel.procfs import same_process
-from tracer.runtimes import SHIM_BINARIES
+from tracer.runtimes import RUNTIME, SHIM_BINARIES
 
-ANNOTATION_PREFIX = "io.kubernetes.cri."
-# Annotations copied from a bundle; anything else there is dropped.
-ANNOTATION_KEYS = frozenset(ANNOTATION_PREFIX + key for key in (
-    "container-type", "sandbox-id", "sandbox-name", "sandbox-namespace", "sandbox-uid",
-    "container-name", "image-name", "sandbox-log-directory", "sandbox-attempt",
-))
 MAX_CONFIG_BYTES = 4 << 20
 # `runc create`s whose exit is awaited; more means exits were lost.
 MAX_RUNNING_CREATES = 1024
@@ -61,9 +74,8 @@ MAX_CRI_CLIENTS = 1024
 MAX_SHIM_DEPTH = 16
 
 
-def read_bundle(bundle: str, container_id: str) -> dict:
-    """The bundle's annotations, cgroups path and limits; {"error": …} on failure."""
-    record: dict = {"type": "bundle", "container_id": container_id, "bundle": bundle}
+def read_bundle(bundle: str, container_id: str) -> BundleRecord:
+    """The bundle's annotations, cgroups path and limits; its error on failure."""
     path = os.path.join(bundle, "config.json")
     try:
         raw = _read_regular_file(path, MAX_CONFIG_BYTES)
@@ -71,17 +83,15 @@ def read_bundle(bundle: str, container_id: str) -> dict:
         if not isinstance(config, dict):
             raise ValueError(f"{path} is not a JSON object")
     except (OSError, ValueError, RecursionError) as error:  # RecursionError: JSON nested too deep
-        record["error"] = f"{type(error).__name__}: {error}"
-        return record
+        return BundleRecord(container_id, bundle, error=f"{type(error).__name__}: {error}")
     # The bundle path comes from a process's argv: any program named runc can
     # point at any file, so every field is checked for its type.
     annotations = _mapping(config.get("annotations"))
-    record["annotations"] = {k: v for k, v in annotations.items() if k in ANNOTATION_KEYS and encodable_text(v)}
+    kept = {k: v for k, v in annotations.items() if k in RUNTIME.annotation_keys and encodable_text(v)}
     linux = _mapping(config.get("linux"))
     cgroups_path = linux.get("cgroupsPath", "")
-    record["cgroups_path"] = cgroups_path if encodable_text(cgroups_path) else ""
-    record["resources"] = resource_limits(_mapping(linux.get("resources")))
-    return record
+    return BundleRecord(container_id, bundle, kept, cgroups_path if encodable_text(cgroups_path) else "",
+                        resource_limits(_mapping(linux.get("resources"))))
 
 
 def _mapping(value: object) -> dict:
@@ -118,25 +128,22 @@ def _read_regular_tail(path: str, limit: int) -> bytes:
         os.close(fd)
 
 
-def read_runc_log(bundle: str, container_id: str) -> dict:
+def read_runc_log(bundle: str, container_id: str) -> RuncLogRecord:
     """The last error runc wrote to the bundle's log.json (runc's own
-    words for a failed create), or {"error_read": …} when it is gone."""
-    record: dict = {"type": "runc_log", "container_id": container_id}
+    words for a failed create), or why it could not be read."""
     path = os.path.join(bundle, "log.json")
     try:
         lines = _read_regular_tail(path, RUNC_LOG_TAIL_BYTES).splitlines()
     except (OSError, ValueError) as error:
-        record["error_read"] = f"{type(error).__name__}: {error}"
-        return record
+        return RuncLogRecord(container_id, error_read=f"{type(error).__name__}: {error}")
     for line in reversed(lines):
         try:
             entry = json.loads(line)
         except ValueError:
             continue  # the first line of the tail may be cut
         if isinstance(entry, dict) and entry.get("level") in ("error", "fatal") and entry.get("msg"):
-            record["error"] = str(entry["msg"])[:4096]
-            break
-    return record
+            return RuncLogRecord(container_id, error=str(entry["msg"])[:4096])
+    return RuncLogRecord(container_id)
 
 
 def resource_limits(resources: dict) -> dict:
@@ -152,26 +159,22 @@ def resource_limits(resources: dict) -> dict:
     return {k: v for k, v in limits.items() if isinstance(v, int) and not isinstance(v, bool)}
 
 
-def read_netns(pid: int) -> dict:
+def read_netns(pid: int) -> NetnsRecord:
     """Interfaces, addresses and routes of a process's network namespace.
 
     Read over rtnetlink from a thread that enters the namespace
     (tracer/kernel/netlink.py): no helper process per pod."""
     from tracer.kernel.netlink import namespace_contents
 
-    record: dict = {"type": "netns", "pid": pid}
     try:
         # The tracer runs in the node's network namespace (hostNetwork):
         # a pod that shares it has nothing of its own to show.
         if os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat("/proc/self/ns/net").st_ino:
-            record["host_network"] = True
-            return record
+            return NetnsRecord(pid, host_network=True)
         contents = namespace_contents(f"/proc/{pid}/ns/net")
     except Exception as error:  # a process gone, a namespace gone: the trace still goes out
-        record["error"] = f"{type(error).__name__}: {error}"
-        return record
-    record.update(contents)
-    return record
+        return NetnsRecord(pid, error=f"{type(error).__name__}: {error}")
+    return NetnsRecord(pid, **{key: tuple(contents.get(key, ())) for key in ("interfaces", "addresses", "routes")})
 
 
 def _parent(pid: int) -> int:
@@ -193,12 +196,19 @@ def _bundle_beside_shim(pid: int, container_id: str) -> str:
         if current <= 1:
             return ""
         if _program(current) in SHIM_BINARIES:
-            bundle = os.path.join(os.path.dirname(os.readlink(f"/proc/{current}/cwd")), container_id)
+            bundle = RUNTIME.bundle_beside(os.readlink(f"/proc/{current}/cwd"), container_id)
             return bundle if os.path.isfile(os.path.join(bundle, "config.json")) else ""
     return ""
 
 
-def find_container(pid: int, start_ns: int) -> dict | None:
+@dataclass(frozen=True)
+class FoundContainer:
+    container_id: str
+    cgroup_path: str
+    bundle: str  # "" when not found
+
+
+def find_container(pid: int, start_ns: int) -> FoundContainer | None:
     """The container a running process is in, from its cgroup path, with
     its bundle directory; None for a process in no container's cgroup."""
     try:
@@ -213,31 +223,31 @@ def find_container(pid: int, start_ns: int) -> dict | None:
         return None
     if not same_process(pid, start_ns):
         return None  # it exited, and the pid may be another process's now
-    return {"container_id": found.group(1), "cgroup_path": path, "bundle": bundle}
+    return FoundContainer(found.group(1), path, bundle)
 
 
 @dataclass
 class Enricher:
     """Decides, per event, what to read; the readers are swappable for tests."""
 
-    bundle_reader: Callable[[str, str], dict] = read_bundle
-    netns_reader: Callable[[int], dict] = read_netns
+    bundle_reader: Callable[[str, str], BundleRecord] = read_bundle
+    netns_reader: Callable[[int], NetnsRecord] = read_netns
     pressure_reader: Callable[[int], dict] = start_pressure
-    runc_log_reader: Callable[[str, str], dict] = read_runc_log
-    container_finder: Callable[[int, int], dict | None] = find_container
+    runc_log_reader: Callable[[str, str], RuncLogRecord] = read_runc_log
+    container_finder: Callable[[int, int], FoundContainer | None] = find_container
     # after reading by pid: is it still the process that started then?
     still_running: Callable[[int, int], bool] = same_process
     sandboxes: set[str] = field(default_factory=set)
     netns_done: set[str] = field(default_factory=set)
     discovered: set[str] = field(default_factory=set)  # containers found running, bundle read
-    _prefetched: dict[str, dict] = field(default_factory=dict)
+    _prefetched: dict[str, BundleRecord] = field(default_factory=dict)
     _runc_creates: dict[tuple[int, int], RuncCall] = field(default_factory=dict)  # running `runc create`s
-    _runc_logs: dict[tuple[int, int], dict] = field(default_factory=dict)
-    _found: dict[tuple[int, int], list[dict]] = field(default_factory=dict)  # discovery, read at arrival
-    cri_client_reader: Callable[[int, int], dict] = cri_client_record
+    _runc_logs: dict[tuple[int, int], RuncLogRecord] = field(default_factory=dict)
+    _found: dict[tuple[int, int], list[EnrichmentRecord]] = field(default_factory=dict)  # read at arrival
+    cri_client_reader: Callable[[int, int], CriClientRecord] = cri_client_record
     _cri_clients: set[tuple[int, int]] = field(default_factory=set)  # CRI client processes already read
 
-    def cri_client(self, event: SocketOpenEvent) -> dict | None:
+    def cri_client(self, event: SocketOpenEvent) -> CriClientRecord | None:
         """What the process on the client end of a CRI connection can call,
         once per process (tracer.enrich.cri_client)."""
         key = event.header.process_key
@@ -275,7 +285,7 @@ class Enricher:
             if len(self._runc_creates) > MAX_RUNNING_CREATES:  # their exits were lost
                 del self._runc_creates[next(iter(self._runc_creates))]
 
-    def observe(self, event: Event, proc: Process, owner: str | None) -> list[dict]:
+    def observe(self, event: Event, proc: Process, owner: str | None) -> list[EnrichmentRecord]:
         if isinstance(event, ExitEvent) and event.header.process_key in self._runc_logs:
             records = [self._runc_logs.pop(event.header.process_key)]
         elif isinstance(event, ExecEvent) and event.header.type == EventType.PROC_SNAPSHOT:
@@ -284,15 +294,13 @@ class Enricher:
             return []
         else:
             records = self._records_for(event, proc, owner)
-        for record in records:
-            record["ktime_ns"] = event.header.ktime_ns
-        return records
+        return [with_time(record, event.header.ktime_ns) for record in records]
 
-    def _records_for(self, event: ExecEvent, proc: Process, owner: str | None) -> list[dict]:
+    def _records_for(self, event: ExecEvent, proc: Process, owner: str | None) -> list[EnrichmentRecord]:
         runc = _bundle_call(proc.image) if proc.image is not None else None
         if runc is not None:
             record = self._prefetched.pop(runc.container_id, None) or self.bundle_reader(runc.bundle, runc.container_id)
-            if (record.get("annotations") or {}).get(ANNOTATION_PREFIX + "container-type") == "sandbox":
+            if record.annotations.get(RUNTIME.annotation("container-type")) == "sandbox":
                 self.sandboxes.add(runc.container_id)
             return [record]
         if owner is None or container_exec(proc) is None:
@@ -302,21 +310,20 @@ class Enricher:
         stats = self.pressure_reader(proc.pid)
         if not self.still_running(proc.pid, proc.key[1]):
             stats = {}  # read too late: the pid may have been another process's
-        records = [{"type": "cgroup_stats", "container_id": owner, "stats": stats}]
+        records: list[EnrichmentRecord] = [CgroupStatsRecord(owner, stats)]
         if owner in self.sandboxes and owner not in self.netns_done:
             self.netns_done.add(owner)
-            record = self.netns_reader(proc.pid)
+            netns = self.netns_reader(proc.pid)
             if not self.still_running(proc.pid, proc.key[1]):
-                record = {"type": "netns", "pid": proc.pid, "error": "the process exited before its netns was read"}
-            record["container_id"] = owner
-            records.append(record)
+                netns = NetnsRecord(proc.pid, error="the process exited before its netns was read")
+            records.append(dataclasses.replace(netns, container_id=owner))
         return records
 
-    def _discover(self, key: tuple[int, int], image: Exec) -> list[dict]:
+    def _discover(self, key: tuple[int, int], image: Exec) -> list[EnrichmentRecord]:
         """A process found running when tracing began: a runc create that
         is under way (its bundle), or a process in a container (which one,
         and that container's bundle, once per container)."""
-        records = []
+        records: list[EnrichmentRecord] = []
         runc = _bundle_call(image)
         if runc is not None and runc.container_id not in self.discovered:
             self.discovered.add(runc.container_id)
@@ -324,12 +331,11 @@ class Enricher:
         found = self.container_finder(*key)
         if found is None:
             return records
-        container_id = found["container_id"]
-        records.append({"type": "discovered", "container_id": container_id, "pid": key[0],
-                        "start_ns": key[1], "cgroup_path": found["cgroup_path"]})
-        if container_id not in self.discovered and found["bundle"]:
+        container_id = found.container_id
+        records.append(DiscoveredRecord(container_id, key[0], key[1], found.cgroup_path))
+        if container_id not in self.discovered and found.bundle:
             self.discovered.add(container_id)
-            records.append(self.bundle_reader(found["bundle"], container_id))
+            records.append(self.bundle_reader(found.bundle, container_id))
         return records
 
     def retain(self, container_ids) -> None:

@@ -17,6 +17,12 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from tracer.correlate.pods import PRUNE_GRACE_NS, PodAssembler, PodTrace
+from tracer.correlate.records import (
+    CriClientRecord,
+    EnrichmentRecord,
+    record_from_json,
+    record_json,
+)
 from tracer.cri.calls import CriLayer, call_record, calls_for_pod, unanswered_calls
 from tracer.enrich.enricher import Enricher
 from tracer.events import (
@@ -178,11 +184,11 @@ class Pipeline:
         if self.recording is not None:
             self.recording.write_json(RecordKind.ENRICHMENT, call_record(call, endpoint))
 
-    def add_enrichment(self, record: dict) -> None:
+    def add_enrichment(self, record: EnrichmentRecord) -> None:
         if self.recording is not None:
-            self.recording.write_json(RecordKind.ENRICHMENT, record)
-        if record.get("type") == "cri_client":
-            self.cri.set_client(record["pid"], record["start_ns"], record["lists_by_streaming"])
+            self.recording.write_json(RecordKind.ENRICHMENT, record_json(record))
+        if isinstance(record, CriClientRecord):
+            self.cri.set_client(record.pid, record.start_ns, record.lists_by_streaming)
         else:
             self.assembler.feed_enrichment(record)
 
@@ -264,7 +270,7 @@ def replay(path: str) -> Pipeline:
             if enrichment.get("type") == "cri_call":
                 pipeline.cri.add_recorded(enrichment)
             else:
-                pipeline.add_enrichment(enrichment)
+                pipeline.add_enrichment(record_from_json(enrichment))
         elif record.kind is RecordKind.STATS:
             stats = record.json()
             if stats.get("type") == "loss":

@@ -184,6 +184,18 @@ _FIELDS: dict[tuple[RecordKind, str | None], dict[str, tuple[bool, object]]] = {
         "addresses": (False, _list_of(_is_text)), "routes": (False, _list_of(_is_text)),
         "ktime_ns": (False, _is_time),
     },
+    (RecordKind.ENRICHMENT, "runc_log"): {
+        "container_id": (True, _is_text), "error": (False, _is_text), "error_read": (False, _is_text),
+        "ktime_ns": (False, _is_time),
+    },
+    (RecordKind.ENRICHMENT, "cgroup_stats"): {
+        "container_id": (True, _is_text), "stats": (False, lambda v: isinstance(v, dict)),
+        "ktime_ns": (False, _is_time),
+    },
+    (RecordKind.ENRICHMENT, "discovered"): {
+        "container_id": (True, _is_text), "pid": (True, _is_int), "start_ns": (True, _is_int),
+        "cgroup_path": (False, _is_text), "ktime_ns": (False, _is_time),
+    },
     (RecordKind.ENRICHMENT, "cri_client"): {
         "pid": (True, _is_int), "start_ns": (True, _is_int), "lists_by_streaming": (True, lambda v: v is True
                                                                                           or v is False),

@@ -298,22 +298,23 @@ def _container_attributes(container: ContainerTrace) -> dict[str, object]:
         attributes["container.name"] = container.name
     if container.image:
         attributes["container.image.name"] = container.image
-    bundle = container.activity.bundle or {}
-    for key, value in sorted((bundle.get("resources") or {}).items()):
-        attributes[f"tracer.resources.{key}"] = value
-    if bundle.get("cgroups_path"):
-        attributes["tracer.cgroup.path"] = bundle["cgroups_path"]
+    bundle = container.activity.bundle
+    if bundle is not None:
+        for key, value in sorted(bundle.resources.items()):
+            attributes[f"tracer.resources.{key}"] = value
+        if bundle.cgroups_path:
+            attributes["tracer.cgroup.path"] = bundle.cgroups_path
     for key, value in sorted(container.activity.start_pressure.items()):
         attributes[f"tracer.start.{key}"] = value
     netns = container.activity.netns
-    if netns:
-        if netns.get("host_network"):
+    if netns is not None:
+        if netns.host_network:
             attributes["tracer.net.host_network"] = True
-        if netns.get("error"):
-            attributes["tracer.net.error"] = netns["error"]
+        if netns.error:
+            attributes["tracer.net.error"] = netns.error
         for key in ("interfaces", "addresses", "routes"):
-            if netns.get(key):
-                attributes[f"tracer.net.{key}"] = netns[key]
+            if getattr(netns, key):
+                attributes[f"tracer.net.{key}"] = list(getattr(netns, key))
     return attributes
 
 

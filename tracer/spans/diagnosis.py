@@ -274,7 +274,8 @@ def _oom_victim(container: ContainerTrace, lookup: Callable[[ProcKey], Process |
 
 
 def _limit_text(container: ContainerTrace) -> str:
-    limit = ((container.activity.bundle or {}).get("resources") or {}).get("memory_limit_bytes")
+    bundle = container.activity.bundle
+    limit = bundle.resources.get("memory_limit_bytes") if bundle is not None else None
     return f" at its memory limit of {size_text(limit)}" if limit else ""
 
 
