@@ -16,7 +16,7 @@ from collections import Counter
 
 import pytest
 from bed_recording import start_recorder
-from grpcgo_client import GrpcGoClient
+from tracer_testbed.grpcgo import GrpcGoClient
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(os.geteuid() != 0, reason="loads BPF programs and runs pods: needs root")]

@@ -1,6 +1,7 @@
-"""The grpc-go CRI client (testbed/grpc-client) on the test bed, as a test
-drives it: one long-lived connection that polls like kubelet, pods started
-and stopped through its stdin, every call in its log."""
+"""The grpc-go CRI client (testbed/grpc-client) on the test bed, as the
+tests and the benchmarks drive it: one long-lived connection that polls
+like kubelet, pods started and stopped through its stdin, every call in its
+log."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-BINARY = REPO / "testbed" / "grpc-client" / "bin" / "cri-client"
+# built by testbed/grpc-client/build.sh (scripts/install.sh runs it)
+BINARY = Path(__file__).resolve().parent.parent / "grpc-client" / "bin" / "cri-client"
 
 
 @dataclass
