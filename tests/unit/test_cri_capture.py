@@ -23,7 +23,7 @@ import zlib
 
 import pytest
 
-from tracer.cri.wire import Chunk, CriCall, CriDecoder, Direction
+from tracer.cri.wire import Chunk, CriCall, CriDecoder, DecoderConfig, Direction
 
 CRI_READS = [('s', 15), ('c', 82), ('s', 9), ('c', 9), ('c', 302), ('s', 135), ('c', 47), ('s', 17), ('c', 117),
  ('s', 104), ('c', 30), ('c', 106), ('s', 1522), ('c', 30), ('c', 106), ('s', 30), ('s', 2972), ('c', 30),
@@ -137,7 +137,7 @@ def chunks(reads: list[tuple[str, int]], blob: tuple[str, ...], side: str, key: 
 
 
 def decode(chunk_list: list[Chunk]) -> tuple[list[CriCall], CriDecoder]:
-    decoder = CriDecoder()
+    decoder = CriDecoder(DecoderConfig(decode_polling_calls=True))  # this checks every message's decoding
     calls: list[CriCall] = []
     for c in chunk_list:
         calls += decoder.feed(c)

@@ -61,6 +61,7 @@ from tracer.cri.hpack_table import HpackDecoder, HpackError
 from tracer.cri.infer import infer_method
 from tracer.cri.redact import REDACTED, redact
 from tracer.cri.http2 import header_block_problem
+from tracer.cri.model import DecoderConfig
 from tracer.cri.wire import (
     Chunk,
     CriCall,
@@ -80,6 +81,9 @@ from tracer.events import (
     SocketOpenEvent,
     SocketSide,
 )
+
+# these tests check message decoding: kubelet's polling calls are decoded too
+DECODE_ALL = DecoderConfig(decode_polling_calls=True)
 
 
 def _session(seed: int) -> H2Session:
@@ -120,7 +124,7 @@ def base_chunks(side: str, read_size: int | None, offsets: bool) -> list[Chunk]:
 
 
 def run(chunks: list[Chunk]) -> tuple[list[CriCall], CriDecoder]:
-    decoder = CriDecoder()
+    decoder = CriDecoder(DECODE_ALL)
     calls: list[CriCall] = []
     for chunk in chunks:
         calls += decoder.feed(chunk)
@@ -292,7 +296,7 @@ def test_without_offsets_duplicates_and_reorders_are_survived_and_counted(
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(st.booleans(), st.binary(max_size=500)), max_size=30), st.booleans())
 def test_pure_garbage_connection(chunks: list[tuple[bool, bytes]], with_preface: bool) -> None:
-    decoder = CriDecoder()
+    decoder = CriDecoder(DECODE_ALL)
     calls: list[CriCall] = []
     if with_preface:
         calls += decoder.feed(Chunk("g", "server", Direction.CLIENT_TO_SERVER, 0,
@@ -326,7 +330,7 @@ def test_look_alike_frames_from_another_connection() -> None:
 
 
 def test_oversized_frame_is_counted() -> None:
-    decoder = CriDecoder()
+    decoder = CriDecoder(DECODE_ALL)
     preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes.fromhex("000000040000000000")
     decoder.feed(Chunk("o", "server", Direction.CLIENT_TO_SERVER, 1, preface))
     huge = (100_000).to_bytes(3, "big") + b"\x00\x00\x00\x00\x00\x01" + b"x" * 200
@@ -450,7 +454,7 @@ def test_cri_layer_survives_socket_events_in_any_order(events):
     """Opens, closes and data of endpoints in any order, segments at any
     offset, syscall sizes that do not match the bytes: never an exception,
     never a decoder bug (internal_error), and every call's pod keys read."""
-    layer = CriLayer()
+    layer = CriLayer(keep_polling_calls=True)
     ktime = 0
     for kind, inode, peer, side, direction, write, offset, length, size, step in events:
         ktime += step
@@ -475,7 +479,7 @@ def test_cri_layer_survives_socket_events_in_any_order(events):
 
 
 def _recorded_calls() -> list[dict]:
-    layer = CriLayer()
+    layer = CriLayer(keep_polling_calls=True)
     records: list[dict] = []
     layer.on_call = lambda call, endpoint: records.append(call_record(call, endpoint))
     server = SocketEndpoint(2, 1, 4, SocketSide.SERVER)
@@ -493,7 +497,7 @@ RECORDED_CALLS = _recorded_calls()
 def test_recorded_call_records_round_trip():
     assert RECORDED_CALLS
     assert all(call_record_problem(r) is None for r in RECORDED_CALLS)
-    layer = CriLayer()
+    layer = CriLayer(keep_polling_calls=True)
     for record in RECORDED_CALLS:
         layer.add_recorded(json.loads(json.dumps(record)))
     assert layer.stats.recorded_calls_rejected == 0
@@ -518,7 +522,7 @@ def test_damaged_call_records_are_rejected_and_counted_never_raised(index, part,
         del target[name]
     else:
         target[name] = value
-    layer = CriLayer()
+    layer = CriLayer(keep_polling_calls=True)
     layer.add_recorded(record)
     problem = call_record_problem(record)
     assert layer.stats.recorded_calls_rejected == (problem is not None)
@@ -540,7 +544,7 @@ def test_a_16_mib_message_is_decoded_but_kept_small():
     assert request.ByteSize() <= 16 << 20
     session.call(CallSpec(RUNTIME + "RunPodSandbox", request,
                           api_pb2.RunPodSandboxResponse(pod_sandbox_id="s" * 64)))
-    decoder = CriDecoder()
+    decoder = CriDecoder(DECODE_ALL)
     calls = []
     for chunk in chunks_for(session.writes, "big", "server", read_size=32768):
         calls += decoder.feed(chunk)

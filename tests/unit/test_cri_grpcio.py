@@ -23,7 +23,11 @@ import pytest
 
 from tracer.cri import api_pb2, api_pb2_grpc
 from tracer.cri.redact import redact
+from tracer.cri.model import DecoderConfig
 from tracer.cri.wire import Chunk, CriCall, CriDecoder, Direction
+
+# these tests check message decoding: kubelet's polling calls are decoded too
+DECODE_ALL = DecoderConfig(decode_polling_calls=True)
 
 
 class Runtime(api_pb2_grpc.RuntimeServiceServicer):
@@ -123,7 +127,7 @@ def run_pod_calls(stub: api_pb2_grpc.RuntimeServiceStub, n: int) -> list[tuple[s
 
 
 def decode(records: list[tuple[Direction, int, bytes]], side: str) -> tuple[list[CriCall], CriDecoder]:
-    decoder = CriDecoder()
+    decoder = CriDecoder(DECODE_ALL)
     calls = []
     for direction, t, data in records:
         calls += decoder.feed(Chunk("g", side, direction, t, data))

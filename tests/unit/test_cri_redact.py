@@ -34,7 +34,11 @@ from tracer.cri.redact import (
     credential_key,
     redact,
 )
+from tracer.cri.model import DecoderConfig
 from tracer.cri.wire import Chunk, CriDecoder
+
+# these tests check message decoding: kubelet's polling calls are decoded too
+DECODE_ALL = DecoderConfig(decode_polling_calls=True)
 
 SECRETS = {  # random canaries: no 6-byte piece of them occurs anywhere else
     "username": "OhbVrpoiVgRV5IfLBcbf",
@@ -285,7 +289,7 @@ def test_secrets_never_leave_the_decoder() -> None:
     session = H2Session()
     sent = [session.call(spec) for spec in secret_calls()]
     for side in ("client", "server"):
-        decoder = CriDecoder()
+        decoder = CriDecoder(DECODE_ALL)
         calls = []
         for chunk in chunks_for(session.writes, "k", side):
             assert_clean(repr(chunk))  # Chunk.data is not in its repr
@@ -346,7 +350,7 @@ def test_secrets_do_not_leak_through_error_paths() -> None:
         assert_clean(repr(decoder.stats))
         assert decoder.stats.errors["internal_error"] == 0
     # the clean run infers PullImage and CreateContainer, and redacts them
-    decoder = CriDecoder()
+    decoder = CriDecoder(DECODE_ALL)
     calls = []
     for c in chunks:
         calls += decoder.feed(c)

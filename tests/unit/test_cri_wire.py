@@ -41,6 +41,9 @@ from tracer.cri.wire import (
     parse_grpc_timeout,
 )
 
+# these tests check message decoding: kubelet's polling calls are decoded too
+DECODE_ALL = DecoderConfig(decode_polling_calls=True)
+
 
 def feed_all(decoder: CriDecoder, chunks: list[Chunk]) -> list[CriCall]:
     out: list[CriCall] = []
@@ -51,7 +54,7 @@ def feed_all(decoder: CriDecoder, chunks: list[Chunk]) -> list[CriCall]:
 
 def decode(session: H2Session, side: str = "client", *, read_size: int | None = None,
            config: DecoderConfig | None = None, close: bool = True) -> tuple[list[CriCall], CriDecoder]:
-    decoder = CriDecoder(config)
+    decoder = CriDecoder(config or DECODE_ALL)
     key = ("test", side)
     calls = feed_all(decoder, chunks_for(session.writes, key, side, read_size=read_size))
     if close:
@@ -122,7 +125,7 @@ def test_timing_is_each_endpoints_own_view() -> None:
 
 def test_endpoint_seen_from_preface_is_synchronized() -> None:
     session = pod_session()
-    decoder = CriDecoder()
+    decoder = CriDecoder(DECODE_ALL)
     feed_all(decoder, chunks_for(session.writes, "k", "client"))
     state = decoder.endpoint_state("k")
     assert state is not None
@@ -140,7 +143,7 @@ def test_every_byte_boundary_of_a_small_call() -> None:
     expected, _ = decode(session, "client")
     assert_call(expected[0], sent)
     for split in range(1, max(len(d) for _, d in stream)):
-        decoder = CriDecoder()
+        decoder = CriDecoder(DECODE_ALL)
         calls: list[CriCall] = []
         for i, (direction, data) in enumerate(stream):
             for j, piece in enumerate((data[:split], data[split:])):
@@ -150,7 +153,7 @@ def test_every_byte_boundary_of_a_small_call() -> None:
         assert_call(calls[0], sent)
         assert decoder.stats.errors == {}
     # and one byte per chunk
-    decoder = CriDecoder()
+    decoder = CriDecoder(DECODE_ALL)
     calls = []
     for i, (direction, data) in enumerate(stream):
         for j in range(len(data)):
@@ -164,7 +167,7 @@ def test_all_writes_in_one_chunk_per_direction() -> None:
     session = pod_session()
     c2s = b"".join(w.data for w in session.writes if w.direction is C2S)
     s2c = b"".join(w.data for w in session.writes if w.direction is S2C)
-    decoder = CriDecoder()
+    decoder = CriDecoder(DECODE_ALL)
     calls = decoder.feed(Chunk("k", "server", C2S, 1, c2s)) + decoder.feed(Chunk("k", "server", S2C, 2, s2c))
     for call, sent in zip(calls, session.calls, strict=True):
         assert_call(call, sent)
@@ -215,7 +218,7 @@ def test_large_messages_across_frames_and_reads(read_size: int | None) -> None:
                                        args=["x" * 1000] * 100))
     sent2 = session.call(CallSpec(RUNTIME + "CreateContainer", big_request,
                                   api_pb2.CreateContainerResponse(container_id="c" * 64)))
-    keep_all = DecoderConfig(max_kept_message_bytes=1 << 30)
+    keep_all = DecoderConfig(max_kept_message_bytes=1 << 30, decode_polling_calls=True)
     for side in ("client", "server"):
         calls, decoder = decode(session, side, read_size=read_size, config=keep_all)
         assert_call(calls[0], sent)
@@ -254,7 +257,7 @@ def test_header_table_size_setting_and_size_update() -> None:
     encoder sends a table size update and evicts early."""
     session = H2Session(client_settings={SettingCodes.HEADER_TABLE_SIZE: 100})
     sent = [session.call(spec) for spec in pod_start_calls(random.Random(2))]
-    decoder = CriDecoder()
+    decoder = CriDecoder(DECODE_ALL)
     calls = feed_all(decoder, chunks_for(session.writes, "k", "client"))
     for call, s in zip(calls, sent, strict=True):
         assert_call(call, s)
@@ -381,7 +384,7 @@ def test_close_connection_flushes_open_calls() -> None:
     session = H2Session()
     done = session.call(pod_start_calls(random.Random(7))[0])
     open_call = session.start(pod_start_calls(random.Random(7))[1])
-    decoder = CriDecoder()
+    decoder = CriDecoder(DECODE_ALL)
     calls = feed_all(decoder, chunks_for(session.writes, "k", "client"))
     assert [c.stream_id for c in calls] == [done.stream_id]
     assert decoder.endpoint_state("k").open_calls == 1
@@ -412,7 +415,7 @@ def test_message_too_large_is_dropped_and_counted() -> None:
                                  api_pb2.ListContainersResponse(containers=[
                                      api_pb2.Container(id=f"{i:064x}") for i in range(100)])))
     after = session.call(pod_start_calls(random.Random(9))[3])
-    config = DecoderConfig(max_message_bytes=1000)
+    config = DecoderConfig(max_message_bytes=1000, decode_polling_calls=True)
     calls, decoder = decode(session, config=config)
     assert calls[0].stream_id == sent.stream_id and calls[0].method == "ListContainers"
     assert calls[0].response is None and calls[0].incomplete_reason == "message_too_large"
@@ -428,7 +431,8 @@ def test_connection_buffer_cap() -> None:
     started = [session.start(CallSpec(RUNTIME + "ListContainers", api_pb2.ListContainersRequest(), big))
                for _ in range(3)]
     session.finish_interleaved(started)
-    config = DecoderConfig(max_buffered_bytes_per_connection=len(big.SerializeToString()) + 10)
+    config = DecoderConfig(max_buffered_bytes_per_connection=len(big.SerializeToString()) + 10,
+                           decode_polling_calls=True)
     calls, decoder = decode(session, config=config)
     assert [c.method for c in calls] == ["ListContainers"] * 3
     assert sum(c.response is not None for c in calls) == 1
@@ -454,7 +458,7 @@ def test_truncated_chunk_inside_data_keeps_framing() -> None:
     c = chunks[i]
     chunks[i] = Chunk(c.connection, c.side, c.direction, c.ktime_ns, c.data[:100], truncated=True,
                       original_len=len(c.data))
-    decoder = CriDecoder()
+    decoder = CriDecoder(DECODE_ALL)
     calls = feed_all(decoder, chunks)
     assert calls[0].stream_id == hurt.stream_id and calls[0].method == "CreateContainer"
     assert calls[0].incomplete_reason == "capture_gap" and calls[0].request is None
@@ -476,7 +480,7 @@ def test_truncated_chunk_of_unknown_size_resynchronizes() -> None:
              if c.direction is C2S and session.writes[i].call == 1)
     c = chunks[i]
     chunks[i] = Chunk(c.connection, c.side, c.direction, c.ktime_ns, c.data[:20], truncated=True)
-    decoder = CriDecoder()
+    decoder = CriDecoder(DECODE_ALL)
     calls = feed_all(decoder, chunks) + decoder.close_connection("k", 10**12)
     by_sid = {c.stream_id: c for c in calls}
     assert_call(by_sid[first[0].stream_id], first[0])
@@ -503,7 +507,7 @@ def test_stream_offsets_turn_missing_chunks_into_exact_gaps() -> None:
         offsets[c.direction] += len(c.data)
     # duplicate every chunk and swap two adjacent ones
     fed = [c for c in with_offsets for _ in (0, 1)]
-    decoder = CriDecoder()
+    decoder = CriDecoder(DECODE_ALL)
     calls = feed_all(decoder, fed)
     for call, s in zip(calls, sent, strict=True):
         assert_call(call, s)
@@ -584,7 +588,7 @@ def test_late_attach_leaves_lists_unnamed_when_the_client_may_stream_them() -> N
     """StreamContainers answers with ListContainers' messages: unless the
     client is known not to call it, neither is named from the payloads."""
     session, attach_at = late_attach_session(100, 100)
-    decoder = CriDecoder()
+    decoder = CriDecoder(DECODE_ALL)
     chunks = chunks_for(session.writes, "k", "client")
     start = next(i for i, c in enumerate(chunks) if c.ktime_ns >= write_time(attach_at))
     calls = feed_all(decoder, chunks[start:])
@@ -603,7 +607,7 @@ def test_late_attach_mid_frame_hunts_for_a_boundary() -> None:
     start = next(i for i, c in enumerate(chunks) if c.ktime_ns >= write_time(attach_at))
     # begin in the middle of a read that splits a frame
     start += 3
-    decoder = CriDecoder()
+    decoder = CriDecoder(DECODE_ALL)
     calls = feed_all(decoder, chunks[start:]) + decoder.close_connection("k", 10**12)
     check_never_wrong(session, calls)
     assert decoder.stats.resyncs >= 2 and decoder.stats.dropped_bytes > 0
@@ -618,7 +622,7 @@ def test_late_attach_turns_over_with_changing_header_values() -> None:
         return f"{rng.randint(1_000_000, 9_999_999)}u"
 
     session, attach_at = late_attach_session(300, 400, seed=22, timeout=timeout)
-    decoder = CriDecoder()
+    decoder = CriDecoder(DECODE_ALL)
     chunks = chunks_for(session.writes, "k", "client")
     start = next(i for i, c in enumerate(chunks) if c.ktime_ns >= write_time(attach_at))
     synced_after: int | None = None
@@ -693,7 +697,7 @@ def test_inferred_method_on_unresolved_path() -> None:
     session.call(spec)  # inserted before attach ...
     attach_at = len(session.writes)
     sent = session.call(spec)  # ... so this :path is an index the decoder never saw
-    decoder = CriDecoder()
+    decoder = CriDecoder(DECODE_ALL)
     chunks = chunks_for(session.writes[attach_at:], "k", "client")
     calls = feed_all(decoder, chunks)
     assert len(calls) == 1
@@ -706,3 +710,20 @@ def test_inferred_method_on_unresolved_path() -> None:
 
 def test_preface_constant() -> None:
     assert PREFACE == b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+def test_polling_calls_are_framed_not_decoded():
+    """kubelet's polling (lists, status, stats) is never in a pod start's
+    trace: by default its messages are neither kept nor decoded; the call is
+    still named, timed and given its status."""
+    session = H2Session()
+    rng = random.Random(3)
+    polling = next(kubelet_like_calls(rng))  # ListPodSandbox with the node's sandboxes
+    session.call(polling)
+    session.call(pod_start_calls(rng)[0])  # RunPodSandbox
+    decoder = CriDecoder()
+    listed, run = feed_all(decoder, chunks_for(session.writes, "k", "client"))
+    assert (listed.method, listed.grpc_status, listed.request, listed.response) == ("ListPodSandbox", 0, None, None)
+    assert listed.response_bytes > 1000 and listed.complete
+    assert run.method == "RunPodSandbox" and run.request and run.response
+    assert decoder.stats.grpc_messages == 4

@@ -158,6 +158,7 @@ def test_losses_after_a_late_attach_never_give_a_wrong_name(after_ms, drop):
     result = read_recording(str(WIRE))
     meta = next(r.json() for r in result.records if r.kind is RecordKind.META)
     pipeline = Pipeline(Clock(int(meta["wall_minus_monotonic_ns"])), "")
+    pipeline.cri.keep_polling_calls = True
     data_index = 0
     for record in result.records:
         if record.kind is RecordKind.KERNEL:

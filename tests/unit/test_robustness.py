@@ -57,7 +57,7 @@ def _header(etype: EventType, ktime_ns: int, pid: int = CONTAINERD_PID, start_ns
 
 def _server_layer() -> CriLayer:
     """A CRI layer that knows containerd's end of one connection."""
-    layer = CriLayer()
+    layer = CriLayer(keep_polling_calls=True)
     layer.feed(SocketOpenEvent(_header(EventType.SOCKET_OPEN, 10), SocketEndpoint(SERVER, CLIENT, 5, SocketSide.SERVER),
                                "containerd", ""))
     return layer
@@ -299,3 +299,14 @@ def test_a_running_shim_that_gets_its_exact_key_keeps_its_pod():
     assert assembler.containers["a" * 64].processes[0] == (300, 10_004_321)
     assert assembler.owner[(301, 590)] == "a" * 64  # its child, by the exact key
     assembler.build()  # every key it holds is the table's
+
+
+def test_polling_calls_are_counted_not_kept():
+    """A daemon on a busy node sees kubelet's relists every second: the CRI
+    layer keeps none of them (no pod start's trace holds one), only counts."""
+    layer = _server_layer()
+    layer.keep_polling_calls = False
+    for event in _server_events()[:15]:
+        layer.feed(event)
+    assert [c.method for c in _calls(layer)] == []
+    assert layer.stats.polling_call_views == 3  # Version, Status, ListPodSandbox

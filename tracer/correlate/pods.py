@@ -56,6 +56,7 @@ START_PHASE_RUNC = ("create", "start", "run")
 START_PHASE_CNI = ("ADD",)
 # Exited processes are kept this long after a pod's export, for late events.
 PRUNE_GRACE_NS = 60_000_000_000
+PRUNE_INTERVAL_NS = 1_000_000_000
 
 
 @dataclass
@@ -229,6 +230,11 @@ class PodAssembler:
         self.emitted: set[str] = set()  # keys of the traces take_finished handed out
         self.exported_containers: set[str] = set()  # container ids in those traces
         self.runtime_work = RuntimeWork()  # runc commands and CNI calls, for the CRI layer
+        # take_finished runs every 0.2 s in the daemon: what it works out from
+        # the events is kept until an event (or an export, a prune) changes it
+        self._generation = 0
+        self._waiting: tuple[int, list[_TraceUnit], list[tuple[_TraceUnit, int, int]]] | None = None
+        self._pruned_at_ns = 0
 
     def _container(self, container_id: str) -> ContainerActivity:
         activity = self.containers.get(container_id)
@@ -257,6 +263,7 @@ class PodAssembler:
 
     def feed(self, event: Event) -> None:
         self.stats.events += 1
+        self._generation += 1
         proc = self.table.apply(event)
         if isinstance(event, ForkEvent):
             # the creator as the table knows it now (a process found running
@@ -320,6 +327,7 @@ class PodAssembler:
 
     def feed_enrichment(self, record: EnrichmentRecord) -> None:
         self.stats.enrichment_records += 1
+        self._generation += 1
         container_id = getattr(record, "container_id", "")
         if not container_id:
             return
@@ -415,14 +423,12 @@ class PodAssembler:
         going, `max_age_ns` after it began (then marked partial).
         Then forgets what no trace still to be exported needs.
         """
-        units = self._units()
-        ready = []
-        for unit in units:
-            if not self._to_export(unit):
-                continue
-            first, last = self.start_window(unit.activities)
-            if now_ns - last >= quiet_ns or now_ns - first >= max_age_ns:
-                ready.append(unit)
+        if self._waiting is None or self._waiting[0] != self._generation:
+            units = self._units()
+            self._waiting = (self._generation, units, [(unit, *self.start_window(unit.activities))
+                                                        for unit in units if self._to_export(unit)])
+        _, units, waiting = self._waiting
+        ready = [unit for unit, first, last in waiting if now_ns - last >= quiet_ns or now_ns - first >= max_age_ns]
         ready.sort(key=lambda unit: self._first_ns(unit.activities[0]))
         pods = [self._pod_trace(unit) for unit in ready]
         for pod in pods:
@@ -433,7 +439,13 @@ class PodAssembler:
             first, last = self.start_window([c.activity for c in pod.all_containers])
             if now_ns - last < quiet_ns:
                 pod.partial_reasons.append("exported before its start went quiet (max age reached)")
-        self.prune(now_ns - PRUNE_GRACE_NS, self._pending_containers(units))
+        if pods:
+            self._generation += 1
+            units = self._units()
+        # what prune forgets only grows with time: once a second is enough
+        if pods or now_ns - self._pruned_at_ns >= PRUNE_INTERVAL_NS:
+            self._pruned_at_ns = now_ns
+            self.prune(now_ns - PRUNE_GRACE_NS, self._pending_containers(units))
         # a start still to be exported began at most max_age ago
         self.lost_windows = [(t, n) for t, n in self.lost_windows if t >= now_ns - max_age_ns - LOSS_MARGIN_NS]
         return pods
@@ -551,12 +563,15 @@ class PodAssembler:
             return proc.exit_ns if proc.exit_ns is not None else proc.gone_by_ns
         gone = [key for key, proc in self.table.processes.items()
                 if (end := ended(proc)) is not None and end < before_ns and self.owner.get(key) not in pending]
+        if gone:
+            self._generation += 1
         for key in gone:
             self.table.forget(key)
             owner = self.owner.pop(key, None)
             if owner is not None and owner in self.containers:
                 self.containers[owner].processes.remove(key)
         for cid in [cid for cid, a in self.containers.items() if not a.processes and cid not in pending]:
+            self._generation += 1
             del self.containers[cid]
             self.emitted.discard(cid)
             self.exported_containers.discard(cid)

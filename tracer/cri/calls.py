@@ -17,6 +17,7 @@ from typing import Callable
 
 from tracer.cri.endpoint import Evidence
 from tracer.cri.identify import STREAMED_LISTS
+from tracer.cri.streams import POLLING_METHODS
 from tracer.cri.wire import C2S, S2C, Chunk, CriCall, CriDecoder
 from tracer.events import (
     SOCKET_FLAG_GAP_BEFORE,
@@ -127,6 +128,7 @@ class CriStats:
     unpaired_client_views: int = 0
     unpaired_server_views: int = 0
     recorded_calls_rejected: int = 0  # cri_call records of a replay that are not what a writer writes
+    polling_call_views: int = 0       # views of calls never part of a pod start (POLLING_METHODS): not kept
 
 
 class CriLayer:
@@ -135,8 +137,11 @@ class CriLayer:
     may carry secrets (credentials, environment values)."""
 
     def __init__(self, on_call: Callable[[CriCall, CriEndpoint], None] | None = None,
-                 evidence: Evidence | None = None) -> None:
+                 evidence: Evidence | None = None, keep_polling_calls: bool = False) -> None:
         self.on_call = on_call
+        # polling calls (POLLING_METHODS) are counted, not kept: no pod start's
+        # trace holds one; tests that look at them keep them
+        self.keep_polling_calls = keep_polling_calls
         self.decoder = CriDecoder(evidence=evidence, not_called=self._not_called)
         # CRI client processes (pid, start) that never list by streaming
         self._listing_clients: set[tuple[int, int]] = set()
@@ -278,6 +283,10 @@ class CriLayer:
         self._pair(CriCall(**record["call"]), endpoint)
 
     def _pair(self, call: CriCall, endpoint: CriEndpoint) -> None:
+        if call.method in POLLING_METHODS:
+            self.stats.polling_call_views += 1
+            if not self.keep_polling_calls:
+                return
         key = (*sorted((endpoint.inode, endpoint.peer_inode or -endpoint.inode)), call.stream_id)
         pair = self._pairs.get(key)
         if pair is None:

@@ -33,8 +33,10 @@ from tracer.cri.redact import redact
 from tracer.cri.streams import (
     MessageAssembler,
     Stream,
+    POLLING_METHODS,
     message_types_for_path,
     parse_grpc_timeout,
+    polls,
     server_streaming_path,
     split_path,
     text_of,
@@ -211,8 +213,12 @@ class EndpointDecoder:
                     stream.headers_seq = self.directions[C2S].chunk_seq
                 types = message_types_for_path(stream.path) if stream.path else None
                 unresolved = stream.path is None
-                stream.req.store = types is not None or unresolved
-                stream.resp.store = types is not None or unresolved
+                # a polling call's messages are not needed; an unresolved
+                # call's are, to tell which method it is
+                keep = (types is not None and (self.decoder.config.decode_polling_calls or not polls(stream.path))
+                        ) or unresolved
+                stream.req.store = keep
+                stream.resp.store = keep
             elif block is not None:
                 stream.unresolved += sum(1 for f in block.fields if f.name is None)
         else:
@@ -455,10 +461,11 @@ class EndpointDecoder:
         if path and types is None:
             self.decoder.stats.errors["unknown_method"] += 1
         request = response = None
-        if types is not None and not s.tainted:
+        polling = types is not None and method in POLLING_METHODS and not self.decoder.config.decode_polling_calls
+        if types is not None and not s.tainted and not polling:
             request = self._decode(s, s.req, types[0], s.req_encoding)
             response = self._decode(s, s.resp, types[1], s.resp_encoding)
-        if proven is not None and request is not None:
+        if proven is not None and (request is not None or (polling and not s.tainted)):
             self._learn(C2S, s.request_epoch, proven, s.request_entries)
         status, status_resolution = s.grpc_status, None
         if s.trailers_seen or s.grpc_status is not None:
@@ -466,7 +473,9 @@ class EndpointDecoder:
             if s.status_learned:
                 status_resolution = "learned"
             # a unary call answered: a streaming one may fail after a message
-            answered = (response is not None and s.resp.messages == 1 and types is not None
+            # (a polling call's answer is framed, not decoded: whole is enough)
+            answered = ((response is not None or (polling and not s.resp.lost and not s.tainted))
+                        and s.resp.messages == 1 and types is not None
                         and not server_streaming_path(f"/{service}/{method}"))
             if s.grpc_status is None and s.trailer_unresolved and answered:
                 # A unary gRPC server sends its response message only on

@@ -92,6 +92,9 @@ class DecoderConfig:
     # fields that name its pod (ids, metadata): a call view stays small in
     # memory and in a recording, whatever a peer sends (up to 16 MiB).
     max_kept_message_bytes: int = 256 << 10
+    # kubelet's polling calls (tracer.cri.streams.POLLING_METHODS) are never in
+    # a pod start's trace: their messages are framed, not kept nor decoded
+    decode_polling_calls: bool = False
     max_header_block_bytes: int = 256 << 10
     max_open_streams_per_connection: int = 1024
     resync_budget_bytes: int = 8 << 20  # bytes hunted through without a proven boundary before giving up

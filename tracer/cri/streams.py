@@ -53,6 +53,24 @@ def server_streaming_path(path: str) -> bool:
         return False
 
 
+# Calls that are never part of a pod start: kubelet's polling of the node
+# (relists, status, stats, images, version) and the event streams.  Their
+# messages are neither kept nor decoded (their bytes are only framed), and
+# the CRI layer counts them without keeping them: on a busy node they are
+# nearly all the traffic (tracer.cri.calls, docs/performance.md).
+POLLING_METHODS = frozenset({
+    "Version", "Status", "RuntimeConfig", "ListPodSandbox", "ListContainers", "ListImages", "ImageFsInfo",
+    "ContainerStats", "ListContainerStats", "PodSandboxStats", "ListPodSandboxStats", "ListMetricDescriptors",
+    "ListPodSandboxMetrics", "GetContainerEvents", "StreamPodSandboxes", "StreamContainers",
+    "StreamContainerStats", "StreamPodSandboxStats", "StreamPodSandboxMetrics", "StreamImages",
+})
+
+
+def polls(path: str) -> bool:
+    """A call that is never part of a pod start (POLLING_METHODS)."""
+    return path.rsplit("/", 1)[-1] in POLLING_METHODS
+
+
 def split_path(path: str) -> tuple[str, str]:
     service, sep, method = path.lstrip("/").partition("/")
     if not sep:
