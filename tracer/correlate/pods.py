@@ -235,6 +235,8 @@ class PodAssembler:
         self._generation = 0
         self._waiting: tuple[int, list[_TraceUnit], list[tuple[_TraceUnit, int, int]]] | None = None
         self._pruned_at_ns = 0
+        # per process, whether it is a start step, as of how many execs
+        self._start_steps: dict[ProcKey, tuple[int, bool]] = {}
 
     def _container(self, container_id: str) -> ContainerActivity:
         activity = self.containers.get(container_id)
@@ -244,6 +246,7 @@ class PodAssembler:
 
     def _rekeyed(self, old: ProcKey, new: ProcKey) -> None:
         """A process found running at start got the kernel's exact key."""
+        self._start_steps.pop(old, None)
         owner = self.owner.pop(old, None)
         if owner is not None:
             self.owner[new] = owner
@@ -567,6 +570,7 @@ class PodAssembler:
             self._generation += 1
         for key in gone:
             self.table.forget(key)
+            self._start_steps.pop(key, None)
             owner = self.owner.pop(key, None)
             if owner is not None and owner in self.containers:
                 self.containers[owner].processes.remove(key)
@@ -630,8 +634,16 @@ class PodAssembler:
         """Whether its start (shim start, runc create or start, CNI ADD)
         happened while tracing; teardown (runc delete, CNI DEL) is no start."""
         if not activity.start_seen:
-            activity.start_seen = any(self._start_step(self.table.processes[key]) for key in activity.processes)
+            activity.start_seen = any(self._is_start_step(key) for key in activity.processes)
         return activity.start_seen
+
+    def _is_start_step(self, key: ProcKey) -> bool:
+        """_start_step of a process, worked out again only after a new exec."""
+        proc = self.table.processes[key]
+        known = self._start_steps.get(key)
+        if known is None or known[0] != len(proc.execs):
+            known = self._start_steps[key] = (len(proc.execs), self._start_step(proc))
+        return known[1]
 
     @staticmethod
     def _start_step(proc: Process) -> bool:
