@@ -55,9 +55,10 @@ CNI_PREFIX_SLOTS = 4
 STAT_NAMES = {0: "syscall_entry_missing", 1: "socket_io_truncated", 2: "cri_endpoints_full"}
 DEFAULT_CRI_SOCKETS = tuple(DEFAULT_RUNTIME_SOCKETS.values())
 LOST_ALL_TYPES = 0  # the `lost` slot that counts every type
-# Shared objects that only compiling the BPF program uses (bcc's clang/LLVM):
-# their pages are released once the programs are loaded.
-COMPILER_OBJECTS = re.compile(r"/lib(LLVM|clang|bcc|bpfcc)[^/]*\.so")
+# Shared objects that only compiling uses (bcc's clang/LLVM for the BPF
+# program, grpc_tools' protoc for api.proto at import): their pages are
+# released once the programs are loaded.
+COMPILER_OBJECTS = re.compile(r"/lib(LLVM|clang|bcc|bpfcc)[^/]*\.so|/_protoc_compiler[^/]*\.so")
 MADV_PAGEOUT = 21
 # The in-kernel hash maps whose entries come and go with sockets (the LRU
 # maps bound themselves; the per-id flag arrays are counted by their flags).
