@@ -34,7 +34,7 @@ from functools import cache
 
 from google.protobuf.message import Message
 
-from tracer.cri.infer import _shape_of, infer_method, strict_wire_ok
+from tracer.cri.infer import shape_of, infer_method, strict_wire_ok
 from tracer.cri.messages import api_pb2, rpc_message_types
 
 
@@ -50,7 +50,7 @@ def _methods() -> tuple[tuple[str, type[Message], type[Message]], ...]:
 
 
 def _fits(cls: type[Message], data: bytes) -> bool:
-    return not data or strict_wire_ok(_shape_of(cls.DESCRIPTOR), data)
+    return not data or strict_wire_ok(shape_of(cls.DESCRIPTOR), data)
 
 
 # C0 controls and DEL, but tab, newline and carriage return: what text is not.

@@ -55,7 +55,7 @@ _MAX_DEPTH = 24
 
 
 @cache
-def _shape_of(desc: Descriptor) -> Shape:
+def shape_of(desc: Descriptor) -> Shape:
     shape: Shape = {}
     for f in desc.fields:
         repeated = f.is_repeated
@@ -75,7 +75,7 @@ def _shape_of(desc: Descriptor) -> Shape:
             shape[f.number] = ("bytes", repeated, None)
         else:
             sub = f.message_type
-            shape[f.number] = ("message", repeated, (lambda d=sub: _shape_of(d)))
+            shape[f.number] = ("message", repeated, (lambda d=sub: shape_of(d)))
     return shape
 
 
@@ -291,7 +291,7 @@ def _candidates() -> tuple[tuple[str, type[Message], Shape], ...]:
         for method in service.methods:
             path = f"/{service.full_name}/{method.name}"
             request_cls, _ = rpc_message_types(path)
-            out.append((path, request_cls, _shape_of(request_cls.DESCRIPTOR)))
+            out.append((path, request_cls, shape_of(request_cls.DESCRIPTOR)))
     return tuple(out)
 
 
