@@ -298,6 +298,14 @@ class CriLayer:
         else:
             pair.server, pair.server_endpoint = call, endpoint
 
+    def forget(self, calls: list[PairedCall]) -> None:
+        """Forgets calls that a trace handed out holds (daemon mode)."""
+        if not calls:
+            return
+        gone = {id(c) for c in calls}
+        self.calls = [c for c in self.calls if id(c) not in gone]
+        self._pairs = {k: p for k, p in self._pairs.items() if id(p) not in gone}
+
     def prune(self, before_ns: int) -> None:
         """Forgets calls that began before `before_ns` (daemon mode: no pod
         start still to be exported can need them)."""

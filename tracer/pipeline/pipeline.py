@@ -23,7 +23,7 @@ from tracer.correlate.records import (
     record_from_json,
     record_json,
 )
-from tracer.cri.calls import CriLayer, call_record, calls_for_pod, unanswered_calls
+from tracer.cri.calls import CriLayer, PairedCall, call_record, calls_for_pod, unanswered_calls
 from tracer.enrich.enricher import Enricher
 from tracer.events import (
     EVENT_TYPES,
@@ -222,19 +222,26 @@ class Pipeline:
     def take_finished_traces(self, now_ktime_ns: int, quiet_ns: int, max_age_ns: int) -> list[Trace]:
         """Traces of pod starts that are over, each once (daemon mode)."""
         pods = self.assembler.take_finished(now_ktime_ns, quiet_ns, max_age_ns)
-        traces = [self._trace(pod) for pod in pods]
+        traces = []
+        for pod in pods:
+            calls = self._calls_for(pod)
+            traces.append(self._trace(pod, calls))
+            self.cri.forget(calls)  # handed out: no other trace needs them
         # a pod start still to be exported began at most max_age ago
         self.cri.prune(now_ktime_ns - max_age_ns - PRUNE_GRACE_NS)
         if self.enricher is not None:
             self.enricher.retain(self.assembler.containers.keys())
         return traces
 
-    def _trace(self, pod: PodTrace) -> Trace:
+    def _calls_for(self, pod: PodTrace) -> list[PairedCall]:
         container_ids = {c.container_id for c in pod.all_containers}
         if pod.restart is None:
-            calls = calls_for_pod(self.cri.calls, pod.sandbox_id, container_ids, pod.uid, pod.other_container_ids)
-        else:
-            calls = calls_for_pod(self.cri.calls, "", container_ids, "")
+            return calls_for_pod(self.cri.calls, pod.sandbox_id, container_ids, pod.uid, pod.other_container_ids)
+        return calls_for_pod(self.cri.calls, "", container_ids, "")
+
+    def _trace(self, pod: PodTrace, calls: list[PairedCall] | None = None) -> Trace:
+        if calls is None:
+            calls = self._calls_for(pod)
         # a start that the runtime never answered (it died or restarted
         # mid-call, the client gave up) is cut short, whatever else was seen
         pod.partial_reasons.extend(reason for reason in unanswered_calls(calls)
