@@ -40,7 +40,7 @@ def doctor(as_json: bool, sockets: tuple[str, ...]) -> None:
 
 
 def _record_options(function):
-    function = click.option("--ringbuf-mb", type=click.IntRange(1, 1024), default=32, show_default=True,
+    function = click.option("--ringbuf-mb", type=click.IntRange(1, 1024), default=16, show_default=True,
                             help="Ring buffer size.")(function)
     function = click.option("--cri-socket", "cri_sockets", multiple=True, envvar="TRACER_CRI_SOCKETS",
                             help="Another runtime socket to trace CRI calls on (the defaults of containerd, "

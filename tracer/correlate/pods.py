@@ -54,8 +54,11 @@ LOSS_MARGIN_NS = 1_000_000_000
 _POD_UID_IN_CGROUP = re.compile(r"pod([0-9a-fA-F]{8}[-_][0-9a-fA-F]{4}[-_][0-9a-fA-F]{4}[-_][0-9a-fA-F]{4}[-_][0-9a-fA-F]{12})")
 START_PHASE_RUNC = ("create", "start", "run")
 START_PHASE_CNI = ("ADD",)
-# Exited processes are kept this long after a pod's export, for late events.
-PRUNE_GRACE_NS = 60_000_000_000
+# Exited processes are kept this long after a pod's export, for events that
+# reach the pipeline late: the ring is drained every 10-100 ms and a burst's
+# backlog is seconds deep at worst, so 10 s covers both while keeping a busy
+# node's process table to its last few seconds of exits.
+PRUNE_GRACE_NS = 10_000_000_000
 PRUNE_INTERVAL_NS = 1_000_000_000
 
 

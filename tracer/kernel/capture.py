@@ -71,7 +71,11 @@ class SelfCheckError(RuntimeError):
 
 @dataclass(frozen=True)
 class CaptureConfig:
-    ring_buffer_bytes: int = 32 << 20
+    # Every page of the ring is resident in the tracer once its records have
+    # been read (twice over: libbpf maps the data area twice): 16 MiB is 32 MB
+    # of the tracer's RSS, and holds several seconds of a 50-pod burst
+    # (docs/performance.md).
+    ring_buffer_bytes: int = 16 << 20
     drain_interval_s: float = 0.01       # while events arrive
     idle_drain_interval_s: float = 0.1   # the longest wait, after empty drains (doubling from the above)
     cni_bin_dirs: tuple[str, ...] = DEFAULT_CNI_BIN_DIRS
