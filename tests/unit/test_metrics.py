@@ -187,3 +187,15 @@ def test_failures_are_counted_by_layer_and_cause():
     assert counted[("container", "application_error")] == 2  # the crash loop's two attempts
     assert counted[("runc", "sysctl_failed")] == 1  # a sandbox's own start
     assert sum(counted.values()) == 11  # each case once, the crash loop twice
+
+
+def test_build_info_names_bcc_without_importing_it():
+    """bcc must be imported only after tracefs is mounted (it picks its
+    tracefs path at import), so the daemon's build info reads its version file."""
+    import subprocess
+    import sys
+
+    program = ("import sys; from tracer.app.daemon import build_info; info = build_info(); "
+               "print(info['bcc'], info['version'], 'bcc' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True).stdout.split()
+    assert out[2] == "False" and out[0] not in ("", "unknown") and out[1] != "unknown"

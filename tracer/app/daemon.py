@@ -85,20 +85,28 @@ class DaemonConfig:
 
 
 def build_info() -> dict[str, str]:
-    """Labels of tracer_build_info: what is running."""
+    """Labels of tracer_build_info: what is running.  bcc's version is read
+    from its version.py, without importing bcc (which must come after
+    tracefs is mounted, tracer.kernel.headers)."""
+    import importlib.util
     import platform
+    import re
     from importlib import metadata
+    from pathlib import Path
 
     try:
         version = metadata.version("tracer")
     except metadata.PackageNotFoundError:
         version = "unknown"
-    try:
-        import bcc
-
-        bcc_version = str(getattr(bcc, "__version__", "unknown"))
-    except ImportError:
-        bcc_version = "none"
+    bcc_version = "none"
+    spec = importlib.util.find_spec("bcc")
+    if spec is not None and spec.origin:
+        try:
+            text = Path(spec.origin).with_name("version.py").read_text()
+            match = re.search(r"__version__\s*=\s*['\"]([^'\"]+)", text)
+            bcc_version = match.group(1) if match else "unknown"
+        except OSError:
+            bcc_version = "unknown"
     return {"version": version, "python": platform.python_version(), "bcc": bcc_version,
             "kernel": platform.release()}
 

@@ -146,7 +146,9 @@ class SmallHttpServer:
         return max(0.0, min(1.0, oldest.deadline - time.monotonic()))
 
     def _accept(self) -> None:
-        for _ in range(64):  # what is waiting now, then back to the others
+        # A few at a time, then back to the others: a flood of connections
+        # must not evict one whose request is waiting to be read.
+        for _ in range(16):
             try:
                 sock, _ = self._listener.accept()
             except (BlockingIOError, InterruptedError):
