@@ -3,6 +3,11 @@
 The format is that of Jaeger's query API: {"data": [trace, …]} where each
 trace has traceID, spans (times in microseconds, CHILD_OF references) and
 processes (one per service).
+
+`read_traces` reads such a file back into Traces (what `tracer record
+--output` wrote, for `tracer report`): exactly what `document` wrote,
+except that times are whole microseconds and list attributes are the
+"; "-joined strings they were written as.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from typing import Sequence
 
 from exporters.base import ExportResult
 from tracer.files import write_private
-from tracer.spans.model import Span, Trace
+from tracer.spans.model import Span, SpanEvent, SpanLink, Trace
 
 
 def _tag(key: str, value: object) -> dict:
@@ -96,3 +101,74 @@ class JaegerJsonExporter:
 
     def shutdown(self) -> None:
         pass
+
+
+class NotJaegerJson(ValueError):
+    """The file is not the Jaeger JSON `tracer record --output` writes."""
+
+
+_STATUS_TAGS = ("span.kind", "error", "otel.status_code", "otel.status_description")
+
+
+def _value(tag: dict) -> object:
+    value = tag.get("value")
+    kind = tag.get("type", "string")
+    if kind == "bool":
+        return bool(value)
+    if kind == "int64":
+        return int(value)
+    if kind == "float64":
+        return float(value)
+    return str(value)
+
+
+def _span(raw: dict, services: dict[str, str]) -> Span:
+    tags = {t["key"]: _value(t) for t in raw.get("tags") or []}
+    parent = next((r["spanID"] for r in raw.get("references") or [] if r.get("refType") == "CHILD_OF"), None)
+    links = [SpanLink(r["traceID"], r["spanID"]) for r in raw.get("references") or []
+             if r.get("refType") == "FOLLOWS_FROM"]
+    events = []
+    for log in raw.get("logs") or []:
+        fields = {f["key"]: _value(f) for f in log.get("fields") or []}
+        events.append(SpanEvent(str(fields.pop("event", "")), int(log["timestamp"]) * 1000, fields))
+    start_ns = int(raw["startTime"]) * 1000
+    return Span(
+        trace_id=raw["traceID"], span_id=raw["spanID"], parent_id=parent, name=raw["operationName"],
+        service=services.get(raw.get("processID", ""), ""), start_ns=start_ns,
+        end_ns=start_ns + int(raw.get("duration", 0)) * 1000,
+        kind=str(tags.get("span.kind", "internal")).upper(),
+        attributes={k: v for k, v in tags.items() if k not in _STATUS_TAGS},
+        events=events,
+        status="ERROR" if tags.get("otel.status_code") == "ERROR" or tags.get("error") is True else "UNSET",
+        status_message=str(tags.get("otel.status_description", "")),
+        links=links,
+    )
+
+
+def read_traces(data: bytes | str) -> list[Trace]:
+    """The traces of a Jaeger JSON document; NotJaegerJson if it is none."""
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise NotJaegerJson(f"not JSON: {error}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
+        raise NotJaegerJson('not Jaeger JSON: no "data" list of traces')
+    traces = []
+    try:
+        for raw in doc["data"]:
+            services = {pid: p.get("serviceName", "") for pid, p in (raw.get("processes") or {}).items()}
+            spans = [_span(s, services) for s in raw["spans"]]
+            roots = [s for s in spans if s.parent_id is None]
+            if not roots:
+                raise NotJaegerJson(f"trace {raw.get('traceID')}: no root span")
+            spans.remove(roots[0])
+            spans.insert(0, roots[0])
+            resource = {}
+            for process in (raw.get("processes") or {}).values():
+                resource.update({t["key"]: _value(t) for t in process.get("tags") or []})
+            traces.append(Trace(raw["traceID"], roots[0].name, spans, resource))
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        if isinstance(error, NotJaegerJson):
+            raise
+        raise NotJaegerJson(f"not the Jaeger JSON tracer writes: {type(error).__name__}: {error}") from None
+    return traces

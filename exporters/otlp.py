@@ -72,6 +72,7 @@ from opentelemetry.trace import (
 )
 
 from exporters.base import ExportResult
+from tracer.format import redact_url
 from tracer.spans.model import SERVICE_TRACER, Span, Trace
 
 log = logging.getLogger(__name__)
@@ -165,7 +166,7 @@ class OtlpConfig:
         if not 1 <= self.max_export_batch_size <= self.max_queue_size:
             raise ValueError("max_export_batch_size must be between 1 and max_queue_size")
         if urlparse(self.endpoint).scheme not in ("http", "https"):
-            raise ValueError(f"OTLP endpoint must be an http:// or https:// URL, not {self.endpoint!r}")
+            raise ValueError(f"OTLP endpoint must be an http:// or https:// URL, not {redact_url(self.endpoint)!r}")
 
 
 def make_span_exporter(config: OtlpConfig) -> SpanExporter:

@@ -129,3 +129,25 @@ def encodable_text(value: object) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def redact_url(url: str) -> str:
+    """A URL fit for a log or an error message: a password in it (or a
+    user name alone, which may be a token) and query values are replaced.
+    Also for what is not quite a URL ("user:pw@host:4317" without a
+    scheme), so that a mistyped endpoint is refused without echoing it."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    authority, slash, path = rest.partition("/")
+    if "@" in authority:
+        userinfo, host = authority.rsplit("@", 1)
+        user = userinfo.split(":", 1)[0]
+        authority = f"{user}:[redacted]@{host}" if ":" in userinfo else f"[redacted]@{host}"
+    path, question, query = path.partition("?")
+    if not slash and question == "" and "?" in authority:  # "host:1?token=…" without a path
+        authority, question, query = authority.partition("?")
+    query, hash_, fragment = query.partition("#")
+    if query:
+        query = "&".join(f"{item.split('=', 1)[0]}=[redacted]" for item in query.split("&"))
+    return f"{scheme}{sep}{authority}{slash}{path}{question}{query}{hash_}{fragment}"

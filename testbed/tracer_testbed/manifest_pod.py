@@ -22,12 +22,15 @@ What kubelet would do and this does too:
   profiles, ``allowPrivilegeEscalation: false`` → no_new_privs, and the
   default masked and read-only /proc paths unless privileged.
 * ``volumes`` + ``volumeMounts``: hostPath (with its ``type`` checked or,
-  for ``…OrCreate``, created as kubelet does) and emptyDir (a directory
-  under ``volume_root``, as under /var/lib/kubelet/pods) → CRI mounts with
-  readOnly and mountPropagation.
-* ``env``: literal values, ``$(VAR)`` references, and the downward API
+  for ``…OrCreate``, created as kubelet does), emptyDir (a directory
+  under ``volume_root``, as under /var/lib/kubelet/pods) and secret (its
+  keys from the plan's ``secrets`` written there as files) → CRI mounts
+  with readOnly and mountPropagation.
+* ``env``: literal values, ``$(VAR)`` references, the downward API
   (``fieldRef``: metadata.name/namespace/uid/labels/annotations,
-  spec.nodeName, spec.serviceAccountName, status.podIP) → literal values.
+  spec.nodeName, spec.serviceAccountName, status.podIP, status.hostIP: the
+  plan's ``host_ip``, which is also a host-network pod's IP) and
+  ``secretKeyRef`` (from the plan's ``secrets``) → literal values.
 * ``resources`` → CPU shares and quota, memory limit and the QoS class's
   oom_score_adj, as kubelet computes them.
 * ``command``/``args`` as they are (the image's entrypoint and cmd apply
@@ -160,11 +163,14 @@ class PodPlan:
     cgroup_parent: str  # kubelet's is /kubepods/<qos>/pod<uid>
     host_paths: Mapping[str, str] = field(default_factory=dict)  # manifest's hostPath -> this node's
     node_memory: int = field(default_factory=node_memory_bytes)
+    host_ip: str = "127.0.0.1"  # the node's address (status.hostIP); a host-network pod's IP too
+    secrets: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # Secret name -> key -> value
 
     @classmethod
     def from_workload(cls, workload: dict, *, node_name: str, log_root: Path, volume_root: Path,
                       cgroup_parent: str | None = None, uid: str | None = None,
-                      host_paths: Mapping[str, str] | None = None) -> PodPlan:
+                      host_paths: Mapping[str, str] | None = None, host_ip: str = "127.0.0.1",
+                      secrets: Mapping[str, Mapping[str, str]] | None = None) -> PodPlan:
         """The pod a DaemonSet (Deployment, …) controller would create from ``workload``'s template."""
         template = workload["spec"]["template"]
         metadata = template.get("metadata", {})
@@ -183,6 +189,8 @@ class PodPlan:
             volume_root=volume_root,
             cgroup_parent=cgroup_parent or _kubelet_cgroup_parent(template["spec"], uid),
             host_paths=dict(host_paths or {}),
+            host_ip=host_ip,
+            secrets=dict(secrets or {}),
         )
 
     @property
@@ -315,7 +323,8 @@ def _field_value(plan: PodPlan, path: str, pod_ip: str) -> str:
     simple = {
         "metadata.name": plan.name, "metadata.namespace": plan.namespace, "metadata.uid": plan.uid,
         "spec.nodeName": plan.node_name, "spec.serviceAccountName": plan.spec.get("serviceAccountName", "default"),
-        "status.podIP": pod_ip,
+        "status.podIP": pod_ip or (plan.host_ip if plan.spec.get("hostNetwork") else ""),
+        "status.hostIP": plan.host_ip,
     }
     if path in simple:
         return simple[path]
@@ -339,12 +348,21 @@ def container_env(plan: PodPlan, container: dict, overrides: Mapping[str, str], 
             env[item["name"]] = _expand(str(item.get("value", "")), env)
         elif set(item["valueFrom"]) == {"fieldRef"}:
             env[item["name"]] = _field_value(plan, item["valueFrom"]["fieldRef"]["fieldPath"], pod_ip)
+        elif set(item["valueFrom"]) == {"secretKeyRef"}:
+            env[item["name"]] = _secret_value(plan, item["valueFrom"]["secretKeyRef"])
         else:
             raise ManifestError(f"env {item['name']}: valueFrom {sorted(item['valueFrom'])} is not supported here")
     if container.get("envFrom"):
         raise ManifestError("envFrom is not supported here")
     env.update(overrides)
     return env
+
+
+def _secret_value(plan: PodPlan, ref: dict) -> str:
+    secret = plan.secrets.get(ref["name"])
+    if secret is None or ref["key"] not in secret:
+        raise ManifestError(f"secret {ref['name']} has no key {ref['key']} here (PodPlan.secrets)")
+    return secret[ref["key"]]
 
 
 def _kubelet_cgroup_parent(spec: dict, uid: str) -> str:
@@ -446,6 +464,22 @@ def empty_dir(plan: PodPlan, name: str) -> Path:
     return plan.volume_root / plan.uid / "volumes" / "kubernetes.io~empty-dir" / name
 
 
+def _secret_volume(plan: PodPlan, volume: dict) -> Path:
+    """The Secret's keys as files, as kubelet writes them (without its tmpfs and symlink dance)."""
+    source = volume["secret"]
+    _check_fields(f"secret volume {volume['name']}", source, {"secretName", "defaultMode", "optional"})
+    secret = plan.secrets.get(source["secretName"])
+    if secret is None:
+        raise ManifestError(f"secret {source['secretName']} is not given here (PodPlan.secrets)")
+    directory = plan.volume_root / plan.uid / "volumes" / "kubernetes.io~secret" / volume["name"]
+    directory.mkdir(parents=True, exist_ok=True)
+    for key, value in secret.items():
+        path = directory / key
+        path.write_text(value)
+        path.chmod(source.get("defaultMode", 0o644))
+    return directory
+
+
 def container_mounts(plan: PodPlan, container: dict) -> list[api_pb2.Mount]:
     volumes = {v["name"]: v for v in plan.spec.get("volumes", [])}
     mounts = []
@@ -463,8 +497,10 @@ def container_mounts(plan: PodPlan, container: dict) -> list[api_pb2.Mount]:
             directory = empty_dir(plan, volume["name"])
             directory.mkdir(parents=True, exist_ok=True)
             host_path = str(directory)
+        elif "secret" in volume:
+            host_path = str(_secret_volume(plan, volume))
         else:
-            raise ManifestError(f"volume {volume['name']}: only hostPath and emptyDir are supported here")
+            raise ManifestError(f"volume {volume['name']}: only hostPath, emptyDir and secret are supported here")
         mounts.append(api_pb2.Mount(container_path=container_path, host_path=host_path,
                                     readonly=bool(mount.get("readOnly")),
                                     propagation=_PROPAGATION[mount.get("mountPropagation")]))
@@ -509,7 +545,7 @@ def probe_url(plan: PodPlan, container: str, probe: str, pod_ip: str) -> str:
     port = get["port"]
     if isinstance(port, str):
         port = next(p["containerPort"] for p in spec.get("ports", []) if p.get("name") == port)
-    host = get.get("host") or pod_ip or "127.0.0.1"
+    host = get.get("host") or pod_ip or (plan.host_ip if plan.spec.get("hostNetwork") else "127.0.0.1")
     return f"{get.get('scheme', 'HTTP').lower()}://{host}:{port}{get.get('path', '/')}"
 
 
@@ -522,7 +558,9 @@ def run_sandbox(client: RuntimeClient, plan: PodPlan) -> RunningPod:
     plan.log_directory.mkdir(parents=True, exist_ok=True)
     sandbox_id = client.run_pod_sandbox(config).pod_sandbox_id
     status = client.pod_sandbox_status(sandbox_id).status
-    return RunningPod(plan, sandbox_id, config, status.network.ip)
+    # a host-network pod's IP is the node's, as kubelet reports it
+    ip = status.network.ip or (plan.host_ip if plan.spec.get("hostNetwork") else "")
+    return RunningPod(plan, sandbox_id, config, ip)
 
 
 def start_containers(client: RuntimeClient, pod: RunningPod, env: Mapping[str, str] = {}) -> None:

@@ -99,7 +99,9 @@ def test_a_ring_buffer_overflow_is_counted_marked_and_never_misattributed(testbe
     print(f"lost by type: {dict(lost)}; traces {len(kept.traces)}, partial "
           f"{sum(1 for t in kept.traces if t.root.attributes.get('tracer.partial'))}")
     assert sum(lost.values()) > 0, "the ring buffer never overflowed"
-    assert scrape_samples(metrics, "tracer_events_lost_total")[()] > 0
+    lost = scrape_samples(metrics, "tracer_events_lost_total")
+    assert sum(lost.values()) > 0
+    assert all(len(labels) == 1 and labels[0][0] == "type" for labels in lost), lost  # by event type
     assert daemon.recorder.pipeline.cri.stats.gaps > 0  # the decoder was told where CRI bytes went missing
 
     ids_of = {p.spec.uid: {p.sandbox_id, p.container_id} for p in started}

@@ -224,7 +224,7 @@ def test_hostile_peers_do_not_hurt_the_pods_traces(testbed, tmp_path):
             figures["cri_bytes"] = cri_bytes
             assert cri_bytes["captured"] > 16 << 20 and cri_bytes["not_copied"] > 0 and cri_bytes["not_decoded"] > 0
             assert daemon.sample("tracer_cri_calls_incomplete_total")[()] > 0
-            assert daemon.sample("tracer_events_lost_total") == {(): 0}
+            assert sum(daemon.sample("tracer_events_lost_total").values()) == 0
             assert daemon.sample("tracer_events_undecodable_total") == {(): 0}
             statuses = {dict(k)["status"]: v for k, v in daemon.sample("tracer_pod_starts_total").items()}
             assert statuses["ok"] >= 3 and statuses["error"] == 0 and statuses["partial"] == 0, statuses

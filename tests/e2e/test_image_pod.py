@@ -3,14 +3,20 @@
 The image is built from deploy/Dockerfile without a container engine
 (tracer_testbed.daemon_image; cached, so only the first run takes minutes)
 and imported into the test bed's containerd under the name the DaemonSet
-uses.  The pod is deploy/daemonset.yaml's own pod template, turned into CRI
-calls as kubelet would (tracer_testbed.manifest_pod): its own network
-namespace, the host's PID namespace, its capabilities, seccomp profile,
-mounts, environment (NODE_NAME from the downward API) and resources.  Only
-what the test bed does differently is overridden: where containerd keeps
-its state and root on this node, and, through the variables the DaemonSet
-documents, the OTLP endpoint (a real receiver, node-local) and the test
-bed's CRI socket.
+uses.  The pod is the DaemonSet's own pod template as deploy/overlays/jaeger
+renders it (`kubectl kustomize`), turned into CRI calls as kubelet would
+(tracer_testbed.manifest_pod): the node's PID and network namespaces, its
+capabilities, seccomp profile, read-only root, read-only mounts,
+environment (NODE_NAME and HOST_IP from the downward API) and resources.
+Only what the test bed does differently is overridden: where containerd
+keeps its state on this node, the node's address (127.0.0.2: the metrics
+endpoint must listen there and not on 127.0.0.1), and, through the
+variables the DaemonSet documents, the OTLP endpoint (a real receiver,
+node-local) and the test bed's CRI socket.
+
+The pod's memory (its cgroup's peak and final usage, the daemon's RSS) is
+printed, and written to $TRACER_IMAGE_POD_JSON if set: the measurement
+behind the DaemonSet's memory request and limit (docs/deployment.md).
 
 The daemon must become ready (its startupProbe), trace an ordinary pod
 started afterwards through the test bed's "kubelet", export that pod's
@@ -21,6 +27,7 @@ cleanly (exit code 0) within the manifest's grace period.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 import time
@@ -28,8 +35,8 @@ import urllib.parse
 import uuid
 from pathlib import Path
 
+import kustomize
 import pytest
-import yaml
 from http_probe import http_get
 from otlp_receiver import GrpcReceiver, HttpReceiver, ReceivedSpan, as_trace
 from tracecheck import ExpectedPod, check_cri_calls, check_pod_trace
@@ -56,10 +63,10 @@ from tracer.spans.build import trace_id_for
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(os.geteuid() != 0, reason="builds an image, loads BPF and runs pods: needs root")]
 
-REPO = Path(__file__).resolve().parents[2]
-DAEMONSET = REPO / "deploy" / "daemonset.yaml"
 CONTAINER = "tracer"
 NODE = "image-pod-node"
+NODE_IP = "127.0.0.2"  # the node's address as kubelet reports it (status.hostIP); on this machine
+MEMORY_CGROUP = Path("/sys/fs/cgroup/memory")
 APP_COMMAND = ("sleep", "3600")
 APP_EXECUTABLE = "/bin/sleep"
 # quiet period (2 s) + batch delay, with a wide margin
@@ -74,7 +81,7 @@ CAPABILITY_BITS = {"NET_ADMIN": 12, "NET_RAW": 13, "SYS_PTRACE": 19, "SYS_ADMIN"
 
 @pytest.fixture(scope="module")
 def daemonset() -> dict:
-    return yaml.safe_load(DAEMONSET.read_text())
+    return kustomize.daemonset("overlays/jaeger")
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +112,8 @@ class DaemonPod:
             # the test bed's pod cgroups, which its teardown removes (kubelet's would be kubepods/burstable)
             cgroup_parent=pod_cgroup_parent(uid),
             # where this node's containerd keeps what the DaemonSet mounts
-            host_paths={"/run/containerd": str(layout.state), "/var/lib/containerd": str(layout.root)},
+            host_paths={"/run/containerd": str(layout.state)},
+            host_ip=NODE_IP,
         )
         self.env = {e["name"]: e.get("value") for e in self.plan.container(CONTAINER).get("env", [])}
         self.pod: RunningPod | None = None
@@ -156,6 +164,26 @@ class DaemonPod:
                 return time.monotonic() - started
             time.sleep(0.2)
         raise AssertionError(f"startupProbe failed for {deadline - started:.0f} s:\n{self.log()}")
+
+    def memory(self) -> dict[str, float]:
+        """MiB: the container's memory cgroup (peak, now, and its cache) and the daemon's RSS (peak, now)."""
+        assert self.pod is not None
+        cgroup = MEMORY_CGROUP / self.plan.cgroup_parent.strip("/") / self.pod.container_ids[CONTAINER]
+        mib = 1 << 20
+        stat = dict(line.split() for line in (cgroup / "memory.stat").read_text().splitlines())
+        figures = {"cgroup_peak_mib": int((cgroup / "memory.max_usage_in_bytes").read_text()) / mib,
+                   "cgroup_now_mib": int((cgroup / "memory.usage_in_bytes").read_text()) / mib,
+                   "cgroup_cache_mib": int(stat["total_cache"]) / mib, "cgroup_rss_mib": int(stat["total_rss"]) / mib}
+        for pid in (cgroup / "cgroup.procs").read_text().split():
+            status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+            if "tracer" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
+                figures["rss_peak_mib"] = int(status["VmHWM"].split()[0]) / 1024
+                figures["rss_now_mib"] = int(status["VmRSS"].split()[0]) / 1024
+        return figures
+
+    def exec_status(self, *argv: str) -> int:
+        assert self.pod is not None
+        return self.testbed.client.exec_sync(self.pod.container_ids[CONTAINER], argv).exit_code
 
     def exported(self) -> dict[str, int]:
         """Span count per exported trace id, from the daemon's log."""
@@ -230,13 +258,55 @@ def test_image_as_daemonset_pod_traces_a_later_pod(testbed, daemon_pod, app_pods
     assert services - {"kubelet"} <= LAYER_SERVICES | {daemon_pod.env["OTEL_SERVICE_NAME"]}
     assert {"kubelet", "containerd", "runc", "container"} <= services
 
-    # its probes and metrics, on the port the manifest names, from outside the pod
+    # its probes and metrics, on the port the manifest names, at the node's
+    # address (the pod's IP), from outside the pod; nothing on the node's other addresses
+    assert daemon_pod.url("livenessProbe").startswith(f"http://{NODE_IP}:")
     assert http_get(daemon_pod.url("livenessProbe"))[0] == 200
     assert http_get(daemon_pod.url("readinessProbe"))[0] == 200
     status, metrics = http_get(daemon_pod.url("livenessProbe", "/metrics"))
     assert status == 200
     assert scrape_samples(metrics, "tracer_pod_starts_total")[(("status", "ok"),)] >= 1
-    assert scrape_samples(metrics, "tracer_events_lost_total") == {(): 0}
+    assert http_get(daemon_pod.url("livenessProbe").replace(NODE_IP, "127.0.0.1"))[0] == 0  # refused
+    (info,) = scrape_samples(metrics, "tracer_build_info")
+    assert dict(info)["version"] == "0.1.0"
+
+    # a read-only root, and every host path read-only: nothing written
+    # but the emptyDir; no complaint about it in the log
+    mounts = {fields[4]: fields[5].split(",") for fields in
+              (line.split() for line in daemon_pod.exec("cat", "/proc/self/mountinfo").splitlines())}
+    assert "ro" in mounts["/"]
+    for path in ("/sys/kernel/btf", "/sys/kernel/tracing", "/sys/kernel/debug", "/sys/fs/cgroup",
+                 str(testbed.layout.state), "/lib/modules", "/host/usr/src"):
+        path = daemon_pod.exec("readlink", "-f", path).strip()  # /lib is /usr/lib in the image
+        assert "ro" in mounts[path], (path, mounts[path])
+    assert "rw" in mounts["/var/cache/tracer"]
+    assert not any(path.startswith(str(testbed.layout.root)) for path in mounts), "containerd's root is mounted"
+    assert daemon_pod.exec_status("touch", "/usr/src/x") != 0
+    assert daemon_pod.exec_status("touch", "/sys/kernel/tracing/x") != 0
+    assert "Read-only file system" not in daemon_pod.log(), daemon_pod.log()
+
+    # what the pod's memory came to, the measurement behind its request and
+    # limit; with TRACER_IMAGE_POD_LOAD=N, after N more pod starts and stops
+    # (batches of 20) as well
+    memory = daemon_pod.memory()
+    load = int(os.environ.get("TRACER_IMAGE_POD_LOAD", "0"))
+    if load:
+        memory = {"quiet": memory, "pods": load}
+        samples = []
+        for batch in range(0, load, 20):
+            specs = [PodSpec(name=f"load-{batch + i}", namespace="e2e", command=APP_COMMAND)
+                     for i in range(min(20, load - batch))]
+            started = start_pods_as_kubelet(testbed.socket, specs, testbed.layout.pod_logs)
+            for started_pod in started:
+                testbed.stop_pod(started_pod)
+            samples.append(daemon_pod.memory())
+        memory["loaded"] = {key: max(s[key] for s in samples) for key in samples[0]}
+        memory["loaded_last"] = samples[-1]
+        assert daemon_pod.state() == api_pb2.CONTAINER_RUNNING, daemon_pod.log()
+    print(json.dumps(memory))
+    if os.environ.get("TRACER_IMAGE_POD_JSON"):
+        Path(os.environ["TRACER_IMAGE_POD_JSON"]).write_text(json.dumps(memory, indent=1))
+    assert sum(scrape_samples(metrics, "tracer_events_lost_total").values()) == 0
 
     # what the daemon ran with: the manifest's capabilities and no others,
     # the node's PID and network namespaces

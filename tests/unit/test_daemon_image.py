@@ -9,6 +9,7 @@ import os
 import re
 from pathlib import Path
 
+import kustomize
 import pytest
 import yaml
 from tracer_testbed.daemon_image import (
@@ -38,21 +39,20 @@ def test_the_dockerfile_is_what_the_builder_builds():
     assert recipe.project_install[:2] == ("/opt/venv/bin/pip", "install")
     assert "-e" not in recipe.project_install
     assert recipe.commands == ("rm -rf /tmp/tracer-src", "/opt/venv/bin/python -c 'import bcc, tracer.app.cli'")
-    assert recipe.entrypoint == ("/usr/local/bin/tracer-entrypoint",)
+    assert recipe.entrypoint == ("tracer",)
     assert recipe.cmd == ("daemon",)
     assert recipe.working_dir == "/"
     assert "PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" in recipe.env
     assert "PYTHONUNBUFFERED=1" in recipe.env
+    assert "TRACER_HOST_USR_SRC=/host/usr/src" in recipe.env  # where the DaemonSet mounts the host's /usr/src
     targets = {copy.source: copy.target(REPO) for copy in recipe.copies}
     assert targets == {"pyproject.toml": "/tmp/tracer-src/pyproject.toml", "README.md": "/tmp/tracer-src/README.md",
                        "bpf": "/tmp/tracer-src/bpf", "exporters": "/tmp/tracer-src/exporters",
-                       "tracer": "/tmp/tracer-src/tracer",
-                       "deploy/entrypoint.sh": "/usr/local/bin/tracer-entrypoint"}
+                       "tracer": "/tmp/tracer-src/tracer"}
 
 
 def test_the_daemonset_runs_the_image_the_builder_tags():
-    daemonset = yaml.safe_load((REPO / "deploy" / "daemonset.yaml").read_text())
-    (container,) = daemonset["spec"]["template"]["spec"]["containers"]
+    (container,) = kustomize.daemonset()["spec"]["template"]["spec"]["containers"]
     assert canonical_reference(container["image"]) == Builder().image_name == "docker.io/library/tracer:0.1.0"
 
 

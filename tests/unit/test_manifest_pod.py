@@ -10,6 +10,7 @@ import copy
 from fractions import Fraction
 from pathlib import Path
 
+import kustomize
 import pytest
 import yaml
 from tracer_testbed.manifest_pod import (
@@ -25,13 +26,13 @@ from tracer_testbed.pods import DEFAULT_MASKED_PATHS
 
 from tracer.cri import api_pb2
 
-DAEMONSET = Path(__file__).resolve().parents[2] / "deploy" / "daemonset.yaml"
 GIB = 2**30
 
 
 @pytest.fixture
 def daemonset() -> dict:
-    return yaml.safe_load(DAEMONSET.read_text())
+    """The DaemonSet as deploy/overlays/jaeger renders it."""
+    return kustomize.daemonset()
 
 
 def plan_of(workload: dict, tmp_path: Path, **overrides) -> PodPlan:
@@ -91,6 +92,7 @@ def test_the_daemonsets_container(daemonset, tmp_path):
     assert list(config.command) == [] and list(config.args) == ["daemon"]  # the image's entrypoint runs
     env = env_of(config)
     assert env["NODE_NAME"] == "node-7"  # the downward API's spec.nodeName
+    assert env["HOST_IP"] == "127.0.0.1" and env["TRACER_DAEMON_METRICS_ADDRESS"] == "127.0.0.1:9464"
     assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://x:1"  # replaced in place
     assert list(env)[-1] == "TRACER_CRI_SOCKETS"  # added at the end
     assert env["OTEL_RESOURCE_ATTRIBUTES"] == "k8s.cluster.name=default"
@@ -109,7 +111,8 @@ def test_the_daemonsets_container(daemonset, tmp_path):
     resources = config.linux.resources
     assert resources.cpu_shares == 102  # 100m
     assert (resources.cpu_quota, resources.cpu_period) == (100_000, 100_000)  # 1 CPU
-    assert resources.memory_limit_in_bytes == 768 * 2**20
+    limits = plan.container("tracer")["resources"]["limits"]
+    assert resources.memory_limit_in_bytes == parse_quantity(limits["memory"])
     assert 2 < resources.oom_score_adj < 1000  # burstable
 
     host = tmp_path / "host"
@@ -119,7 +122,8 @@ def test_the_daemonsets_container(daemonset, tmp_path):
     assert mounts[str(host / "run/containerd")].readonly
     # mounted elsewhere: the container path stays
     assert mounts["/host/usr/src"].host_path == str(host / "usr/src")
-    assert not mounts[str(host / "sys/kernel/tracing")].readonly
+    assert mounts[str(host / "sys/kernel/tracing")].readonly
+    assert security.readonly_rootfs
     cache = mounts["/var/cache/tracer"]
     assert cache.host_path == str(tmp_path / "pods" / plan.uid / "volumes/kubernetes.io~empty-dir/cache")
     assert Path(cache.host_path).is_dir()
@@ -129,9 +133,27 @@ def test_the_daemonsets_container(daemonset, tmp_path):
 
 
 def test_probes_are_called_where_kubelet_calls_them(daemonset, tmp_path):
-    plan = plan_of(daemonset, tmp_path)
+    plan = plan_of(daemonset, tmp_path, host_ip="127.0.0.2")
     assert probe_url(plan, "tracer", "startupProbe", "10.0.0.5") == "http://10.0.0.5:9464/readyz"
-    assert probe_url(plan, "tracer", "livenessProbe", "") == "http://127.0.0.1:9464/healthz"
+    # a host-network pod's IP is the node's
+    assert probe_url(plan, "tracer", "livenessProbe", "") == "http://127.0.0.2:9464/healthz"
+    env = env_of(container_config(plan, "tracer", "sha256:feed"))
+    assert env["TRACER_DAEMON_METRICS_ADDRESS"] == "127.0.0.2:9464"  # where the probes call
+
+
+def test_the_production_overlay_takes_its_credentials_from_secrets(tmp_path):
+    workload = kustomize.daemonset("overlays/production")
+    with pytest.raises(ManifestError, match="secret tracer-otlp"):
+        container_config(plan_of(workload, tmp_path), "tracer", "sha256:feed")
+    secrets = {"tracer-otlp": {"headers": "authorization=Bearer t0ken"}, "tracer-otlp-ca": {"ca.crt": "PEM"}}
+    plan = plan_of(workload, tmp_path, secrets=secrets)
+    config = container_config(plan, "tracer", "sha256:feed")
+    env = env_of(config)
+    assert env["OTEL_EXPORTER_OTLP_HEADERS"] == "authorization=Bearer t0ken"
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"].startswith("https://")
+    ca = next(m for m in config.mounts if m.container_path == "/etc/tracer/otlp-ca")
+    assert ca.readonly and Path(ca.host_path, "ca.crt").read_text() == "PEM"
+    assert env["OTEL_EXPORTER_OTLP_CERTIFICATE"] == "/etc/tracer/otlp-ca/ca.crt"
 
 
 def test_host_paths_are_checked_or_created_as_kubelet_does(daemonset, tmp_path):
@@ -201,7 +223,10 @@ def test_guaranteed_and_privileged(tmp_path):
 
 @pytest.mark.parametrize("change, error", [
     ({"container": {"envFrom": [{"configMapRef": {"name": "x"}}]}}, "envFrom"),
-    ({"container": {"env": [{"name": "S", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]}}, "secretKeyRef"),
+    ({"container": {"env": [{"name": "S", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]}},
+     "secret s has no key k"),
+    ({"container": {"env": [{"name": "C", "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k"}}}]}},
+     "configMapKeyRef"),
     ({"container": {"env": [{"name": "H", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIPs"}}}]}},
      "status.hostIPs"),
     ({"container": {"lifecycle": {}}}, "lifecycle"),
@@ -209,7 +234,7 @@ def test_guaranteed_and_privileged(tmp_path):
     ({"container": {"volumeMounts": [{"name": "v", "mountPath": "/v", "subPath": "x"}]},
       "volumes": [{"name": "v", "emptyDir": {}}]}, "subPath"),
     ({"container": {"volumeMounts": [{"name": "v", "mountPath": "/v"}]},
-      "volumes": [{"name": "v", "configMap": {"name": "c"}}]}, "only hostPath and emptyDir"),
+      "volumes": [{"name": "v", "configMap": {"name": "c"}}]}, "only hostPath, emptyDir and secret"),
     ({"initContainers": []}, "initContainers"),
 ])
 def test_what_it_cannot_do_fails_loudly(change, error, tmp_path):

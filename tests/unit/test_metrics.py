@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporters.status import pod_status
 from tracer.app.metrics import (
     LAYERS,
+    CaptureHealth,
     DaemonMetrics,
     EventCounts,
     Health,
@@ -111,7 +112,7 @@ def test_server_serves_metrics_health_and_readiness():
     try:
         base = "http://{}:{}".format(*server.address)
         assert http_get(base + "/healthz")[0] == 200
-        assert http_get(base + "/readyz") == (503, "not ready\n")
+        assert http_get(base + "/readyz") == (503, "not ready (BPF not attached yet, or stopping)\n")
         health.set_ready(True)
         assert http_get(base + "/readyz") == (200, "ready\n")
         status, text = http_get(base + "/metrics")
@@ -127,6 +128,38 @@ def test_health_goes_stale_without_beats():
     health = Health(stale_after_s=60)
     health.beat()
     assert health.live
+
+
+@pytest.mark.parametrize("capture, live, ready, says", [
+    (CaptureHealth(True, True, 0.01), True, True, "capture lag 0.010 s"),
+    (CaptureHealth(False, True, 0.01), False, False, "drain thread stopped"),
+    (CaptureHealth(True, False, 0.01), False, False, "processing thread stopped"),
+    (CaptureHealth(True, True, 7.0), True, False, "processing 7.0 s behind the kernel"),
+    (CaptureHealth(True, True, 31.0), False, False, "processing 31.0 s behind the kernel"),
+])
+def test_health_follows_the_capture_threads_and_their_lag(capture, live, ready, says):
+    health = Health(stale_after_s=30, ready_max_lag_s=5, capture=lambda: capture)
+    health.set_ready(True)
+    assert health.live is live and health.ready is ready
+    assert says in health.readiness()[1]
+    server = MetricsServer(("127.0.0.1", 0), DaemonMetrics(), health).start()
+    try:
+        base = "http://{}:{}".format(*server.address)
+        assert http_get(base + "/healthz")[0] == (200 if live else 503)
+        status, body = http_get(base + "/readyz")
+        assert status == (200 if ready else 503) and says in body
+    finally:
+        server.stop()
+
+
+def test_losses_by_event_type_and_build_info():
+    metrics = DaemonMetrics(lambda: EventCounts(100, 3, 0, 0.01, {"exec": 2, "socket_data": 1, "fork": 0}),
+                            build_info={"version": "1.2.3", "python": "3.11.2", "bcc": "0.26.0", "kernel": "6.18"})
+    text = metrics.exposition().decode()
+    assert scrape_samples(text, "tracer_events_lost_total") == {
+        (("type", "exec"),): 2, (("type", "socket_data"),): 1, (("type", "fork"),): 0}
+    assert scrape_samples(text, "tracer_build_info") == {
+        (("bcc", "0.26.0"), ("kernel", "6.18"), ("python", "3.11.2"), ("version", "1.2.3")): 1}
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -154,3 +187,15 @@ def test_failures_are_counted_by_layer_and_cause():
     assert counted[("container", "application_error")] == 2  # the crash loop's two attempts
     assert counted[("runc", "sysctl_failed")] == 1  # a sandbox's own start
     assert sum(counted.values()) == 11  # each case once, the crash loop twice
+
+
+def test_build_info_names_bcc_without_importing_it():
+    """bcc must be imported only after tracefs is mounted (it picks its
+    tracefs path at import), so the daemon's build info reads its version file."""
+    import subprocess
+    import sys
+
+    program = ("import sys; from tracer.app.daemon import build_info; info = build_info(); "
+               "print(info['bcc'], info['version'], 'bcc' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True).stdout.split()
+    assert out[2] == "False" and out[0] not in ("", "unknown") and out[1] != "unknown"

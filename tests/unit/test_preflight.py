@@ -12,7 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from tracer.app.cli import main
-from tracer.app.daemon import EXIT_CANNOT_TRACE, Daemon, DaemonConfig, redact_url
+from tracer.app.daemon import EXIT_CANNOT_TRACE, Daemon, DaemonConfig
+from tracer.format import redact_url
 from tracer.kernel.checks import Check, Status
 from tracer.kernel.preflight import (
     CAP_BPF,
@@ -133,6 +134,9 @@ def test_doctor_looks_at_the_same_btf(monkeypatch, tmp_path):
     ("https://tok3n@collector:4318", "https://[redacted]@collector:4318"),
     ("https://collector:4318/v1/traces?api_key=k3y&x=1",
      "https://collector:4318/v1/traces?api_key=[redacted]&x=[redacted]"),
+    ("user:s3cret@collector:4317", "user:[redacted]@collector:4317"),
+    ("grpc://tok3n@collector", "grpc://[redacted]@collector"),
+    ("https://user:s3cret@collector:4318?k=v#f", "https://user:[redacted]@collector:4318?k=[redacted]#f"),
 ])
 def test_no_credentials_of_the_endpoint_in_the_log(url, shown):
     assert redact_url(url) == shown

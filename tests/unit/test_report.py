@@ -5,6 +5,7 @@ by a replayed recording)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -172,12 +173,52 @@ def test_report_command_refuses_what_is_not_a_recording(tmp_path):
     assert str(bogus) in result.output
 
 
+def close_enough(a, b, tolerance_ms: float = 0.01) -> bool:
+    """Equal, but for numbers: Jaeger JSON keeps whole microseconds."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(close_enough(a[k], b[k], tolerance_ms) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(close_enough(x, y, tolerance_ms) for x, y in zip(a, b))
+    if isinstance(a, float) or isinstance(b, float):
+        return abs(a - b) <= tolerance_ms
+    if isinstance(a, str) and isinstance(b, str):  # "containerd 59% (678.4 ms)": a tenth may round apart
+        return re.sub(r"\d+\.\d+ ms", "# ms", a) == re.sub(r"\d+\.\d+ ms", "# ms", b)
+    return a == b
+
+
+@pytest.mark.parametrize("name", ["ten-pods", "failed-starts", "reuse"])
+def test_report_reads_the_jaeger_json_that_record_writes(tmp_path, name):
+    """`tracer record --output` writes Jaeger JSON (the golden files are
+    that, byte for byte); users keep those files, and report reads them."""
+    from_recording = CliRunner().invoke(main, ["report", "--json", str(FIXTURES / f"{name}.rec")])
+    from_json = CliRunner().invoke(main, ["report", "--json", str(FIXTURES / f"{name}.golden.json")])
+    assert from_recording.exit_code == 0 and from_json.exit_code == 0, from_json.output
+    recorded, read = json.loads(from_recording.stdout), json.loads(from_json.stdout)
+    recorded.pop("recording"), read.pop("recording")
+    assert read["pods"] and close_enough(read, recorded)
+    text = CliRunner().invoke(main, ["report", str(FIXTURES / f"{name}.golden.json"), "--svg", str(tmp_path / "p.svg")])
+    assert text.exit_code == 0 and "pod start(s):" in text.stdout and (tmp_path / "p.svg").exists()
+
+
+@pytest.mark.parametrize("content, message", [
+    (b'{"data": 3}', 'not Jaeger JSON: no "data" list of traces'),
+    (b'{"data": [{"traceID": "ab", "spans": [{"spanID": "1"}]}]}', "not the Jaeger JSON tracer writes"),
+    (b"{ broken", "not JSON"),
+    (b"PK\x03\x04 a zip", "neither a recording (`tracer record --raw FILE`) nor the Jaeger JSON"),
+])
+def test_report_says_what_it_reads(tmp_path, content, message):
+    path = tmp_path / "pods.json"
+    path.write_bytes(content)
+    result = CliRunner().invoke(main, ["report", str(path)])
+    assert result.exit_code == 1 and message in result.output
+
+
 def test_record_prints_the_critical_path_under_each_pod(monkeypatch, tmp_path):
     traces = fixture_traces("ten-pods")
     recorder = SimpleNamespace(stop_requested_at=0.0, detach=lambda: None)
     monkeypatch.setattr(tracer.app.record_run, "record_traces", lambda *_, **__: (traces, recorder))
     output = tmp_path / "traces.json"
-    result = CliRunner().invoke(main, ["record", "--duration", "0", "--output", str(output)])
+    result = CliRunner().invoke(main, ["record", "--duration", "0.1", "--output", str(output)])
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     for trace in traces:

@@ -7,6 +7,7 @@ binary is configured the same way from a shell, a test or a DaemonSet.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -25,6 +26,7 @@ REPORT_SLOWEST = 5  # tracer.app.report.DEFAULT_SLOWEST (a unit test keeps them 
 
 
 @click.group(context_settings={"auto_envvar_prefix": "TRACER", "help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="tracer", prog_name="tracer", message="%(prog)s %(version)s")
 def main() -> None:
     """Trace Kubernetes pod starts through containerd, the shim, runc and the container process."""
 
@@ -39,9 +41,29 @@ def doctor(as_json: bool, sockets: tuple[str, ...]) -> None:
     sys.exit(run_doctor(extra_sockets=sockets, as_json=as_json))
 
 
+def _power_of_two(_ctx, _param, value: int) -> int:
+    if value & (value - 1):
+        raise click.BadParameter(f"{value} is not a power of two (the kernel's ring buffer must be: 1, 2, 4, … 1024)")
+    return value
+
+
+def _writable_file(ctx, param, value: Path | None) -> Path | None:
+    """Refused now, before minutes of recording, not when the traces are written."""
+    if value is None or str(value) in ("-", "/dev/null"):
+        return value
+    parent = value.parent if str(value.parent) else Path(".")
+    if value.is_dir():
+        raise click.BadParameter(f"{value} is a directory")
+    if not parent.is_dir():
+        raise click.BadParameter(f"directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK) and not (value.exists() and os.access(value, os.W_OK)):
+        raise click.BadParameter(f"cannot write into {parent}")
+    return value
+
+
 def _record_options(function):
     function = click.option("--ringbuf-mb", type=click.IntRange(1, 1024), default=16, show_default=True,
-                            help="Ring buffer size.")(function)
+                            callback=_power_of_two, help="Ring buffer size, a power of two.")(function)
     function = click.option("--cri-socket", "cri_sockets", multiple=True, envvar="TRACER_CRI_SOCKETS",
                             help="Another runtime socket to trace CRI calls on (the defaults of containerd, "
                             "CRI-O and cri-dockerd always are); repeatable, or space-separated in the "
@@ -87,10 +109,11 @@ def _otlp_config(otlp_endpoint: str | None, otlp_protocol: str | None, otlp_time
 
 
 @main.command()
-@click.option("--duration", type=float, default=None, help="Seconds to record (default: until Ctrl-C).")
+@click.option("--duration", type=click.FloatRange(0, min_open=True), default=None,
+              help="Seconds to record, more than 0 (default: until Ctrl-C or SIGTERM).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the traces as Jaeger UI JSON to this file.")
-@click.option("--raw", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              callback=_writable_file, help="Write the traces as Jaeger UI JSON to this file.")
+@click.option("--raw", type=click.Path(dir_okay=False, path_type=Path), default=None, callback=_writable_file,
               help="Also save the kernel events, for `tracer replay`.")
 @click.option("--quiet", "-q", is_flag=True, help="No waterfall and no live status.")
 @click.option("--otlp", "use_otlp", is_flag=True, help="Also export the traces over OTLP (see the --otlp-* options).")
@@ -107,6 +130,8 @@ def record(duration: float | None, output: Path | None, raw: Path | None, quiet:
     if print_bpf:
         click.echo(final_source(capture_config))
         return
+    if output is not None and raw is not None and output.resolve() == raw.resolve():
+        raise click.BadParameter("--output and --raw name the same file", param_hint="--raw")
     otlp = _otlp_config(otlp_endpoint, otlp_protocol, otlp_timeout, service_name) if use_otlp else None
     traces, recorder = record_run.record_traces(capture_config, raw, node_name, duration, show_status=not quiet)
     record_run.export_files(traces, output, quiet)
@@ -125,7 +150,7 @@ def _export_otlp(traces: list[Trace], config) -> None:
     result = exporter.export(traces)
     exporter.shutdown(timeout_s=2 * config.timeout_s)
     stats = exporter.stats
-    from tracer.app.daemon import redact_url
+    from tracer.format import redact_url
 
     click.echo(f"OTLP {config.protocol} → {redact_url(config.endpoint)}: {stats.sent} span(s) sent, "
                f"{stats.failed} failed, "
@@ -141,8 +166,8 @@ def _export_otlp(traces: list[Trace], config) -> None:
               help="... or this long after it began, even if still active (then marked partial).")
 @click.option("--poll-interval", type=click.FloatRange(0.01), default=0.2, show_default=True, hidden=True,
               help="Seconds between looks for finished pod starts.")
-@click.option("--duration", type=click.FloatRange(0), default=None,
-              help="Stop after this many seconds (default: run until SIGTERM).")
+@click.option("--duration", type=click.FloatRange(0, min_open=True), default=None,
+              help="Stop after this many seconds, more than 0 (default: run until SIGTERM).")
 @click.option("--metrics-address", default="127.0.0.1:9464", show_default=True,
               help="HOST:PORT for /metrics, /healthz and /readyz; 'off' disables them.")
 @click.option("--queue-size", type=click.IntRange(1), default=2048, show_default=True,
@@ -202,17 +227,43 @@ def daemon(quiet_seconds: float, max_age_seconds: float, poll_interval: float, d
 
 
 def _replay(recording: Path):
-    """The recording replayed, or a clear error for what is not one."""
+    """The recording replayed, or a clear error for what is not one.  On a
+    terminal, a progress line while it runs."""
+    from tracer.app.progress import Progress
     from tracer.pipeline.pipeline import replay as replay_recording
     from tracer.pipeline.recording import RecordingError
 
     try:
-        pipeline = replay_recording(str(recording))
+        with Progress(f"replaying {recording.name}") as progress:
+            pipeline = replay_recording(str(recording), progress=progress.update)
     except (RecordingError, ValueError) as error:
         raise click.ClickException(f"{recording}: {error}") from None
     if pipeline.stats.truncated_recording:
         click.echo(f"warning: {recording} ends in a truncated record; traces may be partial", err=True)
     return pipeline
+
+
+def _traces(recording: Path) -> list[Trace]:
+    """The traces of a `tracer record --raw` recording (replayed) or of the
+    Jaeger JSON `tracer record --output` wrote (read back)."""
+    from tracer.app.progress import ticking
+    from tracer.pipeline.recording import MAGIC
+
+    with recording.open("rb") as f:
+        head = f.read(len(MAGIC))
+    if head == MAGIC:
+        pipeline = _replay(recording)
+        with ticking(f"building the traces of {recording.name}"):
+            return pipeline.traces()
+    if head.lstrip()[:1] == b"{":
+        from exporters.jaeger_json import NotJaegerJson, read_traces
+
+        try:
+            return read_traces(recording.read_bytes())
+        except NotJaegerJson as error:
+            raise click.ClickException(f"{recording}: {error}") from None
+    raise click.ClickException(f"{recording}: neither a recording (`tracer record --raw FILE`) nor the Jaeger "
+                               "JSON of `tracer record --output FILE`")
 
 
 @main.command()
@@ -225,9 +276,12 @@ def _replay(recording: Path):
 def replay(recording: Path, output: Path | None, quiet: bool, use_otlp: bool, otlp_endpoint: str | None,
            otlp_protocol: str | None, otlp_timeout: float, service_name: str | None) -> None:
     """Rebuild the traces of a `tracer record --raw` file, without BPF."""
+    from tracer.app.progress import ticking
+
     otlp = _otlp_config(otlp_endpoint, otlp_protocol, otlp_timeout, service_name) if use_otlp else None
     pipeline = _replay(recording)
-    traces = pipeline.traces()
+    with ticking(f"building the traces of {recording.name}"):
+        traces = pipeline.traces()
     record_run.export_files(traces, output, quiet)
     click.echo(json.dumps(pipeline.summary()), err=True)
     if otlp is not None:
@@ -242,11 +296,12 @@ def replay(recording: Path, output: Path | None, quiet: bool, use_otlp: bool, ot
 @click.option("--slowest", type=click.IntRange(0), default=REPORT_SLOWEST, show_default=True,
               help="How many of the slowest pod starts to list.")
 def report(recording: Path, svg_path: Path | None, as_json: bool, slowest: int) -> None:
-    """Summarise the pod starts of a `tracer record --raw` file: where the time went, what failed."""
+    """Summarise the pod starts of a recording (`tracer record --raw`) or of the Jaeger JSON `tracer record
+    --output` wrote: where the time went, what failed."""
     from exporters.svg import SvgExporter
     from tracer.app.report import build_report
 
-    traces = _replay(recording).traces()
+    traces = _traces(recording)
     summary = build_report(traces)
     if as_json:
         click.echo(json.dumps({"recording": str(recording), **summary.as_json()}, indent=1))

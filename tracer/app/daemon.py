@@ -29,12 +29,12 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from exporters.base import TraceExporter
 from exporters.console import ConsoleExporter
 from exporters.otlp import ENV_RESOURCE_ATTRIBUTES, OtlpConfig, OtlpExporter
 from tracer.app.metrics import (
+    CaptureHealth,
     DaemonMetrics,
     EventCounts,
     Health,
@@ -42,6 +42,8 @@ from tracer.app.metrics import (
     PipelineCounts,
     SpanCounts,
 )
+from tracer.events import EVENT_TYPES, EventType
+from tracer.format import redact_url
 from tracer.kernel.capture import CaptureConfig
 from tracer.kernel.preflight import CannotTrace, require_tracing
 from tracer.spans.model import Trace
@@ -82,16 +84,31 @@ class DaemonConfig:
         return described
 
 
-def redact_url(url: str) -> str:
-    """A URL fit for a log: a password in it and query values are replaced."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, host = netloc.rsplit("@", 1)
-        user = userinfo.split(":", 1)[0]
-        netloc = f"{user}:[redacted]@{host}" if ":" in userinfo else f"[redacted]@{host}"
-    query = "&".join(f"{k}=[redacted]" for k, _ in parse_qsl(parts.query, keep_blank_values=True))
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+def build_info() -> dict[str, str]:
+    """Labels of tracer_build_info: what is running.  bcc's version is read
+    from its version.py, without importing bcc (which must come after
+    tracefs is mounted, tracer.kernel.headers)."""
+    import importlib.util
+    import platform
+    import re
+    from importlib import metadata
+    from pathlib import Path
+
+    try:
+        version = metadata.version("tracer")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    bcc_version = "none"
+    spec = importlib.util.find_spec("bcc")
+    if spec is not None and spec.origin:
+        try:
+            text = Path(spec.origin).with_name("version.py").read_text()
+            match = re.search(r"__version__\s*=\s*['\"]([^'\"]+)", text)
+            bcc_version = match.group(1) if match else "unknown"
+        except OSError:
+            bcc_version = "unknown"
+    return {"version": version, "python": platform.python_version(), "bcc": bcc_version,
+            "kernel": platform.release()}
 
 
 class Daemon:
@@ -110,21 +127,35 @@ class Daemon:
             exporters = built
         self.exporters = list(exporters)
         self.recorder = None
-        self.health = Health(stale_after_s=max(30.0, 20 * config.poll_interval_s))
-        self.metrics = DaemonMetrics(self._event_counts, self._span_counts, self._pipeline_counts)
+        self.health = Health(stale_after_s=max(30.0, 20 * config.poll_interval_s), capture=self._capture_health)
+        self.metrics = DaemonMetrics(self._event_counts, self._span_counts, self._pipeline_counts,
+                                     build_info=build_info())
         self.server: MetricsServer | None = None
         self.exported_traces = 0
 
     # ---- metric sources (scrape time) --------------------------------------
 
+    # Each reads what the capture last published, never the capture's lock:
+    # a scrape must not hold up the processing of events.
+
     def _event_counts(self) -> EventCounts | None:
-        if self.recorder is None:
+        published = self.recorder.published() if self.recorder is not None else None
+        if published is None:
             return None
-        status = self.recorder.status()
-        return EventCounts(status.events, status.lost, status.decode_errors, self.recorder.lag_seconds())
+        status = published.status
+        lost_by_type = {event_type.name.lower(): 0 for event_type in EventType}
+        for value, lost in published.lost_by_type.items():
+            name = EVENT_TYPES[value].name.lower() if value in EVENT_TYPES else f"type_{value}"
+            lost_by_type[name] = lost_by_type.get(name, 0) + lost
+        return EventCounts(status.events, status.lost, status.decode_errors, self.recorder.lag_seconds(),
+                           lost_by_type)
 
     def _pipeline_counts(self) -> PipelineCounts | None:
-        return self.recorder.counts() if self.recorder is not None else None
+        published = self.recorder.published() if self.recorder is not None else None
+        return published.counts if published is not None else None
+
+    def _capture_health(self) -> CaptureHealth | None:
+        return self.recorder.health() if self.recorder is not None and self.recorder.started_at else None
 
     def _span_counts(self) -> SpanCounts | None:
         if self.otlp is None:

@@ -24,18 +24,22 @@ LABELS: dict[str, str] = {
     "ring_buffer": "ring buffer",
     "fentry": "fentry/fexit",
     "memlock": "memlock limit",
+    "network_namespace": "sockets visible",
 }
 
 
 def format_report(report: FeatureReport) -> list[str]:
     """One line per check (status, what, detail), then the verdict."""
-    rows = [(check.status, LABELS.get(name, name), check.detail) for name, check in report.checks().items()]
+    checks = report.checks()
+    last = checks.pop("network_namespace")  # read with the socket rows, below them
+    rows = [(check.status, LABELS.get(name, name), check.detail) for name, check in checks.items()]
     cgroups_status = Status.MISSING if report.cgroups.mode == "none" else Status.OK
     rows.append((cgroups_status, "cgroups", report.cgroups.describe()))
     rows += [
         (Status.OK if socket.found else Status.MISSING, f"{socket.runtime} socket", socket.path)
         for socket in report.runtime_sockets
     ]
+    rows.append((last.status, LABELS["network_namespace"], last.detail))
     status_width = max(len(status) for status in Status)
     label_width = max(len(label) for _, label, _ in rows)
     lines = [f"tracer doctor: kernel {report.kernel_release}"]

@@ -7,8 +7,16 @@ One small HTTP server (loopback by default) serves:
   dropped (``tracer_dropped_total{stage,reason}`` and friends), the size of
   every internal table (they must stay flat), its own memory and CPU
   (``process_*``), and what became of the exported spans;
-- ``/healthz``: 200 while the daemon's loop is turning;
-- ``/readyz``: 200 once the BPF programs are attached, until shutdown.
+- ``/healthz``: 200 while the daemon's loop, the capture's drain and
+  processing threads turn and processing keeps within 30 s of the kernel;
+- ``/readyz``: 200 once the BPF programs are attached, until shutdown,
+  while live and processing keeps within 5 s of the kernel (`Health`);
+- ``tracer_build_info{version,python,bcc,kernel}``: 1.
+
+A scrape reads what the capture published (tracer.app.session.Recorder
+publishes its counters every half second); it never takes the capture's
+lock.  The server (tracer.app.serve) is one thread with bounded
+connections and a deadline per connection.
 
 Layer durations come from the spans of each exported trace, in the layers
 of the critical path (see `layer_durations`), so they show exactly what the
@@ -19,12 +27,9 @@ copied.
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -38,6 +43,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from exporters.status import pod_status
+from tracer.app.serve import DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT_S, ServerStats, SmallHttpServer
 from tracer.spans.critical_path import LAYERS, span_layers
 from tracer.spans.model import Trace
 
@@ -73,6 +79,7 @@ class EventCounts:
     lost: int
     decode_errors: int
     lag_seconds: float = 0.0   # how far event processing is behind the kernel
+    lost_by_type: dict[str, int] | None = None  # event type name -> lost (every known type, zeros too)
 
 
 @dataclass(frozen=True)
@@ -110,6 +117,11 @@ class _Sources(Collector):
         return []  # names are checked by collect(); these families vary with the sources
 
     def collect(self):
+        if self.metrics.build_info:
+            info = GaugeMetricFamily("tracer_build_info", "The running tracer: its version, Python, bcc and "
+                                     "the kernel. Always 1.", labels=sorted(self.metrics.build_info))
+            info.add_metric([self.metrics.build_info[k] for k in sorted(self.metrics.build_info)], 1)
+            yield info
         counts = self.metrics.pipeline_source() if self.metrics.pipeline_source else None
         if counts is not None:
             yield from _pipeline_families(counts)
@@ -117,8 +129,15 @@ class _Sources(Collector):
         if events is not None:
             yield CounterMetricFamily("tracer_events", "Kernel events received from the BPF programs.",
                                       value=events.events)
-            yield CounterMetricFamily("tracer_events_lost", "Kernel events lost (ring buffer full).",
-                                      value=events.lost)
+            if events.lost_by_type is None:
+                yield CounterMetricFamily("tracer_events_lost", "Kernel events lost (ring buffer full).",
+                                          value=events.lost)
+            else:
+                lost = CounterMetricFamily("tracer_events_lost", "Kernel events lost (ring buffer full), by "
+                                           "event type.", labels=["type"])
+                for event_type, value in sorted(events.lost_by_type.items()):
+                    lost.add_metric([event_type], value)
+                yield lost
             yield CounterMetricFamily("tracer_events_undecodable", "Kernel events that could not be decoded.",
                                       value=events.decode_errors)
             yield GaugeMetricFamily("tracer_capture_lag_seconds",
@@ -183,7 +202,9 @@ class DaemonMetrics:
 
     def __init__(self, event_source: Callable[[], EventCounts | None] | None = None,
                  span_source: Callable[[], SpanCounts | None] | None = None,
-                 pipeline_source: Callable[[], PipelineCounts | None] | None = None):
+                 pipeline_source: Callable[[], PipelineCounts | None] | None = None,
+                 build_info: dict[str, str] | None = None):
+        self.build_info = dict(build_info or {})
         self.event_source = event_source
         self.span_source = span_source
         self.pipeline_source = pipeline_source
@@ -223,32 +244,73 @@ class DaemonMetrics:
         return generate_latest(self.registry)
 
 
-class Health:
-    """Liveness (the loop beats) and readiness (BPF attached, not stopping)."""
+@dataclass(frozen=True)
+class CaptureHealth:
+    """What the capture's threads are doing, read without their lock
+    (tracer.app.session.Recorder.health)."""
 
-    def __init__(self, stale_after_s: float = 30.0):
+    drain_alive: bool      # the thread that empties the ring buffer
+    process_alive: bool    # the thread that turns events into pod starts
+    lag_seconds: float     # how far processing is behind the kernel
+
+
+class Health:
+    """Liveness and readiness of the daemon, for /healthz and /readyz.
+
+    Live: the daemon's loop beat within `stale_after_s`, and, once the
+    capture runs, its drain and processing threads are alive and processing
+    is less than `stale_after_s` behind the kernel (a thread that hangs
+    stops the lag from advancing, so it grows).  Ready: BPF attached and not
+    stopping, live, and processing less than `ready_max_lag_s` behind.
+    """
+
+    def __init__(self, stale_after_s: float = 30.0, ready_max_lag_s: float = 5.0,
+                 capture: Callable[[], CaptureHealth | None] | None = None):
         self.stale_after_s = stale_after_s
+        self.ready_max_lag_s = ready_max_lag_s
+        self.capture = capture
         self._ready = False
         self._last_beat = time.monotonic()
-        self._lock = threading.Lock()
 
     def beat(self) -> None:
-        with self._lock:
-            self._last_beat = time.monotonic()
+        self._last_beat = time.monotonic()  # one float: no lock needed
 
     def set_ready(self, ready: bool) -> None:
-        with self._lock:
-            self._ready = ready
+        self._ready = ready
+
+    def liveness(self) -> tuple[bool, str]:
+        """(live, why) in one line."""
+        since = time.monotonic() - self._last_beat
+        problems = [f"daemon loop silent for {since:.1f} s"] if since >= self.stale_after_s else []
+        capture = self.capture() if self.capture is not None else None
+        if capture is not None:
+            problems += [f"{name} thread stopped" for name, alive in
+                         (("drain", capture.drain_alive), ("processing", capture.process_alive)) if not alive]
+            if capture.lag_seconds >= self.stale_after_s:
+                problems.append(f"processing {capture.lag_seconds:.1f} s behind the kernel")
+        if problems:
+            return False, "; ".join(problems)
+        lag = f", capture lag {capture.lag_seconds:.3f} s" if capture is not None else ""
+        return True, f"ok{lag}"
+
+    def readiness(self) -> tuple[bool, str]:
+        if not self._ready:
+            return False, "not ready (BPF not attached yet, or stopping)"
+        live, why = self.liveness()
+        if not live:
+            return False, why
+        capture = self.capture() if self.capture is not None else None
+        if capture is not None and capture.lag_seconds >= self.ready_max_lag_s:
+            return False, f"processing {capture.lag_seconds:.1f} s behind the kernel"
+        return True, "ready" + why.removeprefix("ok")
 
     @property
     def live(self) -> bool:
-        with self._lock:
-            return time.monotonic() - self._last_beat < self.stale_after_s
+        return self.liveness()[0]
 
     @property
     def ready(self) -> bool:
-        with self._lock:
-            return self._ready
+        return self.readiness()[0]
 
 
 def parse_address(text: str) -> tuple[str, int] | None:
@@ -267,60 +329,43 @@ def parse_address(text: str) -> tuple[str, int] | None:
 
 
 class MetricsServer:
-    """/metrics, /healthz and /readyz over HTTP, in a daemon thread."""
+    """/metrics, /healthz and /readyz over HTTP, in one thread
+    (tracer.app.serve: bounded connections, a deadline each)."""
 
-    def __init__(self, address: tuple[str, int], metrics: DaemonMetrics, health: Health):
+    def __init__(self, address: tuple[str, int], metrics: DaemonMetrics, health: Health, *,
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS, timeout_s: float = DEFAULT_TIMEOUT_S):
         self.metrics = metrics
         self.health = health
-        server_self = self
+        self._server = SmallHttpServer(address, self._handle, max_connections=max_connections,
+                                       timeout_s=timeout_s)
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                path = self.path.split("?", 1)[0]
-                if path == "/metrics":
-                    self._reply(200, server_self.metrics.exposition(), CONTENT_TYPE_LATEST)
-                elif path == "/healthz":
-                    live = server_self.health.live
-                    self._reply(200 if live else 503, b"ok\n" if live else b"stalled\n")
-                elif path == "/readyz":
-                    ready = server_self.health.ready
-                    self._reply(200 if ready else 503, b"ready\n" if ready else b"not ready\n")
-                else:
-                    self._reply(404, b"not found\n")
-
-            def _reply(self, code: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        family = _family(address[0])
-        server_class = type("Server", (ThreadingHTTPServer,), {"address_family": family, "daemon_threads": True})
-        self._server = server_class(address, Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name="tracer-metrics", daemon=True)
+    def _handle(self, path: str) -> tuple[int, bytes, str]:
+        text = "text/plain; charset=utf-8"
+        if path == "/metrics":
+            return 200, self.metrics.exposition(), CONTENT_TYPE_LATEST
+        if path in ("/healthz", "/readyz"):
+            ok, why = self.health.liveness() if path == "/healthz" else self.health.readiness()
+            return (200 if ok else 503), f"{why}\n".encode(), text
+        return 404, b"not found\n", text
 
     @property
     def address(self) -> tuple[str, int]:
-        host, port = self._server.server_address[:2]
-        return host, port
+        return self._server.address
+
+    @property
+    def stats(self) -> ServerStats:
+        return self._server.stats
+
+    @property
+    def open_connections(self) -> int:
+        return self._server.open_connections
 
     def start(self) -> MetricsServer:
-        self._thread.start()
+        self._server.start()
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
-
-
-def _family(host: str) -> socket.AddressFamily:
-    return socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._server.stop()
 
 
 def scrape_samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
@@ -343,6 +388,7 @@ def layer_counts(text: str) -> dict[str, float]:
 
 __all__ = [
     "LAYERS",
+    "CaptureHealth",
     "DaemonMetrics",
     "EventCounts",
     "Health",

@@ -49,9 +49,12 @@ def record_traces(capture_config, raw: Path | None, node_name: str | None, durat
 
     config = RecordConfig(raw_path=raw, capture=capture_config,
                           **({"node_name": node_name} if node_name else {}))
+    from tracer.app.progress import ticking
+
     recorder = Recorder(config, capture=capture)
     try:
-        recorder.start()
+        with ticking("compiling and loading the BPF programs"):
+            recorder.start()
     except CannotTrace as error:  # tracing cannot work here: say why, no traceback
         raise click.ClickException(str(error)) from None
     stop = threading.Event()

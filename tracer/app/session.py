@@ -37,6 +37,9 @@ REAP_INTERVAL_S = 1.0
 # (closed at exec by O_CLOEXEC); then too the kernel's maps are counted, and
 # rid of endpoints userspace never heard of whose socket is gone.
 FD_CHECK_INTERVAL_S = 5.0
+# How often the processing thread publishes its counters for readers that
+# must not take its lock (the daemon's /metrics).
+PUBLISH_INTERVAL_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,16 @@ class LiveStatus:
     lost: int
     decode_errors: int
     pods_seen: int
+
+
+@dataclass(frozen=True)
+class Published:
+    """The counters as the processing thread last published them (`Recorder.published`)."""
+
+    status: LiveStatus
+    counts: object  # tracer.app.metrics.PipelineCounts
+    lost_by_type: dict[int, int]
+    at: float  # time.monotonic() of publication
 
 
 class Handoff:
@@ -135,6 +148,8 @@ class Recorder:
         self.started_at = 0.0
         self.stop_requested_at = 0.0
         self.stopped_at = 0.0
+        self._published: Published | None = None
+        self._last_publish = 0.0
 
     def start(self) -> None:
         snapshot = self.capture.start()
@@ -146,6 +161,7 @@ class Recorder:
         with self._lock:
             for raw in snapshot:
                 self.pipeline.add_kernel_bytes(raw)
+            self._publish(time.monotonic())
         self.started_at = time.monotonic()
         self._process_thread = threading.Thread(target=self._process_loop, name="tracer-process", daemon=True)
         self._process_thread.start()
@@ -184,6 +200,29 @@ class Recorder:
                     self._last_fd_check = now
                     self.capture.forget_stale_endpoints(set(self.pipeline.cri.endpoints))
                     self.capture.count_kernel_tables()
+            if now - self._last_publish >= PUBLISH_INTERVAL_S:
+                self._publish(now)
+
+    def _publish(self, now: float) -> None:
+        """Under the lock: a copy of the counters for lock-free readers."""
+        self._last_publish = now
+        self._published = Published(self._status(), self._counts(), dict(self.capture.stats.lost_by_type), now)
+
+    def published(self) -> Published | None:
+        """The counters as last published (at most PUBLISH_INTERVAL_S old
+        while the capture runs, final after stop), without the lock: a
+        reader here never delays the processing thread."""
+        return self._published
+
+    def health(self):
+        """The capture threads' state, without the lock (for /healthz)."""
+        from tracer.app.metrics import CaptureHealth
+
+        def alive(thread: threading.Thread | None) -> bool:
+            return thread is not None and (thread.is_alive() or self._stop.is_set())
+
+        return CaptureHealth(drain_alive=alive(self._drain_thread), process_alive=alive(self._process_thread),
+                             lag_seconds=self.lag_seconds())
 
     def _reap_endpoints(self, check_fds: bool) -> None:
         """Closes the CRI endpoints whose socket the kernel closed without a
@@ -235,21 +274,27 @@ class Recorder:
         """What was dropped, and how full every table is, in userspace and in
         the kernel's maps (`bpf_*`, counted every FD_CHECK_INTERVAL_S): in a
         daemon they must stay flat over months (for the metrics)."""
+        with self._lock:
+            return self._counts()
+
+    def _counts(self):
         from tracer.app.metrics import PipelineCounts
 
-        with self._lock:
-            pipeline, capture = self.pipeline, self.capture.stats
-            tables = {**pipeline.table_sizes(), "handoff_events": len(self._handoff),
-                      **{f"bpf_{name}": n for name, n in capture.kernel_tables.items()}}
-            return PipelineCounts(kernel=dict(capture.kernel_stats), cri=dataclasses.asdict(pipeline.cri.stats),
-                                  cri_decoder=pipeline.cri.decoder.stats.as_dict(),
-                                  endpoints_reaped=capture.endpoints_reaped, tables=tables)
+        pipeline, capture = self.pipeline, self.capture.stats
+        tables = {**pipeline.table_sizes(), "handoff_events": len(self._handoff),
+                  **{f"bpf_{name}": n for name, n in capture.kernel_tables.items()}}
+        return PipelineCounts(kernel=dict(capture.kernel_stats), cri=dataclasses.asdict(pipeline.cri.stats),
+                              cri_decoder=pipeline.cri.decoder.stats.as_dict(),
+                              endpoints_reaped=capture.endpoints_reaped, tables=tables)
 
     def status(self) -> LiveStatus:
         with self._lock:
-            stats = self.pipeline.stats
-            sandboxes = sum(1 for a in self.pipeline.assembler.containers.values() if a.is_sandbox)
-            return LiveStatus(stats.events + self.pipeline.pending_events, stats.lost, stats.decode_errors, sandboxes)
+            return self._status()
+
+    def _status(self) -> LiveStatus:
+        stats = self.pipeline.stats
+        sandboxes = sum(1 for a in self.pipeline.assembler.containers.values() if a.is_sandbox)
+        return LiveStatus(stats.events + self.pipeline.pending_events, stats.lost, stats.decode_errors, sandboxes)
 
     def take_finished(self, quiet_ns: int, max_age_ns: int) -> list[Trace]:
         """Traces of the pod starts that are over, each once (daemon mode).
@@ -296,6 +341,7 @@ class Recorder:
             self.pipeline.note_lost(self.capture.new_losses(), time.clock_gettime_ns(time.CLOCK_MONOTONIC))
             self.capture.read_kernel_stats()
             self.pipeline.flush(everything=True)
+            self._publish(time.monotonic())
 
     def stop(self, build: bool = True, detach: bool = True) -> list[Trace]:
         """Stops capturing, processes what is left and builds the traces

@@ -53,6 +53,7 @@ class RuntimeSocket:
 class FeatureReport:
     kernel_release: str
     # The checks, in the order the doctor prints them.
+    capabilities: Check
     btf: Check
     offsets: Check  # whether struct offsets come from BTF
     offsets_in_kernel: Check  # the offsets, read by a BPF program, match /proc
@@ -68,6 +69,8 @@ class FeatureReport:
     memlock: Check
     cgroups: CgroupLayout
     runtime_sockets: tuple[RuntimeSocket, ...]
+    network_namespace: Check  # whose unix sockets sock_diag shows: the runtime's listener among them?
+    capability_warnings: tuple[str, ...]  # what is lost for want of SYS_ADMIN or SYS_PTRACE
     header_info: KernelHeaders | None
     kernel_offsets: KernelOffsets | None
     memlock_bytes: tuple[int, int]  # soft, hard; -1 is unlimited
@@ -75,6 +78,20 @@ class FeatureReport:
     def checks(self) -> dict[str, Check]:
         """Every Check, by field name, in report order."""
         return {f.name: v for f in fields(self) if isinstance(v := getattr(self, f.name), Check)}
+
+    def warnings(self) -> list[str]:
+        """What limits the traces without stopping them (the doctor's verdict lists them)."""
+        found = [s for s in self.runtime_sockets if s.found]
+        warnings = list(self.capability_warnings)
+        if not found:
+            paths = ", ".join(s.path for s in self.runtime_sockets)
+            warnings.append(f"no container runtime socket found ({paths}): is the runtime running? Without "
+                            "one no pod starts, and no CRI calls are traced; if its socket is elsewhere, name it "
+                            "(--socket here, --cri-socket or TRACER_CRI_SOCKETS for record and daemon)")
+        if self.network_namespace.status in (Status.UNAVAILABLE, Status.MISSING):
+            warnings.append(f"network namespace: {self.network_namespace.detail}")
+        return warnings
+
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (for ``tracer doctor --json``)."""
@@ -129,8 +146,13 @@ def probe_features(extra_sockets: Iterable[str] = ()) -> FeatureReport:
         offsets_in_kernel = _guarded(lambda: _probe_offsets_in_kernel(offsets))
 
     memlock_bytes = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    capabilities, capability_warnings = capabilities_check()
+    runtime_sockets = find_runtime_sockets(extra_sockets)
     return FeatureReport(
         kernel_release=os.uname().release,
+        capabilities=capabilities,
+        capability_warnings=capability_warnings,
+        network_namespace=network_namespace_check(runtime_sockets),
         btf=btf,
         offsets=offsets_check,
         tracefs=tracefs,
@@ -139,7 +161,7 @@ def probe_features(extra_sockets: Iterable[str] = ()) -> FeatureReport:
         offsets_in_kernel=offsets_in_kernel,
         memlock=_memlock_check(memlock_bytes),
         cgroups=cgroup_layout(),
-        runtime_sockets=find_runtime_sockets(extra_sockets),
+        runtime_sockets=runtime_sockets,
         header_info=header_info,
         kernel_offsets=offsets,
         memlock_bytes=memlock_bytes,
@@ -147,9 +169,81 @@ def probe_features(extra_sockets: Iterable[str] = ()) -> FeatureReport:
     )
 
 
+def capabilities_check(capabilities: int | None = None) -> tuple[Check, tuple[str, ...]]:
+    """The tracer's four capabilities in this process's effective set, and
+    what is lost without the optional ones (tracer.kernel.preflight's rules)."""
+    from tracer.kernel.preflight import (
+        CAP_BPF,
+        CAP_PERFMON,
+        CAP_SYS_ADMIN,
+        CAP_SYS_PTRACE,
+        Preflight,
+        check_capabilities,
+        effective_capabilities,
+    )
+
+    effective = effective_capabilities() if capabilities is None else capabilities
+    wanted = {"BPF": CAP_BPF, "PERFMON": CAP_PERFMON, "SYS_ADMIN": CAP_SYS_ADMIN, "SYS_PTRACE": CAP_SYS_PTRACE}
+    have = [name for name, bit in wanted.items() if effective >> bit & 1]
+    lacking = [name for name in wanted if name not in have]
+    result = Preflight()
+    check_capabilities(effective, result)
+    if lacking:
+        detail = f"has {', '.join(have) or 'none'} of the four the tracer uses; lacks {', '.join(lacking)}"
+    else:
+        detail = f"has {', '.join(have)}: the four the tracer uses"
+    detail += f" (CapEff {effective:#x})"
+    if result.problems:
+        return Check(Status.MISSING, detail + ": the BPF programs cannot be loaded"), ()
+    if result.warnings:
+        return Check(Status.OK, detail + ": tracing works, with less detail (below)"), tuple(result.warnings)
+    return Check(Status.OK, detail), ()
+
+
+def network_namespace_check(sockets: Iterable[RuntimeSocket], own: str = "/proc/self/ns/net",
+                            host: str = "/proc/1/ns/net", listeners: Callable[[], set[str]] | None = None) -> Check:
+    """Whose unix sockets this process sees with sock_diag (it lists those
+    of its own network namespace only): the runtime's listening socket and
+    kubelet's connection to it must be among them for CRI calls to be traced."""
+    from tracer.kernel.sockets import normalize_socket_path, path_variants, unix_sockets
+
+    try:
+        same_as_host = os.stat(own).st_ino == os.stat(host).st_ino
+        where = "the host's (that of PID 1)" if same_as_host else "not the host's (PID 1's differs)"
+    except OSError as error:
+        same_as_host, where = None, f"unknown whether the host's ({host}: {error.strerror})"
+    try:
+        visible = listeners() if listeners is not None else {
+            normalize_socket_path(s.path) for s in unix_sockets() if s.path}
+    except OSError as error:
+        return Check(Status.UNAVAILABLE, f"{where}; sock_diag refused ({error.strerror}): existing CRI "
+                                         "connections (kubelet's) cannot be found")
+    def seen(path: str) -> bool:
+        return any(normalize_socket_path(variant) in visible for variant in path_variants(path))
+
+    found = [s for s in sockets if s.found]
+    hidden = [s.path for s in found if not seen(s.path)]
+    shown = [s.path for s in found if seen(s.path)]
+    if hidden:
+        return Check(Status.UNAVAILABLE, f"{where}; the listener of {', '.join(hidden)} is in another network "
+                                         "namespace, so kubelet's CRI calls cannot be traced: run in the node's "
+                                         "network namespace (hostNetwork: true)")
+    if shown:
+        return Check(Status.OK, f"{where}; sock_diag shows the listener of {', '.join(shown)}")
+    if same_as_host is None:
+        return Check(Status.SKIPPED, f"{where}; no runtime socket to look for")
+    if not same_as_host:
+        return Check(Status.UNAVAILABLE, f"{where}: a runtime's listener and kubelet's connection on the host "
+                                         "would be invisible to sock_diag: run in the node's network namespace "
+                                         "(hostNetwork: true)")
+    return Check(Status.OK, f"{where}; no runtime socket to look for")
+
+
 def verdict(report: FeatureReport) -> tuple[bool, list[str]]:
     """Tracing can work iff struct offsets resolved from BTF, kernel headers
-    were found, and tracepoints, raw tracepoints and the ring buffer work."""
+    were found, and tracepoints, raw tracepoints and the ring buffer work.
+    Warnings (no runtime socket, capabilities or a network namespace that
+    cost detail) follow; they do not change the answer."""
     required = {
         "struct offsets from BTF": report.offsets,
         "kernel headers for bcc": report.headers,
@@ -158,9 +252,12 @@ def verdict(report: FeatureReport) -> tuple[bool, list[str]]:
         "ring buffer": report.ring_buffer,
     }
     failed = [f"  {name}: {check.status} ({check.detail})" for name, check in required.items() if not check.ok]
+    if not report.capabilities.ok:
+        failed.insert(0, f"  capabilities: {report.capabilities.detail}")
     if failed:
         return False, ["tracing cannot work; missing requirements:", *failed]
     lines = [f"tracing can work: {', '.join(required)} are OK"]
+    lines += [f"WARNING: {warning}" for warning in report.warnings()]
     optional = {"kprobes": report.kprobes, "fentry": report.fentry, "uprobes": report.uprobes}
     lacking = [name for name, check in optional.items() if not check.ok]
     if lacking:
@@ -179,6 +276,8 @@ def _guarded(probe: Callable[[], Check]) -> Check:
         detail = str(exc) or type(exc).__name__
         if captured.text.strip():
             detail += ": " + _tail(captured.text)
+        # bcc says "Need super-user privileges" for any EPERM, misleading for root
+        detail = detail.replace("Need super-user privileges to run", "the kernel refused it (EPERM)")
         return Check(Status.UNAVAILABLE, detail)
 
 
@@ -344,8 +443,9 @@ def _probe_fentry() -> Check:
             pass
     except Exception as exc:  # noqa: BLE001 - the attempt's failure is the finding
         message = str(exc)
-        if "super-user" in message:  # bcc's wording for EPERM, even for root
-            message = f"kernel refused the fentry program with EPERM (bcc: {message!r})"
+        if "super-user" in message:  # bcc's wording for any EPERM, even for root with every capability
+            message = ("the kernel refused to load the fentry program (EPERM) although this process may load BPF "
+                       "programs: lockdown or a kernel policy forbids fentry here")
         return Check(Status.UNAVAILABLE, f"fentry on vfs_read: {message}")
     return Check(Status.OK, "fentry program loaded and attached to vfs_read")
 

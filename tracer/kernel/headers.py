@@ -24,6 +24,13 @@ extracted from kheaders ourselves.
 Those headers may belong to another kernel version; that is harmless because
 the tracer's programs only use them for bcc's helper declarations and read
 every kernel struct at BTF offsets (see tracer/kernel/offsets.py).
+
+In a container the host's ``/lib/modules`` is mounted at its own path, but
+its ``build`` links point into the host's ``/usr/src``, which the DaemonSet
+mounts elsewhere (``$TRACER_HOST_USR_SRC``, /host/usr/src): the image's own
+/usr/src holds the fallback headers and its root is read-only.  A path
+under /usr/src that does not exist here but does there is taken from there
+(:func:`on_host`), and bcc is pointed at it with ``BCC_KERNEL_SOURCE``.
 """
 
 from __future__ import annotations
@@ -48,6 +55,9 @@ MODULES_DIR = Path("/lib/modules")
 
 
 DISTRO_HEADERS_DIR = Path("/usr/src")
+
+# Where the host's /usr/src is mounted in the tracer's container (unset on a host).
+ENV_HOST_USR_SRC = "TRACER_HOST_USR_SRC"
 
 
 KHEADERS_ARCHIVE = Path("/sys/kernel/kheaders.tar.xz")
@@ -112,15 +122,38 @@ def find_headers() -> KernelHeaders | None:
     return _matching_headers(release) or _kheaders(release) or _distro_headers(release)
 
 
+def on_host(path: Path) -> Path:
+    """``path`` as this process can read it: a path under /usr/src that is
+    missing here but present under ``$TRACER_HOST_USR_SRC`` is taken from
+    there; any other path is returned as it is."""
+    host = os.environ.get(ENV_HOST_USR_SRC)
+    if not host or path.exists() or not path.is_relative_to(DISTRO_HEADERS_DIR):
+        return path
+    moved = Path(host) / path.relative_to(DISTRO_HEADERS_DIR)
+    return moved if moved.exists() else path
+
+
+def _link(path: Path) -> Path:
+    """A /lib/modules/<release>/{build,source} link's target, on the host's
+    /usr/src when the link dangles here."""
+    if path.is_symlink() and not path.exists():
+        target = Path(os.path.normpath(path.parent / os.readlink(path)))
+        return on_host(target)
+    return path
+
+
 def _matching_headers(release: str) -> KernelHeaders | None:
     kdir = MODULES_DIR / release
-    build, source = kdir / "build", kdir / "source"
+    build, source = _link(kdir / "build"), _link(kdir / "source")
+    # bcc follows the links itself, unless they only resolve on the host's /usr/src
+    moved = build != kdir / "build" or source != kdir / "source"
     # Same rule as bcc: with both build and source present, kconfig.h is in source.
     if build.is_dir() and source.is_dir():
         if (source / KCONFIG_H).is_file():
-            return KernelHeaders(HeaderSource.MATCHING, release, release, (build, source), None)
+            merged = CACHE_DIR / f"linux-headers-{release}-merged" if moved else None
+            return KernelHeaders(HeaderSource.MATCHING, release, release, (build, source), merged)
     elif (build / KCONFIG_H).is_file():
-        return KernelHeaders(HeaderSource.MATCHING, release, release, (build,), None)
+        return KernelHeaders(HeaderSource.MATCHING, release, release, (build,), build if moved else None)
     return None
 
 
@@ -146,7 +179,10 @@ def _version_key(name: str) -> list[tuple[int, int | str]]:
 def _distro_headers(release: str) -> KernelHeaders | None:
     arch = _DEBIAN_ARCH.get(os.uname().machine, os.uname().machine)
     candidates = []
-    for build in DISTRO_HEADERS_DIR.glob(f"linux-headers-*-{arch}"):
+    directories = [DISTRO_HEADERS_DIR]
+    if os.environ.get(ENV_HOST_USR_SRC):
+        directories.append(Path(os.environ[ENV_HOST_USR_SRC]))
+    for build in (b for directory in directories for b in directory.glob(f"linux-headers-*-{arch}")):
         source = _common_sibling(build)
         if source and (source / KCONFIG_H).is_file():
             candidates.append((build, source))
@@ -167,7 +203,7 @@ def _common_sibling(build: Path) -> Path | None:
     except OSError:
         return None
     match = re.search(r"^include\s+(\S+)/Makefile\s*$", makefile, re.MULTILINE)
-    return Path(match.group(1)) if match else None
+    return on_host(Path(match.group(1))) if match else None
 
 
 def prepare_headers(headers: KernelHeaders | None = None) -> KernelHeaders:
@@ -182,7 +218,7 @@ def prepare_headers(headers: KernelHeaders | None = None) -> KernelHeaders:
             f"no {KHEADERS_ARCHIVE}, no linux-headers package in {DISTRO_HEADERS_DIR}"
         )
     target = headers.kernel_source
-    if target:
+    if target and target.is_relative_to(CACHE_DIR):  # else a tree as it is (a matching one, moved)
         if headers.source == HeaderSource.KHEADERS:
             _build_cache_dir(target, _extract_kheaders)
         else:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -261,14 +262,18 @@ def recording_meta(clock: Clock, node_name: str, extra: dict) -> dict:
             "node_name": node_name, **extra}
 
 
-def replay(path: str) -> Pipeline:
-    """Rebuilds a Pipeline from a recording, without BPF or enrichment I/O."""
+def replay(path: str, progress: Callable[[int, int], None] | None = None) -> Pipeline:
+    """Rebuilds a Pipeline from a recording, without BPF or enrichment I/O.
+    `progress(records done, records)` is called every few thousand records."""
     result = read_recording(path)
     meta = next((r.json() for r in result.records if r.kind is RecordKind.META), None)
     if meta is None:
         raise ValueError(f"{path}: recording has no META record")
     pipeline = Pipeline(Clock(int(meta["wall_minus_monotonic_ns"])), meta.get("node_name", ""))
-    for record in result.records:
+    total = len(result.records)
+    for done, record in enumerate(result.records):
+        if progress is not None and done % 2048 == 0:
+            progress(done, total)
         if record.kind is RecordKind.KERNEL:
             pipeline.add_kernel_bytes(record.payload)
             pipeline.flush(everything=True)  # already in processing order
@@ -283,6 +288,8 @@ def replay(path: str) -> Pipeline:
             if stats.get("type") == "loss":
                 pipeline._apply_loss(stats["lost"], stats["ktime_ns"])
     pipeline.stats.truncated_recording = result.truncated_tail
+    if progress is not None:
+        progress(total, total)
     return pipeline
 
 
