@@ -42,6 +42,34 @@ def rss_mb(pid: int) -> float:
     return round(rss_bytes(pid) / 2**20, 1)
 
 
+def _mapping_kind(name: str) -> str:
+    """What a mapping of the tracer's address space holds, for the RSS breakdown."""
+    if "bpf-ringbuf" in name or "bpf-map" in name or name.startswith("anon_inode:"):
+        return "bpf maps and ring buffer"
+    if "LLVM" in name or "clang" in name or "libbcc" in name:
+        return "bcc and LLVM libraries"
+    if name in ("[heap]", ""):
+        return "heap and anonymous"
+    if name.startswith("/") and ".so" in name or "python3" in name:
+        return "python and other libraries"
+    return "other"
+
+
+def rss_breakdown_mb(pid: int) -> dict[str, float]:
+    """The resident memory of a running process by what its mappings hold (/proc/<pid>/smaps):
+    where the RSS goes."""
+    totals: dict[str, int] = {}
+    kind = "other"
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            head = line.split(None, 5)
+            if "-" in head[0] and len(head) >= 5 and ":" not in head[0]:
+                kind = _mapping_kind(head[5].strip() if len(head) > 5 else "")
+            elif head[0] == "Rss:":
+                totals[kind] = totals.get(kind, 0) + int(head[1]) * 1024
+    return {kind: round(size / 2**20, 1) for kind, size in sorted(totals.items())}
+
+
 class CpuWindow:
     """The CPU a process used over a wall-clock window, as % of one core."""
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from tracer_testbed import Testbed
 from tracer_testbed.grpcgo import GrpcGoClient
 
-from bench.process import CpuWindow, tracer_command
+from bench.process import CpuWindow, rss_breakdown_mb, tracer_command
 
 SETTLE_S = 10.0  # after the attach: the learning, the first relists, the daemon's first exports
 
@@ -84,6 +84,7 @@ def steady_state(bed: Testbed, work: Path, pods: int, window_s: float) -> dict:
         by_resolution = _metric(port, "tracer_cri_calls_total")
         calls = sum(by_resolution.values()) - calls_before
         result.update({
+            "rss_by_mapping_mb": rss_breakdown_mb(daemon.pid),
             "pods": pods, "cri_call_views": int(calls), "cri_call_views_per_s": round(calls / result["wall_s"], 1),
             "cpu_us_per_call_view": round(1e6 * result["cpu_s"] / calls, 1) if calls else None,
             "by_resolution": {key.strip("{}"): int(v) for key, v in by_resolution.items()},
