@@ -33,7 +33,7 @@ def connection_calls(recorder: Recorder, client_pid: int):
 def test_a_pods_whole_lifecycle_is_decoded_in_both_directions(testbed):
     """Every call of a pod's life, from both the client's and the server's
     side, with the right method and status; the teardown stays out of the
-    pod's start trace."""
+    pod's start trace; a polling call (Version) is counted, not kept."""
     recorder = start_recorder(testbed)
     client = RuntimeClient(testbed.socket)  # a connection opened after the attach
     try:
@@ -44,7 +44,9 @@ def test_a_pods_whole_lifecycle_is_decoded_in_both_directions(testbed):
     finally:
         traces = recorder.stop()
         client.close()
-    expected = ["Version"] + [c.method for c in pod.calls + teardown]
+    # Version polls: counted (both views), never kept or decoded
+    assert recorder.pipeline.cri.stats.polling_call_views >= 2
+    expected = [c.method for c in pod.calls + teardown]
     calls = connection_calls(recorder, os.getpid())
     assert [c.method for c in calls] == expected
     for call in calls:
@@ -69,6 +71,7 @@ def test_late_attach_never_decodes_a_wrong_method_and_catches_up(testbed):
         periodic_calls(client, 10)
 
         recorder = start_recorder(testbed)
+        recorder.pipeline.cri.keep_polling_calls = True  # every call compared, the polls too
         try:
             pod = start_pod(client, PodSpec(name="after-attach", command=SLEEP), testbed.layout.pod_logs)
             started.append(pod)
@@ -159,6 +162,7 @@ def test_a_client_through_another_path_to_the_runtime_socket_is_traced(testbed, 
     link = tmp_path / "runtime-link.sock"
     link.symlink_to(testbed.socket)
     recorder = start_recorder(testbed)
+    recorder.pipeline.cri.keep_polling_calls = True  # Version polls: kept here, to be looked at
     client = RuntimeClient(link)
     try:
         client.version()
