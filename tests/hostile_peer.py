@@ -25,7 +25,9 @@ from tracer.cri import api_pb2, api_pb2_grpc
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DATA, HEADERS, RST_STREAM, SETTINGS, CONTINUATION = 0, 1, 3, 4, 9
 END_STREAM, END_HEADERS, PADDED = 0x1, 0x4, 0x8
-VERSION_PATH = "/runtime.v1.RuntimeService/Version"
+# A method the decoder decodes (polling calls are only framed) that changes
+# nothing on the runtime: the hostile requests name no container ("v1").
+HOSTILE_PATH = "/runtime.v1.RuntimeService/ReopenContainerLog"
 READ_TIMEOUT_S = 0.5
 OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]  # grpc-core would share one between channels
 
@@ -35,7 +37,7 @@ def frame(ftype: int, flags: int, stream: int, payload: bytes, length: int | Non
     return size.to_bytes(3, "big") + bytes([ftype, flags]) + struct.pack(">I", stream) + payload
 
 
-def request_headers(path: str = VERSION_PATH) -> bytes:
+def request_headers(path: str = HOSTILE_PATH) -> bytes:
     return Encoder().encode([(":method", "POST"), (":scheme", "http"), (":path", path),
                              (":authority", "localhost"), ("content-type", "application/grpc"), ("te", "trailers")])
 
@@ -95,7 +97,7 @@ def send_once(path: str, payload: bytes, *, half_close: bool = False, read: bool
 def garbage_payloads(rng: random.Random) -> list[tuple[str, bytes]]:
     """Bytes that are not HTTP/2 at all, or only look like it."""
     settings = frame(SETTINGS, 0, 0, b"")
-    version = api_pb2.VersionRequest(version="v1").SerializeToString()
+    request = api_pb2.ReopenContainerLogRequest(container_id="v1").SerializeToString()
     good = PREFACE + settings + frame(HEADERS, END_HEADERS, 1, request_headers())
     return [
         ("random", rng.randbytes(rng.randint(1, 65536))),
@@ -113,7 +115,7 @@ def garbage_payloads(rng: random.Random) -> list[tuple[str, bytes]]:
         ("bad_compression", good + frame(DATA, END_STREAM, 1, grpc_message(rng.randbytes(40), compressed=True))),
         ("garbage_protobuf", good + frame(DATA, END_STREAM, 1, grpc_message(b"\xff" * 32))),
         ("data_on_stream_0", PREFACE + settings + frame(DATA, 0, 0, b"x" * 10)),
-        ("reset_right_away", good + frame(DATA, 0, 1, grpc_message(version)) + frame(RST_STREAM, 0, 1, b"\0\0\0\x08")),
+        ("reset_right_away", good + frame(DATA, 0, 1, grpc_message(request)) + frame(RST_STREAM, 0, 1, b"\0\0\0\x08")),
         ("many_open_streams", PREFACE + settings + b"".join(
             frame(HEADERS, END_HEADERS, sid, request_headers()) for sid in range(1, 400, 2))),
     ]
@@ -141,7 +143,7 @@ def half_closed_streams(path: str, count: int, time_cap_s: float) -> Tally:
     socket shut down for writing, and a request with no message at all."""
     tally = Tally()
     deadline = time.monotonic() + time_cap_s
-    message = grpc_message(api_pb2.VersionRequest(version="v1").SerializeToString())
+    message = grpc_message(api_pb2.ReopenContainerLogRequest(container_id="v1").SerializeToString())
     head = PREFACE + frame(SETTINGS, 0, 0, b"") + frame(HEADERS, END_HEADERS, 1, request_headers())
     variants = [
         ("cut_message_end_stream", head + frame(DATA, END_STREAM, 1, message[:-2])),
@@ -161,20 +163,19 @@ def half_closed_streams(path: str, count: int, time_cap_s: float) -> Tally:
 
 
 def big_messages(path: str) -> dict[str, str]:
-    """A real gRPC client sends Version requests of exactly 16 MiB (the
+    """A real gRPC client sends ImageStatus requests of exactly 16 MiB (the
     runtime's limit) and 16 MiB + 1 KiB; returns each call's status."""
     limit = 64 << 20
     options = [("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit),
                ("grpc.use_local_subchannel_pool", 1)]
     outcome = {}
     with grpc.insecure_channel(f"unix://{path}", options=options) as channel:
-        stub = api_pb2_grpc.RuntimeServiceStub(channel)
         for name, size in (("16MiB", 16 << 20), ("16MiB+1KiB", (16 << 20) + 1024)):
-            text = "v" * (size - 5)  # tag (1 byte) and length (4 bytes) make the message `size` bytes
-            request = api_pb2.VersionRequest(version=text)
+            # two tags (1 byte each) and lengths (4 bytes each) make the message `size` bytes
+            request = api_pb2.ImageStatusRequest(image=api_pb2.ImageSpec(image="v" * (size - 10)))
             assert request.ByteSize() == size
             try:
-                stub.Version(request, timeout=60)
+                api_pb2_grpc.ImageServiceStub(channel).ImageStatus(request, timeout=60)
                 outcome[name] = "OK"
             except grpc.RpcError as error:
                 outcome[name] = error.code().name
@@ -255,7 +256,8 @@ def call_fake_runtime(path: str, count: int, time_cap_s: float) -> Tally:
         try:
             if i % 2 == 0:
                 with grpc.insecure_channel(f"unix://{path}", options=OWN_CONNECTION) as channel:
-                    api_pb2_grpc.RuntimeServiceStub(channel).Version(api_pb2.VersionRequest(version="v1"), timeout=1)
+                    api_pb2_grpc.RuntimeServiceStub(channel).ReopenContainerLog(
+                        api_pb2.ReopenContainerLogRequest(container_id="v1"), timeout=1)
                 tally.add("grpc_answered", 0)
             else:
                 kind, payload = garbage_payloads(rng)[i % 16]

@@ -44,8 +44,10 @@ def _remove_pods(testbed: Testbed, uids: set[str]) -> None:
             client.remove_pod_sandbox(sandbox.id)
 
 
-def _shim_daemons() -> set[int]:
-    """Pids of containerd-shim-runc-v2 daemons (the long-lived shim of a pod)."""
+def _shim_daemons(bed) -> set[int]:
+    """Pids of this test bed's containerd-shim-runc-v2 daemons (the
+    long-lived shim of a pod; other runtimes on the machine have theirs)."""
+    directory = str(bed.directory).encode()
     found = set()
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -54,7 +56,8 @@ def _shim_daemons() -> set[int]:
             argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if argv[0].endswith(b"containerd-shim-runc-v2") and b"-id" in argv and b"start" not in argv:
+        if argv[0].endswith(b"containerd-shim-runc-v2") and b"-id" in argv and b"start" not in argv \
+                and any(directory in arg for arg in argv):
             found.add(int(entry))
     return found
 
@@ -109,11 +112,11 @@ def test_a_start_cut_short_by_a_containerd_crash_is_partial(testbed):
     spec = PodSpec(name="cut-short", namespace="restart", command=SLEEP)
     retried: list[StartedPod] = []
     try:
-        shims = _shim_daemons()
+        shims = _shim_daemons(testbed)
         with ThreadPoolExecutor(max_workers=1) as pool:
             starting = pool.submit(run_pods_as_kubelet, testbed.socket, [spec], testbed.layout.pod_logs)
             deadline = time.monotonic() + SHIM_WAIT_S
-            while not _shim_daemons() - shims:
+            while not _shim_daemons(testbed) - shims:
                 assert time.monotonic() < deadline and not starting.done(), "no shim started for the pod"
                 time.sleep(0.002)
             testbed.restart_containerd(signal.SIGKILL)

@@ -70,8 +70,7 @@ def test_late_attach_never_decodes_a_wrong_method_and_catches_up(testbed):
         started.append(warm_up)
         periodic_calls(client, 10)
 
-        recorder = start_recorder(testbed)
-        recorder.pipeline.cri.keep_polling_calls = True  # every call compared, the polls too
+        recorder = start_recorder(testbed, keep_polling_calls=True)  # the polls are compared too
         try:
             pod = start_pod(client, PodSpec(name="after-attach", command=SLEEP), testbed.layout.pod_logs)
             started.append(pod)
@@ -161,8 +160,7 @@ def test_a_client_through_another_path_to_the_runtime_socket_is_traced(testbed, 
     accepted end, is bound to: its calls have both views, as any other's."""
     link = tmp_path / "runtime-link.sock"
     link.symlink_to(testbed.socket)
-    recorder = start_recorder(testbed)
-    recorder.pipeline.cri.keep_polling_calls = True  # Version polls: kept here, to be looked at
+    recorder = start_recorder(testbed, keep_polling_calls=True)  # the polls are compared too
     client = RuntimeClient(link)
     try:
         client.version()

@@ -34,7 +34,7 @@ def _by_stream(recorder, client_pid: int) -> dict[tuple[int, int], object]:
 
 
 def test_a_grpc_go_client_older_than_the_tracer_has_every_call_named(testbed, tmp_path):
-    early = start_recorder(testbed)  # sees the connection from its start: the truth by stream id
+    early = start_recorder(testbed, keep_polling_calls=True)  # sees the connection from its start: the truth
     client = GrpcGoClient(testbed.socket, tmp_path / "calls.jsonl", testbed.layout.pod_logs).start()
     started = []
     late = None
@@ -43,7 +43,7 @@ def test_a_grpc_go_client_older_than_the_tracer_has_every_call_named(testbed, tm
         for name in ("before-a", "before-b"):  # pod-start methods enter the table too
             started.append(client.start_pod(name))
         time.sleep(3)
-        late = start_recorder(testbed)
+        late = start_recorder(testbed, keep_polling_calls=True)  # every call compared, the polls too
         attach_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
         time.sleep(SECOND_START_AFTER_S)
         for name in ("after-a", "after-b"):

@@ -117,7 +117,7 @@ def test_client_spans_agree_with_the_clients_own_timings(testbed):
     The client's own times carry its library's and its scheduler's delays
     (2 vCPUs shared with containerd and the tracer), so most calls must
     agree within 1 ms and none may be off by more than 10 ms."""
-    recorder = start_recorder(testbed)
+    recorder = start_recorder(testbed, keep_polling_calls=True)  # the polls are compared too
     try:
         timings = periodic_calls_as_kubelet(testbed.socket, 40)
         time.sleep(SETTLE_S)
