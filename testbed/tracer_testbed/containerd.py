@@ -53,6 +53,12 @@ from tracer_testbed.pods import (
 log = logging.getLogger(__name__)
 
 ENV_TESTBED_DIR = "TRACER_TESTBED_DIR"
+# The pod network's bridge and subnet: shared by every test bed on the host
+# unless these set another pair (two beds at once need two pairs).
+ENV_TESTBED_BRIDGE = "TRACER_TESTBED_BRIDGE"
+ENV_TESTBED_SUBNET = "TRACER_TESTBED_SUBNET"
+DEFAULT_BRIDGE = "tracer0"
+DEFAULT_SUBNET = "10.88.77.0/24"
 ENV_LOCK_WAIT = "TRACER_TESTBED_LOCK_WAIT_S"
 DEFAULT_DIRECTORY = Path("/var/lib/tracer-testbed")
 CNI_BIN_DIR = Path("/usr/lib/cni")
@@ -79,10 +85,17 @@ def default_directory() -> Path:
 
 @dataclass(frozen=True)
 class PodNetwork:
-    """The CNI bridge network for pods; chosen not to clash with real ones."""
+    """The CNI bridge network for pods; chosen not to clash with real ones.
+    `from_env()` is the default: $TRACER_TESTBED_BRIDGE and
+    $TRACER_TESTBED_SUBNET, else tracer0 and 10.88.77.0/24."""
 
-    bridge: str = "tracer0"
-    subnet: str = "10.88.77.0/24"
+    bridge: str = DEFAULT_BRIDGE
+    subnet: str = DEFAULT_SUBNET
+
+    @classmethod
+    def from_env(cls) -> PodNetwork:
+        return cls(bridge=os.environ.get(ENV_TESTBED_BRIDGE) or DEFAULT_BRIDGE,
+                   subnet=os.environ.get(ENV_TESTBED_SUBNET) or DEFAULT_SUBNET)
 
 
 @dataclass(frozen=True)
@@ -160,10 +173,10 @@ class Testbed:
 
     __test__ = False  # not a pytest test class, despite the name
 
-    def __init__(self, directory: Path | str | None = None, network: PodNetwork = PodNetwork()) -> None:
+    def __init__(self, directory: Path | str | None = None, network: PodNetwork | None = None) -> None:
         # Absolute and free of symlinks: it is compared with /proc/self/mountinfo.
         self.layout = Layout(Path(directory or default_directory()).resolve())
-        self.network = network
+        self.network = network or PodNetwork.from_env()
         self._process: subprocess.Popen[bytes] | None = None
         self._client: RuntimeClient | None = None
         self._lock: IO[str] | None = None
@@ -341,7 +354,7 @@ class Testbed:
         """While inside, the pod network's config is broken the way a typo
         breaks it (an IPAM subnet that is no CIDR), so every RunPodSandbox
         of a pod-network pod fails in CNI. Yields the broken subnet."""
-        broken_subnet = "10.88.77.0/33"
+        broken_subnet = self.network.subnet.split("/")[0] + "/33"
         conflist = self._cni_conflist()
         conflist["plugins"][0]["ipam"]["ranges"] = [[{"subnet": broken_subnet}]]
         self._install_conflist(conflist)
