@@ -17,7 +17,7 @@ from typing import Callable
 
 from tracer.cri.endpoint import Evidence
 from tracer.cri.identify import STREAMED_LISTS
-from tracer.cri.wire import C2S, S2C, Chunk, CriCall, CriDecoder
+from tracer.cri.wire import C2S, S2C, Chunk, CriCall, CriDecoder, DecoderConfig
 from tracer.events import (
     SOCKET_FLAG_GAP_BEFORE,
     EventType,
@@ -135,9 +135,9 @@ class CriLayer:
     may carry secrets (credentials, environment values)."""
 
     def __init__(self, on_call: Callable[[CriCall, CriEndpoint], None] | None = None,
-                 evidence: Evidence | None = None) -> None:
+                 evidence: Evidence | None = None, config: DecoderConfig | None = None) -> None:
         self.on_call = on_call
-        self.decoder = CriDecoder(evidence=evidence, not_called=self._not_called)
+        self.decoder = CriDecoder(config, evidence=evidence, not_called=self._not_called)
         # CRI client processes (pid, start) that never list by streaming
         self._listing_clients: set[tuple[int, int]] = set()
         self.endpoints: dict[int, CriEndpoint] = {}

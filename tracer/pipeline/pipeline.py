@@ -24,6 +24,7 @@ from tracer.correlate.records import (
     record_json,
 )
 from tracer.cri.calls import CriLayer, call_record, calls_for_pod, unanswered_calls
+from tracer.cri.model import DecoderConfig
 from tracer.enrich.enricher import Enricher
 from tracer.events import (
     EVENT_TYPES,
@@ -38,6 +39,7 @@ from tracer.events import (
     sanitize,
 )
 from tracer.format import Clock
+from tracer.redaction import DEFAULT_REDACTION, ArgvRedaction
 from tracer.pipeline.recording import RecordingWriter, RecordKind, read_recording
 from tracer.spans.build import build_trace
 from tracer.spans.critical_path import critical_path_attributes
@@ -82,14 +84,18 @@ class Arrival(NamedTuple):
 
 class Pipeline:
     def __init__(self, clock: Clock, node_name: str, enricher: Enricher | None = None,
-                 recording: RecordingWriter | None = None, reorder_window_ns: int = REORDER_WINDOW_NS):
+                 recording: RecordingWriter | None = None, reorder_window_ns: int = REORDER_WINDOW_NS,
+                 argv_redaction: ArgvRedaction = DEFAULT_REDACTION):
         self.clock = clock
         self.node_name = node_name
         self.enricher = enricher
         self.recording = recording
         self.reorder_window_ns = reorder_window_ns
+        # what is hidden of every command line, in exec events and CRI messages alike
+        self.argv_redaction = argv_redaction
         self.assembler = PodAssembler()
-        self.cri = CriLayer(on_call=self._store_call, evidence=self.assembler.runtime_work.prove)
+        self.cri = CriLayer(on_call=self._store_call, evidence=self.assembler.runtime_work.prove,
+                            config=DecoderConfig(argv_redaction=argv_redaction))
         self.stats = PipelineStats()
         self._pending: list[tuple[int, int, bytes, Event]] = []
         self._sequence = 0
@@ -114,7 +120,7 @@ class Pipeline:
         bundle, its log).  Safe to call from the thread that drains the ring
         buffer while another runs add_arrival; None (counted) if malformed."""
         try:
-            raw = sanitize(raw)
+            raw = sanitize(raw, self.argv_redaction)
             event = decode(raw)
         except DecodeError as error:
             self.stats.decode_errors += 1
@@ -254,13 +260,16 @@ def recording_meta(clock: Clock, node_name: str, extra: dict) -> dict:
             "node_name": node_name, **extra}
 
 
-def replay(path: str) -> Pipeline:
-    """Rebuilds a Pipeline from a recording, without BPF or enrichment I/O."""
+def replay(path: str, argv_redaction: ArgvRedaction = DEFAULT_REDACTION) -> Pipeline:
+    """Rebuilds a Pipeline from a recording, without BPF or enrichment I/O.
+    Its exec events go through `argv_redaction` again (a recording holds
+    them as the recorder's redaction left them)."""
     result = read_recording(path)
     meta = next((r.json() for r in result.records if r.kind is RecordKind.META), None)
     if meta is None:
         raise ValueError(f"{path}: recording has no META record")
-    pipeline = Pipeline(Clock(int(meta["wall_minus_monotonic_ns"])), meta.get("node_name", ""))
+    pipeline = Pipeline(Clock(int(meta["wall_minus_monotonic_ns"])), meta.get("node_name", ""),
+                        argv_redaction=argv_redaction)
     for record in result.records:
         if record.kind is RecordKind.KERNEL:
             pipeline.add_kernel_bytes(record.payload)
