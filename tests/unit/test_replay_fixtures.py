@@ -15,9 +15,9 @@ from tracer.pipeline.pipeline import replay
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 SCENARIOS = sorted(p.name.removesuffix(".rec") for p in FIXTURES.glob("*.rec"))
-# these have expectations of their own (tests/unit/test_diagnosis.py,
+# these have expectations of their own (tests/unit/test_diagnosis.py, test_kubelet_traced.py,
 # test_reuse_fixture.py, test_tracer_restart_fixture.py)
-OWN_EXPECTATIONS = {"failed-starts", "reuse", "tracer-restart", "grpcgo-wire", "kubelet-wire"}
+OWN_EXPECTATIONS = {"failed-starts", "reuse", "tracer-restart", "grpcgo-wire", "kubelet-wire", "kubelet-traced"}
 STARTED_POD_SCENARIOS = [name for name in SCENARIOS if name not in OWN_EXPECTATIONS]
 
 
