@@ -105,7 +105,17 @@ def check_pod_trace(trace: Trace, pod: ExpectedPod, all_container_ids: set[str])
     assert app.attributes["container.image.name"] == "localhost/busybox:1"
     assert sandbox.end_ns <= app.start_ns  # kubelet creates containers after the sandbox runs
     tops = [s for s in trace.spans if s.parent_id == root.span_id]
-    assert root.start_ns == min(s.start_ns for s in tops) and root.end_ns == max(s.end_ns for s in tops)
+    # the start ends with kubelet's last call, or with a crash after it
+    crashed = [s.end_ns for s in trace.spans if s.attributes.get("tracer.process.exited") is True]
+    assert root.start_ns == min(s.start_ns for s in tops)
+    assert root.end_ns == max([s.end_ns for s in tops] + crashed)
+    for span in trace.spans:
+        assert span.end_ns <= root.end_ns, f"{span.name} ends after the start"
+        if span.attributes.get("tracer.process.exited") is False:
+            # still running when the start ended: its span ends there, without an exit
+            assert span.end_ns == root.end_ns and "process.exit.code" not in span.attributes, span.name
+    if not failed:
+        assert not [s.name for s in trace.spans if s.status == "ERROR"]
     cni = [s for s in trace.spans if s.parent_id == sandbox.span_id and s.name.startswith("cni ")]
     expected_cni = [] if pod.host_network else ["cni bridge ADD", "cni loopback ADD"]
     assert sorted(s.name for s in cni) == expected_cni, [(s.name, s.attributes) for s in cni]

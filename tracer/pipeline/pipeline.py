@@ -41,7 +41,7 @@ from tracer.events import (
 from tracer.format import Clock
 from tracer.redaction import DEFAULT_REDACTION, ArgvRedaction
 from tracer.pipeline.recording import RecordingWriter, RecordKind, read_recording
-from tracer.spans.build import build_trace
+from tracer.spans.build import build_trace, start_extent
 from tracer.spans.critical_path import critical_path_attributes
 from tracer.spans.model import Trace
 
@@ -241,11 +241,14 @@ class Pipeline:
             calls = calls_for_pod(self.cri.calls, pod.sandbox_id, container_ids, pod.uid, pod.other_container_ids)
         else:
             calls = calls_for_pod(self.cri.calls, "", container_ids, "")
+        processes = self.assembler.table.processes
+        # the start's own calls: those that began before it ended
+        extent = start_extent(pod, calls, processes)
         # a start that the runtime never answered (it died or restarted
         # mid-call, the client gave up) is cut short, whatever else was seen
-        pod.partial_reasons.extend(reason for reason in unanswered_calls(calls)
+        pod.partial_reasons.extend(reason for reason in unanswered_calls(list(extent.calls))
                                    if reason not in pod.partial_reasons)
-        trace = build_trace(pod, self.clock, self.node_name, calls, self.assembler.table.processes)
+        trace = build_trace(pod, self.clock, self.node_name, processes=processes, extent=extent)
         trace.root.attributes.update(critical_path_attributes(trace))
         return trace
 

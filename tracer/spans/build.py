@@ -13,9 +13,10 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from tracer.correlate.pods import ContainerTrace, PodTrace
-from tracer.correlate.processes import Activity, Process, ProcKey
+from tracer.correlate.processes import Activity, Exec, Process, ProcKey
 from tracer.correlate.roles import container_exec, parse_runc
 from tracer.cri.calls import PairedCall, image_annotations, pod_keys
 from tracer.events import (
@@ -36,7 +37,7 @@ from tracer.format import (
     exit_status,
     namespace_names,
 )
-from tracer.spans.diagnosis import Finding, diagnose
+from tracer.spans.diagnosis import LAYER_CONTAINER, Finding, diagnose, runtime_stop_began
 from tracer.spans.model import (
     SERVICE_CNI,
     SERVICE_CONTAINER,
@@ -119,8 +120,10 @@ def activity_event(activity: Activity, clock: Clock) -> SpanEvent:
     })
 
 
-def process_attributes(proc: Process) -> dict[str, object]:
-    image = proc.image
+def process_attributes(proc: Process, image: Exec | None = None, exited: bool = True) -> dict[str, object]:
+    """A process's attributes: those of `image` (one of its execs; its last
+    by default), and its exit when `exited` (the exit is in the trace)."""
+    image = image or proc.image
     attributes: dict[str, object] = {"process.pid": proc.pid}
     if proc.real_parent_pid:
         attributes["process.parent_pid"] = proc.real_parent_pid
@@ -134,7 +137,7 @@ def process_attributes(proc: Process) -> dict[str, object]:
         attributes["process.command_line"] = " ".join(image.argv)
         if image.argv_truncated:
             attributes["tracer.process.argv_truncated"] = True
-    if proc.exit_code_raw is not None:
+    if proc.exit_code_raw is not None and exited:
         status = exit_status(proc.exit_code_raw)
         attributes["process.exit.code"] = status.code
         if status.signal_name:
@@ -143,9 +146,12 @@ def process_attributes(proc: Process) -> dict[str, object]:
 
 
 class _TraceBuilder:
-    def __init__(self, trace_id: str, clock: Clock):
+    def __init__(self, trace_id: str, clock: Clock, end_ktime: int | None = None):
         self.trace_id = trace_id
         self.clock = clock
+        # when the start ended: no span goes beyond it; a process still
+        # running then ends its span there (tracer.process.exited=false)
+        self.end_ktime = end_ktime
         self.spans: list[Span] = []
         self.by_process: dict[ProcKey, Span] = {}      # the last span made for a process
         self.by_call: dict[int, list[Span]] = {}       # id(PairedCall) → its CLIENT, SERVER spans
@@ -162,17 +168,34 @@ class _TraceBuilder:
         self.spans.append(span)
         return span
 
+    def in_start(self, ktime_ns: int | None) -> bool:
+        """Whether something at `ktime_ns` happened within the start."""
+        return ktime_ns is not None and (self.end_ktime is None or ktime_ns <= self.end_ktime)
+
+    def clamp(self, start: int, end: int) -> int:
+        return end if self.end_ktime is None else max(start, min(end, self.end_ktime))
+
     def process_span(self, key: str, name: str, service: str, parent: Span, proc: Process,
-                     start_ktime: int | None = None, end_ktime: int | None = None) -> Span:
+                     start_ktime: int | None = None, end_ktime: int | None = None, image: Exec | None = None,
+                     stop_began: int | None = None) -> Span:
         """A span for a process's life (its exec, or fork, to its exit), with
-        the activity that falls inside it as events."""
+        the activity that falls inside it as events; cut at the start's end.
+        `image`: the exec whose attributes it shows (its last by default);
+        `stop_began`: when the runtime began stopping its container."""
         start = start_ktime if start_ktime is not None else _exec_or_start(proc)
-        end = end_ktime if end_ktime is not None else (proc.exit_ns or proc.last_seen_ns)
+        exited = self.in_start(proc.exit_ns)
+        if end_ktime is not None:
+            natural = end_ktime
+        elif exited:
+            natural = proc.exit_ns
+        else:  # still running when the start ended: it ran until then
+            natural = self.end_ktime if self.end_ktime is not None else proc.last_seen_ns
+        end = self.clamp(start, natural)
         span = self.add(f"{key}/{proc.pid}/{proc.key[1]}", name, service, parent, start, end,
-                        process_attributes(proc))
+                        process_attributes(proc, image, exited))
         span.events.extend(activity_event(a, self.clock) for a in proc.activity
                            if start <= a.header.ktime_ns <= max(start, end))
-        if proc.oom_kill is not None:
+        if proc.oom_kill is not None and start <= proc.oom_kill.header.ktime_ns <= max(start, end):
             kill = proc.oom_kill
             span.events.append(SpanEvent("oom kill", self.clock.wall_ns(kill.header.ktime_ns), {
                 "tracer.oom.victim_pid": kill.victim_pid, "tracer.oom.victim_comm": kill.victim_comm,
@@ -180,10 +203,14 @@ class _TraceBuilder:
                 "tracer.oom.file_rss_kb": kill.file_rss_kb, "tracer.oom.shmem_rss_kb": kill.shmem_rss_kb,
             }))
         self.by_process[proc.key] = span
-        if proc.exit_code_raw is not None and exit_status(proc.exit_code_raw).code != 0:
-            span.status = "ERROR"
-            span.status_message = f"exited with {exit_status(proc.exit_code_raw).code}"
-        elif proc.exit_ns is None and end_ktime is None:
+        if exited and proc.exit_code_raw is not None and exit_status(proc.exit_code_raw).code != 0:
+            if stop_began is not None and proc.exit_ns is not None and stop_began <= proc.exit_ns:
+                # the runtime's own stop (StopContainer, StopPodSandbox): not a failure
+                span.attributes["tracer.process.stopped_by_runtime"] = True
+            else:
+                span.status = "ERROR"
+                span.status_message = f"exited with {exit_status(proc.exit_code_raw).code}"
+        elif not exited and end_ktime is None:
             span.attributes["tracer.process.exited"] = False
         return span
 
@@ -193,7 +220,8 @@ def _exec_or_start(proc: Process) -> int:
     return own[0].ktime_ns if own else proc.start_ns
 
 
-def _container_span(builder: _TraceBuilder, root: Span, container: ContainerTrace) -> Span:
+def _container_span(builder: _TraceBuilder, root: Span, container: ContainerTrace,
+                    stop_began: int | None = None) -> Span:
     kind = "sandbox" if container.is_sandbox else "container"
     group = builder.add(f"{container.container_id}/containerd", f"containerd {kind} {short(container.container_id)}",
                         SERVICE_CONTAINERD, root, 0, 0, _container_attributes(container))
@@ -201,18 +229,19 @@ def _container_span(builder: _TraceBuilder, root: Span, container: ContainerTrac
 
     for index, cni in enumerate(container.cni):
         span = builder.process_span(f"{container.container_id}/cni{index}",
-                                    f"cni {cni.call.plugin} {cni.call.command}", SERVICE_CNI, group, cni.process)
+                                    f"cni {cni.call.plugin} {cni.call.command}", SERVICE_CNI, group, cni.process,
+                                    stop_began=stop_began)
         span.attributes.update({"tracer.cni.plugin": cni.call.plugin, "tracer.cni.command": cni.call.command,
                                 "tracer.cni.ifname": cni.call.ifname, "tracer.cni.netns": cni.call.netns})
         for delegate in cni.delegates:
             call_name = delegate.image.basename if delegate.image else "plugin"
             builder.process_span(f"{container.container_id}/cni{index}/delegate", f"cni {call_name} {cni.call.command}",
-                                 SERVICE_CNI, span, delegate)
+                                 SERVICE_CNI, span, delegate, stop_began=stop_began)
         children.append(span)
 
     if container.shim_start is not None:
         shim = builder.process_span(f"{container.container_id}/shim-start", "shim start", SERVICE_SHIM,
-                                    group, container.shim_start)
+                                    group, container.shim_start, stop_began=stop_began)
         shim.attributes["container.id"] = container.container_id
         if container.shim_daemon is not None:
             ready = container.shim_start.exit_ns or container.shim_daemon.last_seen_ns
@@ -224,29 +253,38 @@ def _container_span(builder: _TraceBuilder, root: Span, container: ContainerTrac
     if container.runc_create is not None:
         create = builder.process_span(f"{container.container_id}/runc-create",
                                       f"runc create {short(container.container_id)}", SERVICE_RUNC, group,
-                                      container.runc_create)
+                                      container.runc_create, stop_began=stop_began)
         call = parse_runc(container.runc_create.image) if container.runc_create.image else None
         if call is not None:
             create.attributes["tracer.runc.bundle"] = call.bundle
-        _init_spans(builder, create, container)
+        _init_spans(builder, create, container, stop_began)
         children.append(create)
 
     if container.runc_start is not None:
         children.append(builder.process_span(f"{container.container_id}/runc-start",
                                              f"runc start {short(container.container_id)}", SERVICE_RUNC, group,
-                                             container.runc_start))
+                                             container.runc_start, stop_began=stop_began))
 
     running_ktime = None
     if container.process is not None:
-        entry = container_exec(container.process)
+        proc = container.process
+        entry = container_exec(proc)
         assert entry is not None
         running_ktime = entry.ktime_ns
-        end = container.process.exit_ns if container.process.exit_ns else entry.ktime_ns
+        # from the entrypoint's exec to its exit when that was within the
+        # start (its failure), else to the start's end, still running
         span = builder.process_span(f"{container.container_id}/process", f"exec {entry.filename}",
-                                    SERVICE_CONTAINER, group, container.process, start_ktime=entry.ktime_ns,
-                                    end_ktime=end)
+                                    SERVICE_CONTAINER, group, proc, start_ktime=entry.ktime_ns, image=entry,
+                                    stop_began=stop_began)
         span.attributes.update({"container.id": container.container_id,
-                                "tracer.process.exited": container.process.exit_ns is not None})
+                                "tracer.process.exited": builder.in_start(proc.exit_ns)})
+        # what the process exec'd next (a shell running its command), within the span
+        end_ktime = builder.clamp(entry.ktime_ns, proc.exit_ns if builder.in_start(proc.exit_ns) else
+                                  (builder.end_ktime or entry.ktime_ns))
+        for later in proc.execs[proc.execs.index(entry) + 1:]:
+            if later.ktime_ns <= end_ktime:
+                span.events.append(SpanEvent(f"exec {later.filename}", builder.clock.wall_ns(later.ktime_ns), {
+                    "process.executable.path": later.filename, "process.command_line": " ".join(later.argv)}))
         children.append(span)
 
     # The containerd span covers the start: from its first child to the
@@ -264,7 +302,7 @@ def _container_span(builder: _TraceBuilder, root: Span, container: ContainerTrac
     return group
 
 
-def _init_spans(builder: _TraceBuilder, create: Span, container: ContainerTrace) -> None:
+def _init_spans(builder: _TraceBuilder, create: Span, container: ContainerTrace, stop_began: int | None) -> None:
     stages = container.init_stages
     if not stages:
         return
@@ -274,7 +312,8 @@ def _init_spans(builder: _TraceBuilder, create: Span, container: ContainerTrace)
         entry = container_exec(proc) if stage == 2 else None
         ends.append(entry.ktime_ns if entry else (proc.exit_ns or proc.last_seen_ns))
     init = builder.add(f"{container.container_id}/runc-init", f"runc init {short(container.container_id)}",
-                       SERVICE_RUNC, create, min(starts), max(ends), {"container.id": container.container_id})
+                       SERVICE_RUNC, create, min(starts), builder.clamp(min(starts), max(ends)),
+                       {"container.id": container.container_id})
     for stage in sorted(stages):
         proc = stages[stage]
         entry = container_exec(proc) if stage == 2 else None
@@ -282,13 +321,13 @@ def _init_spans(builder: _TraceBuilder, create: Span, container: ContainerTrace)
         # Stage 0 starts at its exec; stages 1 and 2 are clones, so at fork.
         start = _exec_or_start(proc) if stage == 0 else proc.start_ns
         span = builder.process_span(f"{container.container_id}/runc-init/{stage}", STAGE_NAMES[stage], SERVICE_RUNC,
-                                    init, proc, start_ktime=start, end_ktime=end)
+                                    init, proc, start_ktime=start, end_ktime=end, stop_began=stop_began)
         if entry is not None:
             # Its own exec is the entrypoint's; as a stage it ran runc init.
             span.attributes["process.command_line"] = " ".join(proc.inherited.argv) if proc.inherited else ""
             span.attributes["process.executable.path"] = proc.inherited.filename if proc.inherited else ""
-            span.attributes.pop("process.exit.code", None)
-            span.attributes.pop("tracer.process.exit.signal", None)
+            for key in ("process.exit.code", "tracer.process.exit.signal", "tracer.process.stopped_by_runtime"):
+                span.attributes.pop(key, None)
             span.status, span.status_message = "UNSET", ""
 
 
@@ -391,9 +430,101 @@ def kubelet_context(calls: list[PairedCall]) -> tuple[str, str] | None:
     return None
 
 
-def build_trace(pod: PodTrace, clock: Clock, node_name: str, calls: list[PairedCall] = (),
-                processes: Mapping[ProcKey, Process] | None = None) -> Trace:
+@dataclass(frozen=True)
+class StartExtent:
+    """When a pod start (or a container start) ended, and its calls."""
+
+    end_ktime: int | None             # kernel time; None: nothing of it was seen
+    calls: tuple[PairedCall, ...]     # the pod's calls that began by then
+
+
+def start_extent(pod: PodTrace, calls: list[PairedCall] | tuple[PairedCall, ...] = (),
+                 processes: Mapping[ProcKey, Process] | None = None) -> StartExtent:
+    """A start ends when kubelet's last StartContainer of it returns (the
+    entrypoint's exec, without CRI data), or at its failure, whichever is
+    later: the first error the diagnosis finds (with every call then under
+    way), or a container's exit within its crash window.  Before the start
+    got that far (a trace built while it is under way) it ends with the
+    last of its steps seen.  A later exit, a teardown, kubelet's status
+    polls: not part of it."""
     calls = list(calls)
+    processes = processes or {}
+    findings = diagnose(pod, calls, processes)
+    started = _started_by(pod, calls)
+    ends = [started] if started is not None else []
+    # an error after every container started (a status poll during the
+    # teardown) is not the start's
+    failure = next((f for f in findings if f.is_error and (started is None or f.time_ns <= started)), None)
+    if failure is not None:
+        ends.append(max([failure.time_ns] + [_call_end(c) for c in calls if c.start_ns <= failure.time_ns]))
+    # a container that ended within its crash window (a failure, or exit 0)
+    ends += [f.time_ns for f in findings if f.layer == LAYER_CONTAINER and f.process is not None and f.time_ns]
+    end = max(ends) if ends else _last_step(pod, calls)
+    if end is None:
+        return StartExtent(None, tuple(calls))
+    return StartExtent(end, tuple(c for c in calls if c.start_ns <= end))
+
+
+def _call_end(call: PairedCall) -> int:
+    """The end of a call as its spans show it: the client's view, else the server's."""
+    view = call.client if call.client is not None and call.client.request_start_ns is not None else call.server
+    if view is None:
+        return 0
+    return view.response_end_ns or view.end_ns or view.request_start_ns or 0
+
+
+def _answered(call: PairedCall) -> int | None:
+    """When the caller had its answer (or the runtime sent it), if it did."""
+    ends = [v.response_end_ns for v in (call.client, call.server) if v is not None and v.response_end_ns]
+    return ends[0] if ends else None
+
+
+def _started_by(pod: PodTrace, calls: list[PairedCall]) -> int | None:
+    """When the last container of the trace had been started: its
+    StartContainer's answer, else (no call seen) its entrypoint's exec;
+    None while one has not been."""
+    if not pod.containers:
+        return None
+    ends = []
+    for container in pod.containers:
+        call = next((c for c in calls if c.method == "StartContainer"
+                     and c.text("request", "container_id") == container.container_id), None)
+        end = _answered(call) if call is not None else None
+        if end is None and container.started:
+            entry = container_exec(container.process)
+            end = entry.ktime_ns if entry is not None else None
+        if end is None:
+            return None
+        ends.append(end)
+    return max(ends)
+
+
+def _last_step(pod: PodTrace, calls: list[PairedCall]) -> int | None:
+    """The last moment of a start still under way: its calls, its runtime
+    processes (shim, CNI, runc), runc init up to the entrypoint, the
+    entrypoint's exec."""
+    times = [_call_end(c) for c in calls]
+    for container in pod.all_containers:
+        steps = [container.shim_start, container.runc_create, container.runc_start,
+                 *(c.process for c in container.cni), *(d for c in container.cni for d in c.delegates)]
+        times += [p.exit_ns or p.last_seen_ns for p in steps if p is not None]
+        for stage, proc in container.init_stages.items():
+            entry = container_exec(proc) if stage == 2 else None
+            times.append(entry.ktime_ns if entry else (proc.exit_ns or proc.last_seen_ns))
+        entry = container_exec(container.process) if container.process is not None else None
+        if entry is not None:
+            times.append(entry.ktime_ns)
+    times = [t for t in times if t]
+    return max(times) if times else None
+
+
+def build_trace(pod: PodTrace, clock: Clock, node_name: str, calls: list[PairedCall] = (),
+                processes: Mapping[ProcKey, Process] | None = None, extent: StartExtent | None = None) -> Trace:
+    """The trace of a pod start (or a later container start): what happened
+    from its first step to its end (`start_extent`, computed when not given)."""
+    processes = processes or {}
+    extent = extent or start_extent(pod, calls, processes)
+    calls = list(extent.calls)
     # The pod's trace joins kubelet's own trace when kubelet propagates one:
     # same trace id, and the root hangs under kubelet's span of the first call.
     context = kubelet_context(calls)
@@ -403,7 +534,7 @@ def build_trace(pod: PodTrace, clock: Clock, node_name: str, calls: list[PairedC
         trace_id = trace_id_for(pod.sandbox_id)
     else:
         trace_id = restart_trace_id_for(pod.key)
-    builder = _TraceBuilder(trace_id, clock)
+    builder = _TraceBuilder(trace_id, clock, extent.end_ktime)
     name = f"pod {pod.namespace or '?'}/{pod.name or short(pod.sandbox_id)}"
     root_attributes: dict[str, object] = {
         "k8s.pod.name": pod.name, "k8s.namespace.name": pod.namespace, "k8s.pod.uid": pod.uid,
@@ -425,19 +556,20 @@ def build_trace(pod: PodTrace, clock: Clock, node_name: str, calls: list[PairedC
         # task (shim, runc) within StartContainer
         method = "RunPodSandbox" if container.is_sandbox else "StartContainer"
         parent = work_parent.get((method, container.container_id), root)
-        group = _container_span(builder, parent, container)
+        group = _container_span(builder, parent, container, runtime_stop_began(container, processes.get))
         if not container.is_sandbox:
             _name_from_cri(group, container.container_id, calls)
         groups.append(group)
     tops = [s for s in builder.spans if s.parent_id == root.span_id]
     root.start_ns = min(s.start_ns for s in tops)
-    root.end_ns = max(s.end_ns for s in tops)
+    # to the start's end: kubelet's last call, or a crash after it
+    root.end_ns = max([s.end_ns for s in tops] + ([clock.wall_ns(extent.end_ktime)] if extent.end_ktime else []))
     # The pod start is the CRI client's work (kubelet's), once we see it.
     root.service = next((s.service for s in builder.spans if s.kind == "CLIENT"), root.service)
     errors = [g for g in groups if g.status == "ERROR"]
     if errors:
         root.status, root.status_message = "ERROR", errors[0].status_message
-    _apply_findings(builder, root, diagnose(pod, calls, processes or {}))
+    _apply_findings(builder, root, diagnose(pod, calls, processes))
     if pod.partial_reasons:
         root.attributes["tracer.partial"] = True
         root.attributes["tracer.partial.reasons"] = "; ".join(pod.partial_reasons)
