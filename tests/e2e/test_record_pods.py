@@ -97,7 +97,7 @@ def test_no_environment_value_or_argv_secret_leaves_the_process(record_pods, tmp
             assert secret.encode() not in data, (path, secret)
     # the CNI plugins' pod identity did survive the filtering, and the
     # command line is there, redacted
-    spans = recorded.traces[0].spans
+    spans = trace_for(recorded.traces, recorded.pods[0].spec.uid).spans
     assert any(s.name == "cni bridge ADD" for s in spans)
     shell = next(s for s in spans if s.name == "exec /bin/sh")
     assert "--password=*****" in json.dumps(shell.attributes)
