@@ -24,7 +24,8 @@ def _tag(key: str, value: object) -> dict:
     if isinstance(value, float):
         return {"key": key, "type": "float64", "value": value}
     if isinstance(value, (list, tuple)):
-        return {"key": key, "type": "string", "value": "; ".join(str(v) for v in value)}
+        # as Jaeger shows an OTLP array attribute: its JSON
+        return {"key": key, "type": "string", "value": json.dumps(list(value), ensure_ascii=False)}
     return {"key": key, "type": "string", "value": str(value)}
 
 

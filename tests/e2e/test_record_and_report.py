@@ -113,7 +113,7 @@ def test_report_lists_the_failed_start_and_draws_every_pod(testbed, tmp_path):
     assert errors.strip().startswith("pod shop/broken  trace ")
     assert "    failed: " in errors
     assert "containerd StartContainer: " in errors and MISSING_BINARY in errors
-    assert "runc create " in errors and "does not exist in the image" in errors
+    assert "runc create: " in errors and "does not exist in the image" in errors
     # steps after the failed one never happened: the trace is complete
     assert "Incomplete traces: none" in text
 

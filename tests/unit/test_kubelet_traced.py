@@ -49,7 +49,7 @@ def test_no_argv_secret_in_the_recording_or_the_traces():
 def pod_traces(name: str) -> list[Trace]:
     """A static pod's traces (kubelet names it <name>-node1), the start first."""
     _, traces = replayed()
-    mine = [t for t in traces if t.root.attributes["k8s.pod.name"] == f"{name}-node1"]
+    mine = [t for t in traces if t.resource["k8s.pod.name"] == f"{name}-node1"]
     return sorted(mine, key=lambda t: t.root.attributes.get("k8s.container.restart_count", -1))
 
 
@@ -116,6 +116,7 @@ def test_each_attempt_of_a_crash_loop_ends_with_its_crash():
     one trace per attempt, each ending when its container exited."""
     traces = pod_traces("crash-loop")
     assert len(traces) >= 3
+    previous = None
     for attempt, trace in enumerate(traces):
         crashed = next(s for s in trace.spans if s.name == "exec /bin/sh")
         assert crashed.attributes["process.exit.code"] == 3, attempt
@@ -124,6 +125,11 @@ def test_each_attempt_of_a_crash_loop_ends_with_its_crash():
         # the time from StartContainer's return to the crash is the container's
         assert trace.root.attributes["tracer.critical_path.process_ms"] > 150
         assert (trace.root.end_ns - trace.root.start_ns) / 1e9 < 2
+        if previous is not None:
+            # the attempt before, in the trace it really has (the pod's start joined kubelet's)
+            assert [(link.trace_id, link.span_id) for link in trace.root.links] == \
+                [(previous.trace_id, previous.root.span_id)]
+        previous = trace
 
 
 def test_an_exec_span_shows_its_own_exec():
@@ -133,10 +139,10 @@ def test_an_exec_span_shows_its_own_exec():
     (trace,) = pod_traces("secret")
     span = next(s for s in trace.spans if s.name == "exec /bin/sh")
     assert span.attributes["process.executable.path"] == "/bin/sh"
-    assert span.attributes["process.command_line"] == (
-        "sh -c sleep 3600 sh --password=***** --token ***** postgres://app:*****@db/shop")
+    assert span.attributes["process.command_args"] == [
+        "sh", "-c", "sleep 3600", "sh", "--password=*****", "--token", "*****", "postgres://app:*****@db/shop"]
     later = [e for e in span.events if e.name.startswith("exec ")]
-    assert [e.attributes["process.command_line"] for e in later] == ["sleep 3600"]
+    assert [e.attributes["process.command_args"] for e in later] == [["sleep", "3600"]]
 
 
 def test_the_daemon_exports_the_same_traces():
@@ -147,3 +153,72 @@ def test_the_daemon_exports_the_same_traces():
     taken = pipeline.take_finished_traces(later, 2_000_000_000, 300_000_000_000)
     _, built = replayed()
     assert document(taken) == document(sorted(built, key=lambda t: [t.trace_id for t in taken].index(t.trace_id)))
+
+
+# ---- joining kubelet's own trace ------------------------------------------------
+
+def kubelet_span_of(tracer_span) -> dict | None:
+    """kubelet's exported span of the call a CRI span of ours shows."""
+    traceparent = tracer_span.attributes.get("tracer.cri.traceparent")
+    if not traceparent:
+        return None
+    _, trace_id, span_id, _ = traceparent.split("-")
+    found = [s for s in kubelet_spans() if s["span_id"] == span_id]
+    assert len(found) == 1 and found[0]["trace_id"] == trace_id, traceparent
+    return found[0]
+
+
+def test_kubelet_sent_trace_context_and_exported_its_own_spans():
+    """kubelet v1.28 with tracing: every CRI call carries its traceparent and
+    is a span of kubelet's own (otelgrpc).  Each call of a pod start is the
+    root of a trace of its own (its teardown's calls sit under
+    syncTerminatingPod and the garbage collection)."""
+    pipeline, traces = replayed()
+    spans = kubelet_spans()
+    by_id = {s["span_id"]: s for s in spans}
+    cri = [s for s in spans if s["scope"].endswith("/otelgrpc")]
+    assert len(cri) > 300 and all(s["kind"] == "SPAN_KIND_CLIENT" and s["service"] == "kubelet" for s in cri)
+    seen = [c for c in pipeline.cri.calls if c.client is not None and c.client.traceparent]
+    assert len(seen) == len([c for c in pipeline.cri.calls if c.client is not None]) > 300
+    assert len({c.client.traceparent.split("-")[2] for c in seen} & set(by_id)) > 300
+    starts = [kubelet_span_of(s) for t in traces for s in t.spans if s.attributes.get("tracer.cri.traceparent")]
+    assert len(starts) > 40 and all(s["parent_id"] not in by_id for s in starts)
+    assert {by_id[s["parent_id"]]["name"] for s in cri if s["parent_id"] in by_id} <= {
+        "syncTerminatingPod", "Containers/GarbageCollect", "Images/GarbageCollect"}
+
+
+def test_the_pod_trace_joins_kubelets_and_copies_none_of_its_spans():
+    """RunPodSandbox's span is kubelet's, in the pod's trace: the root and
+    containerd's SERVER span hang under it, and there is no CLIENT copy.
+    Every other call's kubelet span is in a trace of its own: the pod's
+    trace keeps its CLIENT span of the call, linked to kubelet's."""
+    _, traces = replayed()
+    for trace in (t for t in traces if t.root.name == "pod start"):
+        ids = {s.span_id for s in trace.spans}
+        run = next(s for s in trace.spans if s.attributes.get("rpc.method") == "RunPodSandbox")
+        kubelets = kubelet_span_of(run)
+        assert run.kind == "SERVER" and run.parent_id == kubelets["span_id"] == trace.root.parent_id
+        assert kubelets["trace_id"] == trace.trace_id and kubelets["name"] == run.name
+        assert not [s for s in trace.spans if s.kind == "CLIENT" and s.attributes["rpc.method"] == "RunPodSandbox"]
+        assert trace.root.attributes["tracer.kubelet.trace_joined"] is True
+        for client in (s for s in trace.spans if s.kind == "CLIENT"):
+            theirs = kubelet_span_of(client)
+            assert theirs["trace_id"] != trace.trace_id
+            assert [(link.trace_id, link.span_id) for link in client.links] == [(theirs["trace_id"],
+                                                                                 theirs["span_id"])]
+            assert client.name == theirs["name"]  # named as kubelet's own instrumentation names it
+        # one trace: every span's parent is in it, or is kubelet's span of RunPodSandbox
+        assert all(s.trace_id == trace.trace_id for s in trace.spans)
+        assert all(s.parent_id in ids or s.parent_id == kubelets["span_id"] for s in trace.spans[1:])
+
+
+def test_container_restarts_keep_their_own_trace_and_link_kubelets_spans():
+    for trace in (t for t in replayed()[1] if t.root.name == "container start"):
+        assert "tracer.kubelet.trace_joined" not in trace.root.attributes
+        clients = [s for s in trace.spans if s.kind == "CLIENT"]
+        assert [s.attributes["rpc.method"] for s in clients][:3] == ["ImageStatus", "CreateContainer",
+                                                                       "StartContainer"]
+        for client in clients:
+            theirs = kubelet_span_of(client)
+            assert [(link.trace_id, link.span_id) for link in client.links] == [(theirs["trace_id"],
+                                                                                 theirs["span_id"])]

@@ -97,6 +97,9 @@ class Pipeline:
         self.cri = CriLayer(on_call=self._store_call, evidence=self.assembler.runtime_work.prove,
                             config=DecoderConfig(argv_redaction=argv_redaction))
         self.stats = PipelineStats()
+        # sandbox id → the id its pod start's trace got (it may have joined
+        # kubelet's trace): its restarts link to it
+        self.pod_start_trace_ids: dict[str, str] = {}
         self._pending: list[tuple[int, int, bytes, Event]] = []
         self._sequence = 0
         self._newest_ktime = 0
@@ -203,7 +206,8 @@ class Pipeline:
     def table_sizes(self) -> dict[str, int]:
         """How many entries each of the pipeline's tables holds: they must
         stay flat in a daemon that runs for months (tests/e2e/test_soak.py)."""
-        sizes = {"reorder_window": len(self._pending), **self.assembler.table_sizes(), **self.cri.table_sizes()}
+        sizes = {"reorder_window": len(self._pending), "pod_start_trace_ids": len(self.pod_start_trace_ids),
+                 **self.assembler.table_sizes(), **self.cri.table_sizes()}
         if self.enricher is not None:
             sizes.update(self.enricher.table_sizes())
         return sizes
@@ -233,6 +237,8 @@ class Pipeline:
         self.cri.prune(now_ktime_ns - max_age_ns - PRUNE_GRACE_NS)
         if self.enricher is not None:
             self.enricher.retain(self.assembler.containers.keys())
+        for sandbox_id in self.pod_start_trace_ids.keys() - self.assembler.containers.keys():
+            del self.pod_start_trace_ids[sandbox_id]  # the pod is gone
         return traces
 
     def _trace(self, pod: PodTrace) -> Trace:
@@ -248,7 +254,10 @@ class Pipeline:
         # mid-call, the client gave up) is cut short, whatever else was seen
         pod.partial_reasons.extend(reason for reason in unanswered_calls(list(extent.calls))
                                    if reason not in pod.partial_reasons)
-        trace = build_trace(pod, self.clock, self.node_name, processes=processes, extent=extent)
+        trace = build_trace(pod, self.clock, self.node_name, processes=processes, extent=extent,
+                            pod_start_trace_id=self.pod_start_trace_ids.get(pod.sandbox_id))
+        if pod.restart is None:
+            self.pod_start_trace_ids[pod.sandbox_id] = trace.trace_id
         trace.root.attributes.update(critical_path_attributes(trace))
         return trace
 

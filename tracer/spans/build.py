@@ -52,6 +52,8 @@ from tracer.spans.model import (
 )
 
 CONTAINER_RUNTIME = "containerd"
+ROOT_POD_START = "pod start"              # the root of a pod start's trace
+ROOT_CONTAINER_START = "container start"  # … of a later container start's (a restart)
 SHORT_ID = 12
 STAGE_NAMES = {0: "runc:[0:PARENT]", 1: "runc:[1:CHILD]", 2: "runc:[2:INIT]"}
 
@@ -134,7 +136,7 @@ def process_attributes(proc: Process, image: Exec | None = None, exited: bool = 
         attributes["tracer.process.clone_flags"] = ",".join(clone_flag_names(proc.clone_flags_raw))
     if image is not None:
         attributes["process.executable.path"] = image.filename
-        attributes["process.command_line"] = " ".join(image.argv)
+        attributes["process.command_args"] = list(image.argv)  # redacted (tracer.redaction)
         if image.argv_truncated:
             attributes["tracer.process.argv_truncated"] = True
     if proc.exit_code_raw is not None and exited:
@@ -223,7 +225,7 @@ def _exec_or_start(proc: Process) -> int:
 def _container_span(builder: _TraceBuilder, root: Span, container: ContainerTrace,
                     stop_began: int | None = None) -> Span:
     kind = "sandbox" if container.is_sandbox else "container"
-    group = builder.add(f"{container.container_id}/containerd", f"containerd {kind} {short(container.container_id)}",
+    group = builder.add(f"{container.container_id}/containerd", f"containerd {kind}",
                         SERVICE_CONTAINERD, root, 0, 0, _container_attributes(container))
     children: list[Span] = []
 
@@ -252,18 +254,20 @@ def _container_span(builder: _TraceBuilder, root: Span, container: ContainerTrac
 
     if container.runc_create is not None:
         create = builder.process_span(f"{container.container_id}/runc-create",
-                                      f"runc create {short(container.container_id)}", SERVICE_RUNC, group,
+                                      "runc create", SERVICE_RUNC, group,
                                       container.runc_create, stop_began=stop_began)
         call = parse_runc(container.runc_create.image) if container.runc_create.image else None
         if call is not None:
             create.attributes["tracer.runc.bundle"] = call.bundle
+        create.attributes["container.id"] = container.container_id
         _init_spans(builder, create, container, stop_began)
         children.append(create)
 
     if container.runc_start is not None:
         children.append(builder.process_span(f"{container.container_id}/runc-start",
-                                             f"runc start {short(container.container_id)}", SERVICE_RUNC, group,
+                                             "runc start", SERVICE_RUNC, group,
                                              container.runc_start, stop_began=stop_began))
+        children[-1].attributes["container.id"] = container.container_id
 
     running_ktime = None
     if container.process is not None:
@@ -278,13 +282,15 @@ def _container_span(builder: _TraceBuilder, root: Span, container: ContainerTrac
                                     stop_began=stop_began)
         span.attributes.update({"container.id": container.container_id,
                                 "tracer.process.exited": builder.in_start(proc.exit_ns)})
+        if container.name and not container.is_sandbox:
+            span.attributes["k8s.container.name"] = container.name
         # what the process exec'd next (a shell running its command), within the span
         end_ktime = builder.clamp(entry.ktime_ns, proc.exit_ns if builder.in_start(proc.exit_ns) else
                                   (builder.end_ktime or entry.ktime_ns))
         for later in proc.execs[proc.execs.index(entry) + 1:]:
             if later.ktime_ns <= end_ktime:
                 span.events.append(SpanEvent(f"exec {later.filename}", builder.clock.wall_ns(later.ktime_ns), {
-                    "process.executable.path": later.filename, "process.command_line": " ".join(later.argv)}))
+                    "process.executable.path": later.filename, "process.command_args": list(later.argv)}))
         children.append(span)
 
     # The containerd span covers the start: from its first child to the
@@ -311,7 +317,7 @@ def _init_spans(builder: _TraceBuilder, create: Span, container: ContainerTrace,
     for stage, proc in stages.items():
         entry = container_exec(proc) if stage == 2 else None
         ends.append(entry.ktime_ns if entry else (proc.exit_ns or proc.last_seen_ns))
-    init = builder.add(f"{container.container_id}/runc-init", f"runc init {short(container.container_id)}",
+    init = builder.add(f"{container.container_id}/runc-init", "runc init",
                        SERVICE_RUNC, create, min(starts), builder.clamp(min(starts), max(ends)),
                        {"container.id": container.container_id})
     for stage in sorted(stages):
@@ -324,7 +330,7 @@ def _init_spans(builder: _TraceBuilder, create: Span, container: ContainerTrace,
                                     init, proc, start_ktime=start, end_ktime=end, stop_began=stop_began)
         if entry is not None:
             # Its own exec is the entrypoint's; as a stage it ran runc init.
-            span.attributes["process.command_line"] = " ".join(proc.inherited.argv) if proc.inherited else ""
+            span.attributes["process.command_args"] = list(proc.inherited.argv) if proc.inherited else []
             span.attributes["process.executable.path"] = proc.inherited.filename if proc.inherited else ""
             for key in ("process.exit.code", "tracer.process.exit.signal", "tracer.process.stopped_by_runtime"):
                 span.attributes.pop(key, None)
@@ -332,9 +338,10 @@ def _init_spans(builder: _TraceBuilder, create: Span, container: ContainerTrace,
 
 
 def _container_attributes(container: ContainerTrace) -> dict[str, object]:
-    attributes: dict[str, object] = {"container.id": container.container_id, "container.runtime": CONTAINER_RUNTIME}
+    attributes: dict[str, object] = {"container.id": container.container_id,
+                                     "container.runtime.name": CONTAINER_RUNTIME}
     if container.name and not container.is_sandbox:
-        attributes["container.name"] = container.name
+        attributes["k8s.container.name"] = container.name
     if container.image:
         attributes["container.image.name"] = container.image
     bundle = container.activity.bundle
@@ -357,23 +364,43 @@ def _container_attributes(container: ContainerTrace) -> dict[str, object]:
     return attributes
 
 
+# gRPC status codes the RPC semantic conventions call server errors: a
+# SERVER span is ERROR for these only (a CLIENT span for any code but OK)
+GRPC_SERVER_ERRORS = frozenset({2, 4, 12, 13, 14, 15})  # UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS
+
+
+def rpc_span_name(service: str, method: str) -> str:
+    """As gRPC instrumentation names a call's spans (kubelet's too):
+    `runtime.v1.RuntimeService/RunPodSandbox`."""
+    if not method:
+        return "unresolved"
+    return f"{service}/{method}" if service else method
+
+
 def _cri_spans(builder: _TraceBuilder, root: Span, calls: list[PairedCall]) -> dict[tuple[str, str], Span]:
     """A CLIENT span per call (the caller's view: request write → response
     read) with the runtime's SERVER span inside it (request read → response
-    write).  Returns the innermost span per (method, sandbox or container
-    id it names), under which the runtime's own work for that id hangs."""
+    write), named as gRPC instrumentation names them; the layer is the
+    service (`kubelet`, `containerd`).  Returns the innermost span per
+    (method, sandbox or container id it names), under which the runtime's
+    own work for that id hangs."""
     work_parent: dict[tuple[str, str], Span] = {}
     for index, call in enumerate(calls):
         view = call.best_view
-        method = call.method or "unresolved"
+        method = call.method or ""
+        name = rpc_span_name(view.service or "", method)
         inferred = ""
         if not (any(pod_keys(call)[:2]) or pod_keys(call)[2]):
             inferred = ("by the pod's annotations in the image spec" if image_annotations(call) else
                         "inferred: same connection, after this pod's calls (the call names no pod)")
         attributes: dict[str, object] = {
-            "rpc.system": "grpc", "rpc.service": view.service or "", "rpc.method": method,
-            "tracer.cri.method_resolution": view.method_resolution,
+            "rpc.system": "grpc", "rpc.service": view.service or "", "rpc.method": method or "unresolved",
+            "network.transport": "unix", "tracer.cri.method_resolution": view.method_resolution,
         }
+        # the runtime's socket: the path the client connected to (an accepted end has none)
+        socket_path = next((e.path for e in (call.client_endpoint, call.server_endpoint) if e is not None and e.path), "")
+        if socket_path:
+            attributes["server.address"] = socket_path
         if view.method_evidence:
             attributes["tracer.cri.method_evidence"] = view.method_evidence
         status_code, message = call.grpc_status, call.grpc_message
@@ -383,15 +410,26 @@ def _cri_spans(builder: _TraceBuilder, root: Span, calls: list[PairedCall]) -> d
             attributes["tracer.cri.error"] = message
         parent = root
         span = None
+        # kubelet's own span of the call, when it sent its trace context
+        kubelets = traceparent_of(call)
         for view_, endpoint, kind in ((call.client, call.client_endpoint, "CLIENT"),
                                       (call.server, call.server_endpoint, "SERVER")):
             if view_ is None or view_.request_start_ns is None:
                 continue
+            if kind == "CLIENT" and kubelets is not None and kubelets[0] == builder.trace_id:
+                # kubelet's span is in this very trace: no copy of it; the
+                # runtime's span goes under it
+                continue
             service = endpoint.comm if endpoint else ("kubelet" if kind == "CLIENT" else "containerd")
             end = view_.response_end_ns or view_.end_ns or view_.request_start_ns
-            span = builder.add(f"cri/{index}/{kind}", f"{service} {method}", service, parent,
+            span = builder.add(f"cri/{index}/{kind}", name, service, parent,
                                view_.request_start_ns, end, dict(attributes))
             span.kind = kind
+            if kind == "SERVER" and parent is root and kubelets is not None and kubelets[0] == builder.trace_id:
+                span.parent_id = kubelets[1]
+            elif kind == "CLIENT" and kubelets is not None:
+                # kubelet's span is in a trace of its own: linked, not copied
+                span.links.append(SpanLink(*kubelets, {"tracer.link.kind": "kubelet span"}))
             if endpoint is not None:
                 span.attributes["process.pid"] = endpoint.pid
                 if endpoint.opened_before_tracing:
@@ -403,7 +441,7 @@ def _cri_spans(builder: _TraceBuilder, root: Span, calls: list[PairedCall]) -> d
                 span.attributes["tracer.cri.own_method_resolution"] = view_.method_resolution
             if view_.traceparent:
                 span.attributes["tracer.cri.traceparent"] = view_.traceparent
-            if status_code not in (None, 0):
+            if status_code not in (None, 0) and (kind == "CLIENT" or status_code in GRPC_SERVER_ERRORS):
                 span.status, span.status_message = "ERROR", message or f"gRPC status {status_code}"
             if inferred:
                 span.attributes["tracer.cri.attribution"] = inferred
@@ -419,15 +457,20 @@ def _cri_spans(builder: _TraceBuilder, root: Span, calls: list[PairedCall]) -> d
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
 
 
-def kubelet_context(calls: list[PairedCall]) -> tuple[str, str] | None:
-    """(trace id, span id) of kubelet's own trace, when its calls carry W3C
-    trace context (kubelet sends it when its tracing is on)."""
-    for call in calls:
-        for view in (call.client, call.server):
-            match = _TRACEPARENT.match((view.traceparent or "").strip()) if view else None
-            if match and match.group(1) != "0" * 32 and match.group(2) != "0" * 16:
-                return match.group(1), match.group(2)
+def traceparent_of(call: PairedCall) -> tuple[str, str] | None:
+    """(trace id, span id) of the CRI client's own span of this call, from
+    the W3C `traceparent` it sent (kubelet does, with its tracing on)."""
+    for view in (call.client, call.server):
+        match = _TRACEPARENT.match((view.traceparent or "").strip()) if view else None
+        if match and match.group(1) != "0" * 32 and match.group(2) != "0" * 16:
+            return match.group(1), match.group(2)
     return None
+
+
+def kubelet_context(calls: list[PairedCall]) -> tuple[str, str] | None:
+    """(trace id, span id) of kubelet's span of the first call that carries
+    trace context: the pod's trace joins that trace, under that span."""
+    return next((context for call in calls if (context := traceparent_of(call)) is not None), None)
 
 
 @dataclass(frozen=True)
@@ -519,15 +562,20 @@ def _last_step(pod: PodTrace, calls: list[PairedCall]) -> int | None:
 
 
 def build_trace(pod: PodTrace, clock: Clock, node_name: str, calls: list[PairedCall] = (),
-                processes: Mapping[ProcKey, Process] | None = None, extent: StartExtent | None = None) -> Trace:
+                processes: Mapping[ProcKey, Process] | None = None, extent: StartExtent | None = None,
+                pod_start_trace_id: str | None = None) -> Trace:
     """The trace of a pod start (or a later container start): what happened
-    from its first step to its end (`start_extent`, computed when not given)."""
+    from its first step to its end (`start_extent`, computed when not given).
+    `pod_start_trace_id`: for a later container start, the id of the pod
+    start's trace, when it was built (it may have joined kubelet's)."""
     processes = processes or {}
     extent = extent or start_extent(pod, calls, processes)
     calls = list(extent.calls)
-    # The pod's trace joins kubelet's own trace when kubelet propagates one:
-    # same trace id, and the root hangs under kubelet's span of the first call.
-    context = kubelet_context(calls)
+    # A pod start's trace joins kubelet's own trace when kubelet propagates
+    # one: same trace id, and the root hangs under kubelet's span of the
+    # first call (RunPodSandbox).  A later container start keeps its own
+    # (one trace per attempt, linked), linking kubelet's spans.
+    context = kubelet_context(calls) if pod.restart is None else None
     if context:
         trace_id = context[0]
     elif pod.restart is None:
@@ -535,17 +583,15 @@ def build_trace(pod: PodTrace, clock: Clock, node_name: str, calls: list[PairedC
     else:
         trace_id = restart_trace_id_for(pod.key)
     builder = _TraceBuilder(trace_id, clock, extent.end_ktime)
-    name = f"pod {pod.namespace or '?'}/{pod.name or short(pod.sandbox_id)}"
-    root_attributes: dict[str, object] = {
-        "k8s.pod.name": pod.name, "k8s.namespace.name": pod.namespace, "k8s.pod.uid": pod.uid,
-        "k8s.node.name": node_name, "tracer.sandbox.id": pod.sandbox_id,
-        "tracer.containers": len(pod.containers),
-    }
+    # for people; the root's name is one for every pod start (low cardinality)
+    title = f"pod {pod.namespace or '?'}/{pod.name or short(pod.sandbox_id)}"
+    root_attributes: dict[str, object] = {"tracer.sandbox.id": pod.sandbox_id, "tracer.containers": len(pod.containers)}
     if pod.attempt:
         root_attributes["tracer.pod.attempt"] = pod.attempt
-    root = builder.add("root", name, SERVICE_TRACER, None, 0, 0, root_attributes)
+    root = builder.add("root", ROOT_POD_START if pod.restart is None else ROOT_CONTAINER_START, SERVICE_TRACER,
+                       None, 0, 0, root_attributes)
     if pod.restart is not None:
-        _restart_root(root, pod, calls)
+        _restart_root(root, pod, calls, pod_start_trace_id)
     if context:
         root.parent_id = context[1]
         root.attributes["tracer.kubelet.trace_joined"] = True
@@ -560,7 +606,9 @@ def build_trace(pod: PodTrace, clock: Clock, node_name: str, calls: list[PairedC
         if not container.is_sandbox:
             _name_from_cri(group, container.container_id, calls)
         groups.append(group)
-    tops = [s for s in builder.spans if s.parent_id == root.span_id]
+    # the root's children, and spans under kubelet's own spans (not in this export)
+    ids = {s.span_id for s in builder.spans}
+    tops = [s for s in builder.spans[1:] if s.parent_id == root.span_id or s.parent_id not in ids]
     root.start_ns = min(s.start_ns for s in tops)
     # to the start's end: kubelet's last call, or a crash after it
     root.end_ns = max([s.end_ns for s in tops] + ([clock.wall_ns(extent.end_ktime)] if extent.end_ktime else []))
@@ -573,17 +621,17 @@ def build_trace(pod: PodTrace, clock: Clock, node_name: str, calls: list[PairedC
     if pod.partial_reasons:
         root.attributes["tracer.partial"] = True
         root.attributes["tracer.partial.reasons"] = "; ".join(pod.partial_reasons)
-    # Pod identity on every span, so that a search by tag finds any layer.
-    for span in builder.spans[1:]:
-        span.attributes.setdefault("k8s.pod.name", pod.name)
-        span.attributes.setdefault("k8s.namespace.name", pod.namespace)
-    return Trace(trace_id, name, builder.spans, {"host.name": node_name, "k8s.node.name": node_name})
+    # The pod's identity is the resource of every service of the trace (a
+    # Collector's k8sattributes processor and resource-based routing key on it).
+    resource = {"host.name": node_name, "k8s.node.name": node_name, "k8s.pod.uid": pod.uid,
+                "k8s.pod.name": pod.name, "k8s.namespace.name": pod.namespace}
+    return Trace(trace_id, title, builder.spans, {k: v for k, v in resource.items() if v})
 
 
 def _name_from_cri(group: Span, container_id: str, calls: list[PairedCall]) -> None:
     """A container's name and image from its CreateContainer request, when
     its bundle could not be read (containerd deletes a failed one at once)."""
-    if "container.name" in group.attributes and "container.image.name" in group.attributes:
+    if "k8s.container.name" in group.attributes and "container.image.name" in group.attributes:
         return
     for call in calls:
         if call.method == "CreateContainer" and call.text("response", "container_id") == container_id:
@@ -591,12 +639,12 @@ def _name_from_cri(group: Span, container_id: str, calls: list[PairedCall]) -> N
             image = (call.text("request", "config", "image", "user_specified_image")
                      or call.text("request", "config", "image", "image"))
             if name:
-                group.attributes.setdefault("container.name", name)
+                group.attributes.setdefault("k8s.container.name", name)
             if image:
                 group.attributes.setdefault("container.image.name", image)
 
 
-def _restart_root(root: Span, pod: PodTrace, calls: list[PairedCall]) -> None:
+def _restart_root(root: Span, pod: PodTrace, calls: list[PairedCall], pod_start_trace_id: str | None) -> None:
     """A later container start: its attempt, and a link to the trace of the
     attempt before it (or of the pod's start)."""
     restart = pod.restart
@@ -611,7 +659,7 @@ def _restart_root(root: Span, pod: PodTrace, calls: list[PairedCall]) -> None:
     if restart.container_name:
         root.attributes["k8s.container.name"] = restart.container_name
     if restart.previous_in_pod_trace:
-        previous = trace_id_for(pod.sandbox_id)
+        previous = pod_start_trace_id or trace_id_for(pod.sandbox_id)
     else:
         previous = restart_trace_id_for(restart.previous_container_id)
     root.links.append(SpanLink(previous, root_span_id(previous), {"tracer.link.kind": "previous attempt"}))
@@ -627,22 +675,31 @@ def _restart_root(root: Span, pod: PodTrace, calls: list[PairedCall]) -> None:
 
 
 def _apply_findings(builder: _TraceBuilder, root: Span, findings: list[Finding]) -> None:
-    """Marks each failure on the span of its layer, and the first on the root."""
+    """Marks each failure on the span of its layer, and the first on the root.
+
+    A CRI call's failure is the runtime's (its SERVER span) when its status
+    is a server error by the RPC conventions, else the caller's (CLIENT);
+    a SERVER span gets the diagnosis but stays UNSET for a client's error."""
     for finding in findings:
+        server_error = True
         if finding.process is not None:
             targets = [builder.by_process[finding.process]] if finding.process in builder.by_process else []
         elif finding.call is not None:
             spans = builder.by_call.get(id(finding.call), [])
-            # the runtime's view is the layer that failed; kubelet's, for
-            # what kubelet decided itself (not to pull)
-            targets = [s for s in spans if s.kind == "SERVER"] or spans[:1]
+            servers = [s for s in spans if s.kind == "SERVER"]
+            clients = [s for s in spans if s.kind == "CLIENT"]
+            server_error = finding.call.grpc_status in (None, *GRPC_SERVER_ERRORS)
             if finding.layer == "image" and finding.cause == "image_not_present":
-                targets = [s for s in spans if s.kind == "CLIENT"] or targets
+                # what kubelet decided itself (not to pull)
+                targets = clients or servers
+            else:
+                # the runtime's view is the layer that failed, for its own errors
+                targets = (servers if server_error else clients) or servers or clients
         else:
             targets = []
         for span in targets:
             span.attributes["tracer.diagnosis"] = finding.diagnosis
-            if finding.is_error:
+            if finding.is_error and (span.kind != "SERVER" or server_error):
                 span.attributes["error.type"] = finding.cause
                 span.status, span.status_message = "ERROR", finding.error or finding.diagnosis
     first = next((f for f in findings if f.is_error), findings[0] if findings else None)

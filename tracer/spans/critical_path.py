@@ -64,11 +64,11 @@ def _own_layer(span: Span) -> str | None:
     if span.kind == "SERVER":
         return LAYER_CONTAINERD
     if span.service == SERVICE_RUNC:
-        if span.name.startswith("runc create "):
+        if span.name == "runc create":
             return LAYER_RUNC_CREATE
-        if span.name.startswith("runc start "):
+        if span.name == "runc start":
             return LAYER_RUNC_START
-        return LAYER_RUNC_INIT  # "runc init <id>" and its stages "runc:[n:…]"
+        return LAYER_RUNC_INIT  # "runc init" and its stages "runc:[n:…]"
     return _LAYER_OF_SERVICE.get(span.service)
 
 
@@ -217,11 +217,15 @@ def _crash_after_the_start(trace: Trace, segments: list[Segment], layers: dict[s
 
 
 def children_by_parent(trace: Trace) -> dict[str, list[Span]]:
-    """Each span's children by its span id, in order of start (then name)."""
+    """Each span's children by its span id, in order of start (then name).
+    A span whose parent is not in the trace (the runtime's SERVER span
+    under kubelet's own span of the call, which kubelet exports) counts as
+    the root's child."""
+    ids = {span.span_id for span in trace.spans}
     children: dict[str, list[Span]] = {}
     for span in trace.spans[1:]:
-        if span.parent_id is not None:
-            children.setdefault(span.parent_id, []).append(span)
+        parent = span.parent_id if span.parent_id in ids else trace.root.span_id
+        children.setdefault(parent, []).append(span)
     for spans in children.values():
         spans.sort(key=lambda s: (s.start_ns, s.name))
     return children
