@@ -191,7 +191,7 @@ def test_daemon_keeps_tracing_while_the_backend_is_down(start_daemon, pods):
         # start after the backend is back arrives in any case
         later = pods(PodSpec(name="daemon-backend-back", namespace="e2e", command=APP_COMMAND))
         spans = _trace_of(receiver, daemon, later)
-        assert any(s.attributes.get("k8s.pod.uid") == later.spec.uid for s in spans)
+        assert any(s.resource.get("k8s.pod.uid") == later.spec.uid for s in spans)
         code = daemon.terminate()
         assert code == 0, daemon.output()
         # The first pod's spans were sent once the backend was back, or

@@ -523,23 +523,24 @@ def _answered(call: PairedCall) -> int | None:
 
 
 def _started_by(pod: PodTrace, calls: list[PairedCall]) -> int | None:
-    """When the last container of the trace had been started: its
-    StartContainer's answer, else (no call seen) its entrypoint's exec;
-    None while one has not been."""
+    """When the last container of the trace had been started: the latest
+    of kubelet's StartContainer answers and the runtime's own steps (runc
+    start exits after the entrypoint's exec, which may come after containerd
+    answered); None while a container has neither an answer nor its
+    entrypoint running."""
     if not pod.containers:
         return None
     ends = []
     for container in pod.containers:
         call = next((c for c in calls if c.method == "StartContainer"
                      and c.text("request", "container_id") == container.container_id), None)
-        end = _answered(call) if call is not None else None
-        if end is None and container.started:
-            entry = container_exec(container.process)
-            end = entry.ktime_ns if entry is not None else None
-        if end is None:
+        answered = _answered(call) if call is not None else None
+        if answered is None and not container.started:
             return None
-        ends.append(end)
-    return max(ends)
+        if answered is not None:
+            ends.append(answered)
+    steps = _last_step(pod, [])
+    return max(ends + ([steps] if steps is not None else []))
 
 
 def _last_step(pod: PodTrace, calls: list[PairedCall]) -> int | None:
