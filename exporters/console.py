@@ -6,20 +6,12 @@ import sys
 from typing import Sequence, TextIO
 
 from exporters.base import ExportResult
-from tracer.spans.critical_path import ATTRIBUTE_SUMMARY
+from exporters.status import span_label
+from tracer.spans.critical_path import ATTRIBUTE_SUMMARY, children_by_parent
 from tracer.spans.model import Span, Trace
 
 BAR_WIDTH = 40
 NAME_WIDTH = 46
-
-
-def _children(trace: Trace) -> dict[str | None, list[Span]]:
-    children: dict[str | None, list[Span]] = {}
-    for span in trace.spans:
-        children.setdefault(span.parent_id, []).append(span)
-    for spans in children.values():
-        spans.sort(key=lambda s: (s.start_ns, s.name))
-    return children
 
 
 def _bar(span: Span, origin: int, total: int) -> str:
@@ -33,7 +25,7 @@ def _bar(span: Span, origin: int, total: int) -> str:
 def render(trace: Trace) -> str:
     root = trace.root
     origin, total = root.start_ns, max(1, root.end_ns - root.start_ns)
-    children = _children(trace)
+    children = children_by_parent(trace)
     lines = [f"{trace.name}  {total / 1e6:.1f} ms  trace {trace.trace_id}"]
     if root.attributes.get("tracer.partial"):
         lines.append(f"  partial: {root.attributes.get('tracer.partial.reasons', '')}")
@@ -46,7 +38,7 @@ def render(trace: Trace) -> str:
         lines.append(f"  critical path: {root.attributes[ATTRIBUTE_SUMMARY]}")
 
     def walk(span: Span, depth: int) -> None:
-        label = ("  " * depth + span.name)[:NAME_WIDTH].ljust(NAME_WIDTH)
+        label = ("  " * depth + span_label(span))[:NAME_WIDTH].ljust(NAME_WIDTH)
         offset = (span.start_ns - origin) / 1e6
         duration = (span.end_ns - span.start_ns) / 1e6
         # the one-line diagnosis says more than the raw error text

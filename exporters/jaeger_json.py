@@ -18,7 +18,7 @@ from typing import Sequence
 
 from exporters.base import ExportResult
 from tracer.files import write_private
-from tracer.spans.model import Span, SpanEvent, SpanLink, Trace
+from tracer.spans.model import Span, SpanEvent, SpanLink, Trace, pod_title
 
 
 def _tag(key: str, value: object) -> dict:
@@ -29,7 +29,8 @@ def _tag(key: str, value: object) -> dict:
     if isinstance(value, float):
         return {"key": key, "type": "float64", "value": value}
     if isinstance(value, (list, tuple)):
-        return {"key": key, "type": "string", "value": "; ".join(str(v) for v in value)}
+        # as Jaeger shows an OTLP array attribute: its JSON
+        return {"key": key, "type": "string", "value": json.dumps(list(value), ensure_ascii=False)}
     return {"key": key, "type": "string", "value": str(value)}
 
 
@@ -166,7 +167,9 @@ def read_traces(data: bytes | str) -> list[Trace]:
             resource = {}
             for process in (raw.get("processes") or {}).values():
                 resource.update({t["key"]: _value(t) for t in process.get("tags") or []})
-            traces.append(Trace(raw["traceID"], roots[0].name, spans, resource))
+            title = pod_title(resource.get("k8s.namespace.name"), resource.get("k8s.pod.name"),
+                              str(roots[0].attributes.get("tracer.sandbox.id", "")))
+            traces.append(Trace(raw["traceID"], title, spans, resource))
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         if isinstance(error, NotJaegerJson):
             raise

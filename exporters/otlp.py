@@ -13,14 +13,17 @@ the SDK's own finished-span type, `ReadableSpan`, directly — the object that
   parent's `SpanContext` from `parent_id`: the ids reach the backend as they
   are, so a re-export of the same pod start never duplicates it;
 - `start_time`/`end_time` = our wall-clock nanoseconds, unchanged;
-- `resource` = one `Resource` per layer: `service.name` is the span's
-  `Span.service` (containerd, containerd-shim-runc-v2, runc, cni, container;
-  the tracer's own root span takes OTEL_SERVICE_NAME, default "tracer"),
-  merged over the host resource of the trace (k8s.node.name, host.name),
-  OTEL_RESOURCE_ATTRIBUTES and the SDK's telemetry.sdk.* attributes.
-  Resources are cached per (service, host resource), so all spans of a layer
-  share one Resource object and the OTLP encoder groups them under one
-  ResourceSpans.
+- `resource` = one `Resource` per pod and layer: `service.name` is the
+  span's `Span.service` (kubelet, containerd, containerd-shim-runc-v2, runc,
+  cni, container; a root with no CRI call seen takes OTEL_SERVICE_NAME,
+  default "tracer"), merged over the trace's resource (the pod's identity:
+  k8s.pod.uid, k8s.pod.name, k8s.namespace.name, and k8s.node.name,
+  host.name), OTEL_RESOURCE_ATTRIBUTES and the SDK's telemetry.sdk.*
+  attributes, with the `schema_url` of the semantic conventions the spans
+  follow (`tracer.spans.model.SCHEMA_URL`), as has the instrumentation
+  scope.  A Collector's `k8sattributes` processor and resource-based
+  routing key on these.  The OTLP encoder groups spans by equal resources,
+  so each (pod, layer) is one ResourceSpans.
 
 The alternative — one TracerProvider per layer sharing a processor, starting
 spans with explicit `start_time` — cannot take explicit span ids without an
@@ -73,7 +76,7 @@ from opentelemetry.trace import (
 
 from exporters.base import ExportResult
 from tracer.format import redact_url
-from tracer.spans.model import SERVICE_TRACER, Span, Trace
+from tracer.spans.model import SCHEMA_URL, SERVICE_TRACER, Span, Trace
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +111,7 @@ def _version() -> str | None:
         return None
 
 
-_SCOPE = InstrumentationScope("tracer", _version())
+_SCOPE = InstrumentationScope("tracer", _version(), schema_url=SCHEMA_URL)
 
 
 def resolve_endpoint(protocol: str, endpoint: str | None = None,
@@ -206,30 +209,32 @@ def attributes(values: Mapping[str, object]) -> dict[str, object]:
 
 
 class ServiceResources:
-    """One Resource per (layer service, host resource), built once.
+    """The Resource of each (trace, layer service).
 
-    The base comes from the SDK's Resource.create, so OTEL_RESOURCE_ATTRIBUTES
-    (and telemetry.sdk.*) are included; the trace's host attributes
-    (k8s.node.name, host.name) and the layer's service.name take precedence.
-    """
+    The base comes from the SDK's Resource.create once, so
+    OTEL_RESOURCE_ATTRIBUTES (and telemetry.sdk.*) are included; the trace's
+    resource (the pod's and node's identity) and the layer's service.name
+    take precedence.  Built per trace (a daemon sees pods without end: no
+    cache that grows with them)."""
 
     def __init__(self, tracer_service_name: str = DEFAULT_SERVICE_NAME):
         self.tracer_service_name = tracer_service_name
-        self._cache: dict[tuple[str, tuple], Resource] = {}
-        self._lock = threading.Lock()
+        base = Resource.create({})
+        # the SDK gives its process a random service.instance.id: not an
+        # instance of kubelet, containerd or runc, whose spans these are
+        kept = {k: v for k, v in base.attributes.items()
+                if k != "service.instance.id" or k in os.environ.get(ENV_RESOURCE_ATTRIBUTES, "")}
+        self._base = Resource(kept, base.schema_url)
 
     def service_name(self, service: str) -> str:
         return self.tracer_service_name if service == SERVICE_TRACER else service
 
-    def get(self, service: str, host: Mapping[str, object]) -> Resource:
-        key = (service, tuple(sorted((k, str(v)) for k, v in host.items())))
-        with self._lock:
-            resource = self._cache.get(key)
-            if resource is None:
-                resource = Resource.create(attributes(host)).merge(
-                    Resource({SERVICE_NAME: self.service_name(service)}))
-                self._cache[key] = resource
-            return resource
+    def get(self, service: str, trace_resource: Mapping[str, object]) -> Resource:
+        return self._base.merge(Resource({**attributes(trace_resource), SERVICE_NAME: self.service_name(service)},
+                                         SCHEMA_URL))
+
+    def for_trace(self, trace: Trace) -> dict[str, Resource]:
+        return {service: self.get(service, trace.resource) for service in {span.service for span in trace.spans}}
 
 
 def _context(trace_id: str, span_id: str) -> SpanContext:
@@ -256,7 +261,8 @@ def readable_span(span: Span, resource: Resource) -> ReadableSpan:
 
 
 def readable_spans(trace: Trace, resources: ServiceResources) -> list[ReadableSpan]:
-    return [readable_span(span, resources.get(span.service, trace.resource)) for span in trace.spans]
+    by_service = resources.for_trace(trace)
+    return [readable_span(span, by_service[span.service]) for span in trace.spans]
 
 
 # ---- the exporter ------------------------------------------------------------

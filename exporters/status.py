@@ -18,6 +18,17 @@ def pod_status(trace: Trace) -> str:
     return "ok"
 
 
+def span_label(span: Span) -> str:
+    """A span as people read it in a waterfall or a report: a CRI span by
+    its layer and method (`kubelet RunPodSandbox`, `containerd
+    RunPodSandbox`), since both sides of a call have the gRPC name
+    (`runtime.v1.RuntimeService/RunPodSandbox`); any other span by its name."""
+    method = span.attributes.get("rpc.method")
+    if span.kind in ("CLIENT", "SERVER") and method:
+        return f"{span.service} {method}"
+    return span.name
+
+
 def error_text(span: Span) -> str:
     """What went wrong in a span: its one-line diagnosis when there is one,
     else its status message."""

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from xml.sax.saxutils import escape, quoteattr
 
 from exporters.base import ExportResult
-from exporters.status import error_spans, error_text, pod_status
+from exporters.status import error_spans, error_text, pod_status, span_label
 from tracer.files import write_private
 from tracer.spans.critical_path import (
     LAYER_LABELS,
@@ -208,7 +208,7 @@ def _section(canvas: _Canvas, trace: Trace) -> None:
     canvas.add(_text(MARGIN, canvas.y, "critical path", style="italic", weight="bold"))
     for segment in path.segments:
         x = canvas.x(segment.start_ns - origin)
-        tooltip = (f"{LAYER_LABELS[segment.layer]}: {segment.span.name}, "
+        tooltip = (f"{LAYER_LABELS[segment.layer]}: {span_label(segment.span)}, "
                    f"+{(segment.start_ns - origin) / 1e6:.1f} ms for {segment.duration_ns / 1e6:.1f} ms")
         canvas.add(f'<rect class="critical" x="{x:.2f}" y="{canvas.y - BAR + 1:.1f}" '
                    f'width="{max(segment.duration_ns * canvas.scale, 0.5):.2f}" height="{BAR + 2}" '
@@ -245,13 +245,14 @@ def _diamond(x: float, top: float, colour: str, attributes: str = "", tooltip: s
 
 def _span_row(canvas: _Canvas, span: Span, depth: int, origin: int, layer: str) -> None:
     indent = INDENT * depth
-    name = elide(span.name, _chars_in(LABEL_WIDTH) - indent)
+    name = elide(span_label(span), _chars_in(LABEL_WIDTH) - indent)
     is_error = span.status == "ERROR"
     canvas.add(_text(MARGIN + indent * CHAR_WIDTH, canvas.y, name, fill=ERROR_COLOUR if is_error else TEXT_COLOUR))
     start = span.start_ns - origin
     duration = max(0, span.end_ns - span.start_ns)
     x = canvas.x(start)
-    tooltip = f"{span.name} ({span.service}, {LAYER_LABELS[layer]}): +{start / 1e6:.1f} ms for {duration / 1e6:.1f} ms"
+    tooltip = (f"{span.name} ({span.service}, {LAYER_LABELS[layer]}): +{start / 1e6:.1f} ms "
+               f"for {duration / 1e6:.1f} ms")
     if is_error:
         tooltip += f"; ERROR {error_text(span)}"
     top = canvas.y - BAR + 2

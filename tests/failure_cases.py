@@ -14,6 +14,7 @@ from pathlib import Path
 from tracer_testbed import PodSpec
 from tracer_testbed.pods import PodStartError, StartedPod
 
+from exporters.status import span_label
 from tracer.spans.model import Span, Trace
 
 MEMORY_LIMIT = 16 << 20
@@ -26,7 +27,7 @@ class FailureCase:
     spec: PodSpec
     layer: str                        # tracer.failed_layer
     cause: str                        # error.type
-    span: str                         # the failing span's name (a prefix when it ends with a space)
+    span: str                         # the failing span, as a waterfall labels it (exporters.status.span_label)
     broken_network: bool = False      # started while the pod network's config is broken
 
     @property
@@ -41,9 +42,9 @@ CASES = (
     FailureCase(PodSpec(name="never-pulled", image="localhost/no-such-image:2", image_pull_policy="Never"),
                 "image", "image_not_present", "kubelet ImageStatus"),
     FailureCase(PodSpec(name="entrypoint-missing", command=("/no/such/binary",)),
-                "runc", "entrypoint_not_found", "runc create "),
+                "runc", "entrypoint_not_found", "runc create"),
     FailureCase(PodSpec(name="entrypoint-not-executable", command=("/bin/start.sh",)),
-                "runc", "entrypoint_not_executable", "runc create "),
+                "runc", "entrypoint_not_executable", "runc create"),
     FailureCase(PodSpec(name="exec-format", command=("/bin/not-a-program",)),
                 "runc", "exec_format_error", "runc:[2:INIT]"),
     FailureCase(PodSpec(name="oom", memory_limit_bytes=MEMORY_LIMIT, command=("sh", "-c", "tail /dev/zero")),
@@ -57,7 +58,7 @@ CASES = (
                 broken_network=True),
     # the sandbox itself fails (runc init cannot write the sysctl): no app container is created
     FailureCase(PodSpec(name="bad-sysctl", command=("sleep", "3600"), sysctls={"net.ipv4.no_such_sysctl": "1"}),
-                "runc", "sysctl_failed", "runc create "),
+                "runc", "sysctl_failed", "runc create"),
 )
 
 
@@ -97,13 +98,12 @@ def remove_outcomes(bed, outcomes: list[Outcome]) -> None:
 
 def pod_traces(traces: list[Trace], uid: str) -> list[Trace]:
     """The pod's start trace first, then its restarts in attempt order."""
-    mine = [t for t in traces if t.root.attributes.get("k8s.pod.uid") == uid]
+    mine = [t for t in traces if t.resource.get("k8s.pod.uid") == uid]
     return sorted(mine, key=lambda t: t.root.attributes.get("k8s.container.restart_count", -1))
 
 
 def failing_span(trace: Trace, case: FailureCase) -> Span:
-    matches = [s for s in trace.spans if (s.name.startswith(case.span) if case.span.endswith(" ") else
-                                          s.name == case.span) and "tracer.diagnosis" in s.attributes]
+    matches = [s for s in trace.spans if span_label(s) == case.span and "tracer.diagnosis" in s.attributes]
     assert len(matches) == 1, (case.name, [(s.name, s.status) for s in trace.spans])
     return matches[0]
 
@@ -142,9 +142,10 @@ def check_crash_loop(traces: list[Trace], case: FailureCase) -> None:
         assert root.attributes["tracer.trace.kind"] == "container restart"
         assert [(link.trace_id, link.span_id) for link in root.links] == [(previous.trace_id, previous.root.span_id)]
         assert root.attributes["error.type"] == case.cause
-        assert not any(s.name.startswith("containerd sandbox ") for s in trace.spans)
+        assert trace.root.name == "container start"
+        assert not any(s.name == "containerd sandbox" for s in trace.spans)
         # kubelet's image check for this attempt, then the attempt itself
-        assert [s.name for s in trace.spans if s.kind == "SERVER"] == [
+        assert [span_label(s) for s in trace.spans if s.kind == "SERVER"] == [
             "containerd ImageStatus", "containerd CreateContainer", "containerd StartContainer"]
         previous = trace
 

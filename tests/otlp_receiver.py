@@ -270,5 +270,10 @@ def as_trace(spans: list[ReceivedSpan]):
     roots = [s for s in ours if s.parent_id is None]
     assert len(roots) == 1, f"expected one root span, got {[s.name for s in roots]}"
     rest = sorted((s for s in ours if s.parent_id is not None), key=lambda s: (s.start_ns, s.name))
-    host = {k: v for k, v in spans[0].resource.items() if k in ("host.name", "k8s.node.name")}
-    return Trace(roots[0].trace_id, roots[0].name, [roots[0], *rest], host)
+    # the pod's and node's identity: every span's resource, the same for all
+    keys = ("host.name", "k8s.node.name", "k8s.pod.uid", "k8s.pod.name", "k8s.namespace.name")
+    identities = {tuple((k, s.resource.get(k)) for k in keys) for s in spans}
+    assert len(identities) == 1, f"spans of one trace with different pod resources: {identities}"
+    resource = {k: v for k, v in identities.pop() if v is not None}
+    title = f"pod {resource.get('k8s.namespace.name', '?')}/{resource.get('k8s.pod.name', '?')}"
+    return Trace(roots[0].trace_id, title, [roots[0], *rest], resource)

@@ -11,6 +11,7 @@ moves: three sysctls at start, a bind mount of its root directory, and
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import subprocess
@@ -48,6 +49,13 @@ authorization:
 makeIPTablesUtilChains: false
 volumePluginDir: "{state}/volume-plugins"
 """
+# kubelet's own tracing (KubeletTracing, beta and on by default in 1.28):
+# every span sampled, exported over OTLP/gRPC (plaintext) to `endpoint`.
+TRACING = """\
+tracing:
+  endpoint: "{endpoint}"
+  samplingRatePerMillion: 1000000
+"""
 
 
 def _sysctl_path(name: str) -> Path:
@@ -60,6 +68,7 @@ class RealKubelet:
     state: Path
     socket: str
     node_name: str = "node1"
+    tracing_endpoint: str | None = None  # host:port of an OTLP/gRPC receiver: kubelet exports its spans there
     process: subprocess.Popen | None = None
     _sysctls: dict[str, str] = field(default_factory=dict)
     _absent_dirs: list[Path] = field(default_factory=list)
@@ -76,7 +85,8 @@ class RealKubelet:
         self._absent_dirs = [d for d in HOST_DIRS if not d.exists()]
         config = self.state / "kubelet.yaml"
         config.write_text(CONFIG.format(socket=self.socket, manifests=self.manifests, healthz=HEALTHZ_PORT,
-                                        state=self.state))
+                                        state=self.state)
+                          + (TRACING.format(endpoint=self.tracing_endpoint) if self.tracing_endpoint else ""))
         log = (self.state / "kubelet.log").open("ab")
         self.process = subprocess.Popen(
             [str(self.binary), "--config", str(config), "--root-dir", str(self.state / "root"),
@@ -93,7 +103,11 @@ class RealKubelet:
                 time.sleep(0.5)
         raise RuntimeError(f"kubelet not healthy after {timeout_s} s: see {self.state}/kubelet.log")
 
-    def add_static_pod(self, name: str, command: str) -> None:
+    def add_static_pod(self, name: str, command: str, args: tuple[str, ...] = (), restart_policy: str = "Always",
+                       grace_s: int | None = None) -> None:
+        """A static pod running `sh -c command` (with `args` after it: $0,
+        $1, …); `grace_s`: its terminationGracePeriodSeconds."""
+        extra = f"  terminationGracePeriodSeconds: {grace_s}\n" if grace_s is not None else ""
         (self.manifests / f"{name}.yaml").write_text(f"""\
 apiVersion: v1
 kind: Pod
@@ -101,11 +115,13 @@ metadata:
   name: {name}
   namespace: default
 spec:
-  containers:
+  restartPolicy: {restart_policy}
+{extra}  containers:
   - name: app
     image: localhost/busybox:1
     imagePullPolicy: Never
-    command: ["sh", "-c", {command!r}]
+    command: ["sh", "-c", {json.dumps(command)}]
+    args: {json.dumps(list(args))}
 """)
 
     def remove_static_pod(self, name: str) -> None:

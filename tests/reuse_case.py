@@ -101,19 +101,19 @@ def check(traces: list[Trace], expected: dict) -> dict:
         check_pod_trace(trace, pod, all_ids)
         # one call of each kind: none of another attempt's or of the restart's
         check_cri_calls(trace, pod)
-    assert by_key[(first.sandbox_id, "pod start")].root.attributes["k8s.pod.uid"] != \
-        by_key[(second.sandbox_id, "pod start")].root.attributes["k8s.pod.uid"]
+    assert by_key[(first.sandbox_id, "pod start")].resource["k8s.pod.uid"] != \
+        by_key[(second.sandbox_id, "pod start")].resource["k8s.pod.uid"]
 
     restart = by_key[(second.sandbox_id, "container restart")]
     root = restart.root.attributes
-    assert root["k8s.pod.uid"] == second.uid and root["k8s.container.name"] == "app"
+    assert restart.resource["k8s.pod.uid"] == second.uid and root["k8s.container.name"] == "app"
     assert root["k8s.container.restart_count"] == 1
     assert root["tracer.previous_attempt.container_id"] == second.container_id
     assert root["tracer.previous_attempt.exit_code"] == 2
     assert _container_ids(restart) == {restart_id}
     assert "tracer.partial" not in root, root.get("tracer.partial.reasons")
-    one(restart, "kubelet CreateContainer")
-    one(restart, "kubelet StartContainer")
+    for method in ("CreateContainer", "StartContainer"):
+        assert len([s for s in restart.spans if s.kind == "CLIENT" and s.attributes["rpc.method"] == method]) == 1
 
     namespaces = [net_namespaces(by_key[(p.sandbox_id, "pod start")]) for p in (first, second, third)]
     pids = [{s.attributes["process.pid"] for s in t.spans if s.kind == "INTERNAL" and "process.pid" in s.attributes}

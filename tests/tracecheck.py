@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tracer.spans.build import short
+from tracer.spans.build import rpc_span_name
 from tracer.spans.model import Span, Trace
 
 
@@ -42,7 +42,7 @@ def one(trace: Trace, name: str) -> Span:
 
 
 def trace_for(traces: list[Trace], uid: str) -> Trace:
-    found = [t for t in traces if t.root.attributes.get("k8s.pod.uid") == uid]
+    found = [t for t in traces if t.resource.get("k8s.pod.uid") == uid]
     assert len(found) == 1, f"expected one trace for pod uid {uid}, found {len(found)}"
     return found[0]
 
@@ -50,10 +50,16 @@ def trace_for(traces: list[Trace], uid: str) -> Trace:
 def check_pod_trace(trace: Trace, pod: ExpectedPod, all_container_ids: set[str]) -> None:
     root = trace.root
     assert trace.name == f"pod {pod.namespace}/{pod.name}"
-    assert root.attributes["k8s.pod.name"] == pod.name
-    assert root.attributes["k8s.namespace.name"] == pod.namespace
-    assert root.attributes["k8s.pod.uid"] == pod.uid
+    assert root.name == "pod start"
+    # the pod's identity is the resource of every service of the trace
+    assert trace.resource["k8s.pod.name"] == pod.name
+    assert trace.resource["k8s.namespace.name"] == pod.namespace
+    assert trace.resource["k8s.pod.uid"] == pod.uid
     assert root.attributes["tracer.sandbox.id"] == pod.sandbox_id
+    # low-cardinality names: no pod name, uid or container id in any
+    for span in trace.spans:
+        for ident in (pod.name, pod.uid, pod.sandbox_id[:12], pod.container_id[:12]):
+            assert ident not in span.name, span.name
     assert "tracer.partial" not in root.attributes, root.attributes.get("tracer.partial.reasons")
     # a container that exits non-zero right after start is the pod's failure
     failed = pod.app_exit_code not in (None, 0)
@@ -76,18 +82,22 @@ def check_pod_trace(trace: Trace, pod: ExpectedPod, all_container_ids: set[str])
             assert cid in own_ids, f"{span.name} carries container {cid} of another pod"
     assert own_ids <= all_container_ids
 
+    groups = {}
     for kind, cid, executable in (("sandbox", pod.sandbox_id, "/pause"),
                                   ("container", pod.container_id, pod.app_executable)):
-        group = one(trace, f"containerd {kind} {short(cid)}")
+        group = groups[kind] = next(s for s in trace.spans if s.name == f"containerd {kind}"
+                                    and s.attributes["container.id"] == cid)
         parent = by_id[group.parent_id]
         # under the runtime's CRI server span when the CRI traffic was seen
         method = "RunPodSandbox" if kind == "sandbox" else "StartContainer"
-        assert parent is root or (parent.kind == "SERVER" and parent.name == f"containerd {method}"), parent.name
-        assert group.attributes["container.id"] == cid
+        assert parent is root or (parent.kind == "SERVER" and parent.service == "containerd" and
+                                  parent.name == rpc_span_name("runtime.v1.RuntimeService", method)), parent.name
+        assert group.attributes["container.runtime.name"] == "containerd"
         children = {s.name: s for s in trace.spans if s.parent_id == group.span_id}
-        create, start = children[f"runc create {short(cid)}"], children[f"runc start {short(cid)}"]
+        create, start = children["runc create"], children["runc start"]
         shim, process = children["shim start"], children[f"exec {executable}"]
-        init = one(trace, f"runc init {short(cid)}")
+        assert create.attributes["container.id"] == start.attributes["container.id"] == cid
+        init = next(s for s in trace.spans if s.parent_id == create.span_id and s.name == "runc init")
         assert init.parent_id == create.span_id
         stages = sorted(s.name for s in trace.spans if s.parent_id == init.span_id)
         assert stages == ["runc:[0:PARENT]", "runc:[1:CHILD]", "runc:[2:INIT]"]
@@ -99,13 +109,21 @@ def check_pod_trace(trace: Trace, pod: ExpectedPod, all_container_ids: set[str])
         assert process.attributes["process.executable.path"] == executable
         for span in (create, start, shim):
             assert span.attributes.get("process.exit.code") == 0, span.name
-    sandbox = one(trace, f"containerd sandbox {short(pod.sandbox_id)}")
-    app = one(trace, f"containerd container {short(pod.container_id)}")
-    assert app.attributes["container.name"] == "app"
+    sandbox, app = groups["sandbox"], groups["container"]
+    assert app.attributes["k8s.container.name"] == "app" and "k8s.container.name" not in sandbox.attributes
     assert app.attributes["container.image.name"] == "localhost/busybox:1"
     assert sandbox.end_ns <= app.start_ns  # kubelet creates containers after the sandbox runs
     tops = [s for s in trace.spans if s.parent_id == root.span_id]
-    assert root.start_ns == min(s.start_ns for s in tops) and root.end_ns == max(s.end_ns for s in tops)
+    # the start ends with kubelet's last call, the runtime's last step, or a crash after them
+    assert root.start_ns == min(s.start_ns for s in tops)
+    assert root.end_ns == max(s.end_ns for s in trace.spans[1:]) >= max(s.end_ns for s in tops)
+    for span in trace.spans:
+        assert span.end_ns <= root.end_ns, f"{span.name} ends after the start"
+        if span.attributes.get("tracer.process.exited") is False:
+            # still running when the start ended: its span ends there, without an exit
+            assert span.end_ns == root.end_ns and "process.exit.code" not in span.attributes, span.name
+    if not failed:
+        assert not [s.name for s in trace.spans if s.status == "ERROR"]
     cni = [s for s in trace.spans if s.parent_id == sandbox.span_id and s.name.startswith("cni ")]
     expected_cni = [] if pod.host_network else ["cni bridge ADD", "cni loopback ADD"]
     assert sorted(s.name for s in cni) == expected_cni, [(s.name, s.attributes) for s in cni]
@@ -144,12 +162,14 @@ def check_cri_calls(trace: Trace, pod, client_timings=None) -> None:
         assert len(servers) == 1, f"{method}: no server span"
         server = servers[0]
         for span in (client, server):
-            assert span.name.endswith(f" {method}")
+            # as gRPC instrumentation names them, kubelet's own spans too
+            assert span.name == f"runtime.v1.RuntimeService/{method}"
             assert span.attributes["rpc.system"] == "grpc"
             assert span.attributes["rpc.service"] == "runtime.v1.RuntimeService", span.attributes
             assert span.attributes["rpc.grpc.status_code"] == 0
             assert span.attributes["tracer.cri.method_resolution"] == "decoded"
-        assert server.name == f"containerd {method}"
+            assert span.attributes["network.transport"] == "unix" and span.attributes["server.address"]
+        assert (client.service, server.service) == ("kubelet", "containerd")
         assert client.start_ns <= server.start_ns <= server.end_ns <= client.end_ns, \
             (method, client.start_ns, server.start_ns, server.end_ns, client.end_ns, client.attributes, server.attributes)
         assert by_id[client.parent_id] is trace.root

@@ -118,7 +118,7 @@ def check(traces: list[Trace], assembler, want: dict) -> None:
     assert len(killed) == 1 and assembler.owner[killed[0]] == want["killed_container_id"]
 
     assert len(traces) == 2, [(t.name, t.root.attributes.get("tracer.trace.kind")) for t in traces]
-    by_uid = {t.root.attributes["k8s.pod.uid"]: t for t in traces}
+    by_uid = {t.resource["k8s.pod.uid"]: t for t in traces}
 
     restart = by_uid[want["running_uid"]]
     root = restart.root.attributes

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
 
+from tracer.redaction import DEFAULT_REDACTION, ArgvRedaction
+
 EVENT_ABI_VERSION = 1
 
 TASK_COMM_LEN = 16
@@ -582,15 +584,24 @@ def _header_fields(header: Header) -> dict:
     return {name: getattr(header, name) for name in Header.__slots__}
 
 
-def sanitize(raw: bytes) -> bytes:
-    """Bytes safe to store: exec events keep only their CNI_* environment keys.
+def sanitize(raw: bytes, redaction: ArgvRedaction = DEFAULT_REDACTION) -> bytes:
+    """Bytes safe to store: exec events, and processes found running
+    (PROC_SNAPSHOT), with their argv redacted (tracer.redaction: secrets in
+    command lines) and only their CNI_* environment keys.
 
     The BPF program copies a CNI plugin's environment, which also holds
     containerd's own environment; only the allow-listed keys survive.
+    Idempotent: sanitising sanitised bytes returns them unchanged.
     """
-    if len(raw) < HEADER.size or raw[0] | raw[1] << 8 != EventType.EXEC:  # the header's u16 type
+    if len(raw) < HEADER.size or (raw[0] | raw[1] << 8) not in _EXEC_SHAPED:  # the header's u16 type
         return raw
     event = _decode_exec(raw, decode_header(raw))
-    if not event.flags_raw & EXEC_FLAG_ENV_CAPTURED or event.flags_raw & EXEC_FLAG_ENV_FILTERED:
+    argv = redaction.redact(event.filename, event.argv)
+    env_captured = bool(event.flags_raw & EXEC_FLAG_ENV_CAPTURED)
+    if argv == event.argv and (not env_captured or event.flags_raw & EXEC_FLAG_ENV_FILTERED):
         return raw
-    return encode_exec(replace(event, flags_raw=event.flags_raw | EXEC_FLAG_ENV_FILTERED))
+    flags = event.flags_raw | (EXEC_FLAG_ENV_FILTERED if env_captured else 0)
+    return encode_exec(replace(event, argv=argv, flags_raw=flags))
+
+
+_EXEC_SHAPED = (EventType.EXEC, EventType.PROC_SNAPSHOT)

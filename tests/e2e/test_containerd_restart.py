@@ -131,7 +131,7 @@ def test_a_start_cut_short_by_a_containerd_crash_is_partial(testbed):
         _remove_pods(testbed, {spec.uid})
 
     (retry,) = retried
-    mine = [t for t in traces if t.root.attributes.get("k8s.pod.uid") == spec.uid]
+    mine = [t for t in traces if t.resource.get("k8s.pod.uid") == spec.uid]
     assert len(mine) == 2, [(t.name, t.root.attributes.get("tracer.sandbox.id")) for t in traces]
     retry_trace = next(t for t in mine if t.root.attributes["tracer.sandbox.id"] == retry.sandbox_id)
     cut = next(t for t in mine if t is not retry_trace)

@@ -54,7 +54,7 @@ def test_a_pods_whole_lifecycle_is_decoded_in_both_directions(testbed):
             assert view is not None, f"{call.method}: no {side} view"
             assert (view.method, view.method_resolution, view.grpc_status) == (call.method, "decoded", 0)
             assert view.complete, view.incomplete_reason
-    trace = next(t for t in traces if t.root.attributes.get("k8s.pod.uid") == pod.spec.uid)
+    trace = next(t for t in traces if t.resource.get("k8s.pod.uid") == pod.spec.uid)
     in_trace = {s.attributes["rpc.method"] for s in trace.spans if s.kind == "CLIENT"}
     # ImageStatus names no pod: it is the pod's by the annotations kubelet sends with the image spec
     assert in_trace == {"RunPodSandbox", "PodSandboxStatus", "ImageStatus", "CreateContainer", "StartContainer"}
@@ -100,7 +100,7 @@ def test_late_attach_never_decodes_a_wrong_method_and_catches_up(testbed):
         # … and once the table turned over, every method decodes, on both sides
         tail = [(c.client.method_resolution, c.server.method_resolution) for c in calls[-len(late.calls):]]
         assert all(r == ("decoded", "decoded") for r in tail), tail
-        late_trace = next(t for t in traces if t.root.attributes.get("k8s.pod.uid") == late.spec.uid)
+        late_trace = next(t for t in traces if t.resource.get("k8s.pod.uid") == late.spec.uid)
         assert {s.attributes.get("rpc.method") for s in late_trace.spans if s.kind == "CLIENT"} >= \
             {"RunPodSandbox", "CreateContainer", "StartContainer"}
     finally:
@@ -146,7 +146,7 @@ def test_pull_image_credentials_never_leave_the_tracer(testbed, tmp_path):
         for value in (*secrets.values(), *pod_secrets.values()):
             assert value.encode() not in data, (path, value)
     # the failed pull has its own span in the pod's trace, marked as failed
-    trace = next(t for t in traces if t.root.attributes.get("k8s.pod.uid") == spec.uid)
+    trace = next(t for t in traces if t.resource.get("k8s.pod.uid") == spec.uid)
     pulls = [s for s in trace.spans if s.attributes.get("rpc.method") == "PullImage"]
     assert {s.kind for s in pulls} == {"CLIENT", "SERVER"}
     assert all(s.status == "ERROR" and s.attributes["rpc.grpc.status_code"] != 0 for s in pulls), \

@@ -100,9 +100,9 @@ def test_daemon_exports_each_pod_start(protocol, receiver_class, start_daemon, p
         spans = _trace_of(receiver, daemon, pod)
 
         root = next(s for s in spans if s.parent_id is None)
-        assert root.name == f"pod e2e/{pod.spec.name}"
-        assert root.attributes["k8s.pod.uid"] == pod.spec.uid
-        assert root.attributes["k8s.node.name"] == NODE
+        assert root.name == "pod start"
+        assert root.resource["k8s.pod.uid"] == pod.spec.uid
+        assert root.resource["k8s.node.name"] == NODE
         # the whole trace, as the backend got it, passes the checks of our own traces
         check_pod_trace(as_trace(spans), ExpectedPod.from_started(pod, APP_EXECUTABLE),
                         {pod.sandbox_id, pod.container_id})
@@ -116,7 +116,9 @@ def test_daemon_exports_each_pod_start(protocol, receiver_class, start_daemon, p
                 assert span.service == "tracer"
             else:
                 assert span.service in LAYER_SERVICES, (span.name, span.service)
-            assert span.attributes["k8s.pod.name"] == pod.spec.name
+            # the pod's identity on the resource of every service
+            assert span.resource["k8s.pod.name"] == pod.spec.name
+            assert span.resource["k8s.namespace.name"] == "e2e"
         services = {s.name.split()[0]: s.service for s in spans if s.parent_id == root.span_id}
         assert services == {"containerd": "containerd"}
         by_name = {s.name: s for s in spans}
@@ -189,7 +191,7 @@ def test_daemon_keeps_tracing_while_the_backend_is_down(start_daemon, pods):
         # start after the backend is back arrives in any case
         later = pods(PodSpec(name="daemon-backend-back", namespace="e2e", command=APP_COMMAND))
         spans = _trace_of(receiver, daemon, later)
-        assert any(s.attributes.get("k8s.pod.uid") == later.spec.uid for s in spans)
+        assert any(s.resource.get("k8s.pod.uid") == later.spec.uid for s in spans)
         code = daemon.terminate()
         assert code == 0, daemon.output()
         # The first pod's spans were sent once the backend was back, or

@@ -82,7 +82,7 @@ def test_a_ring_buffer_overflow_is_counted_marked_and_never_misattributed(testbe
         # until the starts went quiet and were exported (or lost entirely)
         deadline = time.monotonic() + EXPORT_TIMEOUT_S
         while time.monotonic() < deadline:
-            exported = {t.root.attributes.get("k8s.pod.uid") for t in kept.traces}
+            exported = {t.resource.get("k8s.pod.uid") for t in kept.traces}
             if {p.spec.uid for p in started} <= exported:
                 break
             time.sleep(0.5)
@@ -112,7 +112,7 @@ def test_a_ring_buffer_overflow_is_counted_marked_and_never_misattributed(testbe
         owners = [uid for uid, own in ids_of.items() if ids & own]
         # never two pods' containers in one trace, never a container that is not the pod's
         assert len(owners) <= 1, (trace.name, owners)
-        uid = trace.root.attributes.get("k8s.pod.uid")
+        uid = trace.resource.get("k8s.pod.uid")
         if owners:
             assert ids <= ids_of[owners[0]], trace.name
             assert uid in ("", owners[0]), (trace.name, uid, owners)

@@ -255,7 +255,7 @@ def test_what_was_dropped_is_in_the_recording(testbed, tmp_path):
         traces = recorder.stop()
         if pod is not None:
             testbed.stop_pod(pod)
-    trace = next(t for t in traces if t.root.attributes.get("k8s.pod.uid") == pod.spec.uid)
+    trace = next(t for t in traces if t.resource.get("k8s.pod.uid") == pod.spec.uid)
     check_pod_trace(trace, ExpectedPod.from_started(pod, APP_EXECUTABLE), {pod.sandbox_id, pod.container_id})
 
     stats = [r.json() for r in read_recording(raw).records if r.kind is RecordKind.STATS]
@@ -268,6 +268,6 @@ def test_what_was_dropped_is_in_the_recording(testbed, tmp_path):
     from tracer.pipeline.pipeline import replay
 
     replayed = replay(str(raw))
-    again = next(t for t in replayed.traces() if t.root.attributes.get("k8s.pod.uid") == pod.spec.uid)
+    again = next(t for t in replayed.traces() if t.resource.get("k8s.pod.uid") == pod.spec.uid)
     assert [s.name for s in again.spans] == [s.name for s in trace.spans]
     assert replayed.stats.events_by_type["SOCKET_CLOSE"] >= 50  # the reaped ends, closed in the file too

@@ -242,8 +242,8 @@ def test_image_as_daemonset_pod_traces_a_later_pod(testbed, daemon_pod, app_pods
     # the CRI calls on the test bed's socket, decoded from inside the pod
     check_cri_calls(trace, pod, pod.calls)
     root = trace.root
-    assert root.name == "pod e2e/after-image"
-    assert root.attributes["k8s.pod.uid"] == pod.spec.uid
+    assert root.name == "pod start" and trace.name == "pod e2e/after-image"
+    assert trace.resource["k8s.pod.uid"] == pod.spec.uid
 
     # the manifest's environment reached the daemon: the node name from the
     # downward API, the resource attributes and the service name
@@ -253,7 +253,7 @@ def test_image_as_daemonset_pod_traces_a_later_pod(testbed, daemon_pod, app_pods
         assert span.resource["host.name"] == NODE
         for key, value in resource.items():
             assert span.resource[key] == value, key
-        assert span.attributes["k8s.pod.name"] == "after-image"
+        assert span.resource["k8s.pod.name"] == "after-image"
     services = {s.service for s in spans}
     assert services - {"kubelet"} <= LAYER_SERVICES | {daemon_pod.env["OTEL_SERVICE_NAME"]}
     assert {"kubelet", "containerd", "runc", "container"} <= services

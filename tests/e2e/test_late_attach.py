@@ -82,7 +82,7 @@ def test_a_grpc_go_client_older_than_the_tracer_has_every_call_named(testbed, tm
 
     # each pod start 10 s after the attach: every call named, decoded, in its trace from both sides
     for pod in started[2:]:
-        trace = next(t for t in late_traces if t.root.attributes.get("k8s.pod.uid") == pod["uid"])
+        trace = next(t for t in late_traces if t.resource.get("k8s.pod.uid") == pod["uid"])
         clients = [s for s in trace.spans if s.kind == "CLIENT"]
         assert {s.attributes["rpc.method"] for s in clients} >= POD_START, [s.name for s in clients]
         for span in clients:

@@ -100,8 +100,13 @@ def test_report_lists_the_failed_start_and_draws_every_pod(testbed, tmp_path):
         title = next(i for i, line in enumerate(lines) if line.startswith(name + "  "))
         following = lines[title + 1:title + 4]
         assert any(line.startswith("  critical path: ") and "%" in line for line in following), following
-    exported = {t["spans"][0]["operationName"]: t for t in json.loads(output.read_text())["data"]}
+    def pod_of(trace: dict) -> str:  # the pod's identity is every process's (resource's)
+        tags = {t["key"]: t["value"] for t in next(iter(trace["processes"].values()))["tags"]}
+        return f"pod {tags['k8s.namespace.name']}/{tags['k8s.pod.name']}"
+
+    exported = {pod_of(t): t for t in json.loads(output.read_text())["data"]}
     assert set(exported) == set(names)
+    assert {t["spans"][0]["operationName"] for t in exported.values()} == {"pod start"}
 
     # report: the two good starts are counted, the failure is listed with its cause
     report = CliRunner().invoke(main, ["report", str(raw)])
@@ -113,7 +118,7 @@ def test_report_lists_the_failed_start_and_draws_every_pod(testbed, tmp_path):
     assert errors.strip().startswith("pod shop/broken  trace ")
     assert "    failed: " in errors
     assert "containerd StartContainer: " in errors and MISSING_BINARY in errors
-    assert "runc create " in errors and "does not exist in the image" in errors
+    assert "runc create: " in errors and "does not exist in the image" in errors
     # steps after the failed one never happened: the trace is complete
     assert "Incomplete traces: none" in text
 

@@ -79,17 +79,28 @@ def test_one_pod_gives_one_trace_through_every_layer(record_pods, tmp_path):
     assert [t["traceID"] for t in loaded["data"]] == [recorded.traces[0].trace_id]
 
 
-def test_no_environment_value_leaves_the_process(record_pods, tmp_path):
+def test_no_environment_value_or_argv_secret_leaves_the_process(record_pods, tmp_path):
     container_secret = "container-secret-77a1"
-    recorded = record_pods([PodSpec(name="secretive", command=APP_COMMAND, env={"API_TOKEN": container_secret})])
+    # kubelet expands Secret-backed variables into args: the usual way a
+    # secret reaches argv (the exec event and the CreateContainer request)
+    argv_secrets = ("argv-pw-canary-4e1b", "argv-key-canary-93c0", "argv-url-canary-d21f")
+    command = ("sh", "-c", "sleep 3600", "sh", f"--password={argv_secrets[0]}", "--api-key", argv_secrets[1],
+               f"postgres://app:{argv_secrets[2]}@db/shop")
+    recorded = record_pods([PodSpec(name="secretive", command=command, env={"API_TOKEN": container_secret})])
     output = tmp_path / "trace.json"
     JaegerJsonExporter(output).export(recorded.traces)
     for path in (recorded.raw, output):
         data = path.read_bytes()
         assert ENVIRONMENT_CANARY.encode() not in data, path
         assert container_secret.encode() not in data, path
-    # the CNI plugins' pod identity did survive the filtering
-    assert any(s.name == "cni bridge ADD" for s in recorded.traces[0].spans)
+        for secret in argv_secrets:
+            assert secret.encode() not in data, (path, secret)
+    # the CNI plugins' pod identity did survive the filtering, and the
+    # command line is there, redacted
+    spans = trace_for(recorded.traces, recorded.pods[0].spec.uid).spans
+    assert any(s.name == "cni bridge ADD" for s in spans)
+    shell = next(s for s in spans if s.name == "exec /bin/sh")
+    assert "--password=*****" in json.dumps(shell.attributes)
 
 
 def test_ten_concurrent_pods_give_ten_unmixed_traces(record_pods):

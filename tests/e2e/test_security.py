@@ -5,8 +5,10 @@
 - No secret reaches any of its outputs: the OTLP export, the console
   waterfall, its log, its metrics.  Canaries: a container's environment
   value, a credential-like label, a token in an annotation (and the whole
-  last-applied-configuration), PullImage credentials, and a variable of
-  containerd's own environment (which CNI plugins inherit).  The recording
+  last-applied-configuration), PullImage credentials, a variable of
+  containerd's own environment (which CNI plugins inherit), and secrets in
+  the container's command line (a flag's value, an assignment, a URL's
+  password).  The recording
   and Jaeger JSON are checked by test_record_pods.py and test_cri_traffic.py.
 - Without the capabilities to load BPF it refuses to start, with a clear
   message and exit code 1 (the capabilities really dropped, with setpriv).
@@ -47,7 +49,14 @@ SECRETS = {
     "identity_token": "identity-token-canary-2c4d",
     "registry_token": "registry-token-canary-9e1f",
     "containerd_env": ENVIRONMENT_CANARY,
+    # in the container's command line (kubelet expands Secret-backed
+    # variables into args): a flag's value, an assignment, a URL's password
+    "argv_flag": "argv-token-canary-6a0e",
+    "argv_assignment": "argv-passwd-canary-b7c3",
+    "argv_url": "argv-urlpw-canary-19f4",
 }
+ARGV = ("sh", "-c", "sleep 3600", "sh", "--token", SECRETS["argv_flag"], f"DB_PASSWORD={SECRETS['argv_assignment']}",
+        f"https://app:{SECRETS['argv_url']}@db.example.com/")
 
 
 def pieces(secret: str, size: int = 10) -> list[str]:
@@ -84,7 +93,7 @@ LOOPBACK = ("0100007F:", "00000000000000000000000001000000:")  # 127.0.0.1, ::1 
 
 
 def test_no_secret_in_otlp_console_log_or_metrics(testbed, tmp_path):
-    spec = PodSpec(name="secrets", namespace="security", command=("sleep", "3600"),
+    spec = PodSpec(name="secrets", namespace="security", command=ARGV,
                    env={"API_TOKEN": SECRETS["env"]}, labels={"db-password": SECRETS["label"]})
     pod = None
     with GrpcReceiver() as receiver:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from exporters.status import span_label
 from tracer.pipeline.pipeline import replay
 from tracer.spans.critical_path import (
     ATTRIBUTE_DOMINANT,
@@ -66,7 +67,8 @@ def test_one_pod_start_goes_through_every_step_in_order():
     assert names[2:6] == ["cni loopback ADD", "cni bridge ADD", "cni host-local ADD", "cni bridge ADD"]
     # stage 2 waits for runc start after runc create has exited: cut at runc create's end
     init = next(s for s in critical_path(trace).segments if s.span.name == "runc:[2:INIT]")
-    create = next(s for s in trace.spans if s.name == "runc create 39f121235273")
+    create = next(s for s in trace.spans if s.name == "runc create"
+                  and s.attributes["container.id"].startswith("39f121235273"))
     assert init.end_ns == create.end_ns
 
 
@@ -96,15 +98,16 @@ def test_every_span_of_a_real_trace_has_a_layer():
     trace = fixture_traces("one-pod")[0]
     layers = span_layers(trace)
     assert set(layers) == {s.span_id for s in trace.spans}
-    by_name = {s.name: layers[s.span_id] for s in trace.spans}
-    assert by_name["pod shop/web"] == "kubelet"
-    assert by_name["kubelet StartContainer"] == "kubelet"
-    assert by_name["containerd StartContainer"] == "containerd"
-    assert by_name["containerd container d776d1e4f9f1"] == "containerd"
-    assert by_name["cni host-local ADD"] == "cni"
-    assert by_name["shim daemon"] == "shim"
-    assert by_name["runc init d776d1e4f9f1"] == by_name["runc:[1:CHILD]"] == "runc_init"
-    assert by_name["exec /bin/sleep"] == "process"
+    by_label = {span_label(s): layers[s.span_id] for s in trace.spans}
+    assert by_label["pod start"] == "kubelet"
+    assert by_label["kubelet StartContainer"] == "kubelet"
+    assert by_label["containerd StartContainer"] == "containerd"
+    assert by_label["containerd container"] == "containerd"
+    assert by_label["cni host-local ADD"] == "cni"
+    assert by_label["shim daemon"] == "shim"
+    assert by_label["runc init"] == by_label["runc:[1:CHILD]"] == "runc_init"
+    assert by_label["runc create"] == "runc_create" and by_label["runc start"] == "runc_start"
+    assert by_label["exec /bin/sleep"] == "process"
 
 
 # ---- hand-made traces: times in ms from 0 -------------------------------------
@@ -122,9 +125,9 @@ def _path(trace: Trace) -> list[tuple[str, int, int]]:
 
 def test_gaps_between_children_are_the_parents_own_time():
     trace = _trace(("r", None, "pod a/b", "tracer", 0, 100),
-                   ("g", "r", "containerd sandbox 0123456789ab", "containerd", 0, 100),
-                   ("c", "g", "runc create 0123456789ab", "runc", 10, 40),
-                   ("s", "g", "runc start 0123456789ab", "runc", 60, 70))
+                   ("g", "r", "containerd sandbox", "containerd", 0, 100),
+                   ("c", "g", "runc create", "runc", 10, 40),
+                   ("s", "g", "runc start", "runc", 60, 70))
     assert _path(trace) == [("g", 0, 10), ("c", 10, 40), ("g", 40, 60), ("s", 60, 70), ("g", 70, 100)]
     assert critical_path(trace).layer_ns() == {**dict.fromkeys(LAYERS, 0), "containerd": 60 * MS,
                                                "runc_create": 30 * MS, "runc_start": 10 * MS}
@@ -144,7 +147,7 @@ def test_cri_pair_splits_into_the_clients_and_the_servers_time():
 
 def test_the_last_finishing_of_concurrent_children_takes_over():
     trace = _trace(("r", None, "pod a/b", "tracer", 0, 30),
-                   ("g", "r", "containerd sandbox 0123456789ab", "containerd", 0, 30),
+                   ("g", "r", "containerd sandbox", "containerd", 0, 30),
                    ("lo", "g", "cni loopback ADD", "cni", 0, 20),
                    ("br", "g", "cni bridge ADD", "cni", 5, 25),
                    ("short", "g", "cni other ADD", "cni", 10, 15))
@@ -154,22 +157,22 @@ def test_the_last_finishing_of_concurrent_children_takes_over():
 
 def test_a_child_that_outlives_its_parent_counts_only_within_it():
     trace = _trace(("r", None, "pod a/b", "tracer", 0, 40),
-                   ("g", "r", "containerd container 0123456789ab", "containerd", 0, 40),
-                   ("c", "g", "runc create 0123456789ab", "runc", 0, 20),
-                   ("i", "c", "runc init 0123456789ab", "runc", 10, 35))
+                   ("g", "r", "containerd container", "containerd", 0, 40),
+                   ("c", "g", "runc create", "runc", 0, 20),
+                   ("i", "c", "runc init", "runc", 10, 35))
     assert _path(trace) == [("c", 0, 10), ("i", 10, 20), ("g", 20, 40)]
 
 
 def test_zero_length_children_are_not_on_the_path():
     trace = _trace(("r", None, "pod a/b", "tracer", 0, 10),
-                   ("g", "r", "containerd sandbox 0123456789ab", "containerd", 0, 10),
+                   ("g", "r", "containerd sandbox", "containerd", 0, 10),
                    ("e", "g", "exec /pause", "container", 10, 10))
     assert _path(trace) == [("g", 0, 10)]
 
 
 def test_a_span_of_no_known_layer_counts_for_its_parents():
     trace = _trace(("r", None, "pod a/b", "tracer", 0, 10),
-                   ("g", "r", "containerd sandbox 0123456789ab", "containerd", 0, 10),
+                   ("g", "r", "containerd sandbox", "containerd", 0, 10),
                    ("x", "g", "snapshot prepare", "snapshotter", 2, 8))
     assert span_layers(trace)["x"] == "containerd"
     assert critical_path(trace).layer_ns()["containerd"] == 10 * MS
@@ -183,7 +186,45 @@ def test_a_root_without_duration_gets_no_attributes():
 
 def test_summary_lists_only_layers_that_took_time():
     trace = _trace(("r", None, "pod a/b", "tracer", 0, 40),
-                   ("g", "r", "containerd sandbox 0123456789ab", "containerd", 0, 40),
-                   ("c", "g", "runc create 0123456789ab", "runc", 10, 40))
+                   ("g", "r", "containerd sandbox", "containerd", 0, 40),
+                   ("c", "g", "runc create", "runc", 10, 40))
     assert critical_path(trace).summary() == "runc create 75% (30.0 ms) › containerd 25% (10.0 ms)"
     assert critical_path_attributes(trace)[layer_attribute("cni")] == 0.0
+
+
+def test_a_running_container_is_never_on_the_path():
+    """The start does not wait on its containers running: runc start was
+    still to exit when the entrypoint had begun (the span still runs at the
+    start's end)."""
+    trace = _trace(("r", None, "pod a/b", "tracer", 0, 50),
+                   ("g", "r", "containerd sandbox", "containerd", 0, 30),
+                   ("s", "g", "runc start", "runc", 10, 30),
+                   ("e", "g", "exec /pause", "container", 20, 50))
+    trace.spans[-1].attributes["tracer.process.exited"] = False
+    assert _path(trace) == [("g", 0, 10), ("s", 10, 30), ("r", 30, 50)]
+
+
+def test_a_crash_after_startcontainer_returned_is_the_containers_time():
+    """kubelet's StartContainer returned at 30, the container ran until it
+    crashed at 80 (kubelet polled its status meanwhile): that is the
+    container's time, not kubelet's."""
+    trace = _trace(("r", None, "pod a/b", "kubelet", 0, 80),
+                   ("k", "r", "runtime.v1.RuntimeService/StartContainer", "kubelet", 0, 30, "CLIENT"),
+                   ("c", "k", "runtime.v1.RuntimeService/StartContainer", "containerd", 1, 29, "SERVER"),
+                   ("g", "c", "containerd container", "containerd", 2, 25),
+                   ("e", "g", "exec /bin/sh", "container", 25, 80),
+                   ("p", "r", "runtime.v1.RuntimeService/ContainerStatus", "kubelet", 50, 51, "CLIENT"))
+    trace.spans[4].attributes["tracer.process.exited"] = True
+    assert _path(trace) == [("k", 0, 1), ("c", 1, 2), ("g", 2, 25), ("c", 25, 29), ("k", 29, 30),
+                            ("e", 30, 50), ("p", 50, 51), ("e", 51, 80)]
+    assert critical_path(trace).layer_ns()["process"] == 49 * MS
+
+
+def test_a_server_span_under_kubelets_own_span_counts_as_the_roots_child():
+    """When kubelet's span of a call is in the pod's trace, the runtime's
+    SERVER span hangs under it, and kubelet exports that span itself."""
+    trace = _trace(("r", "kubelets-span", "pod start", "kubelet", 0, 20),
+                   ("c", "kubelets-span", "runtime.v1.RuntimeService/RunPodSandbox", "containerd", 0, 15, "SERVER"),
+                   ("g", "c", "containerd sandbox", "containerd", 2, 14))
+    assert span_layers(trace) == {"r": "kubelet", "c": "containerd", "g": "containerd"}
+    assert _path(trace) == [("c", 0, 2), ("g", 2, 14), ("c", 14, 15), ("r", 15, 20)]

@@ -44,10 +44,11 @@ def test_crash_loop_attempts_are_linked(traces):
 def test_every_trace_is_one_pods(traces):
     """Failures beside each other never leak into another pod's trace."""
     uids = {c.spec.uid for c in CASES} | {HEALTHY.uid}
+    seen: dict[str, str] = {}  # container id → the pod whose trace showed it
     for trace in traces:
-        assert trace.root.attributes["k8s.pod.uid"] in uids
-        for span in trace.spans:
-            assert span.attributes["k8s.pod.name"] == trace.root.attributes["k8s.pod.name"]
+        assert trace.resource["k8s.pod.uid"] in uids
+        for cid in {s.attributes["container.id"] for s in trace.spans if "container.id" in s.attributes}:
+            assert seen.setdefault(cid, trace.resource["k8s.pod.uid"]) == trace.resource["k8s.pod.uid"], cid
 
 
 def test_daemon_exports_the_pod_start_before_its_restart():
@@ -66,10 +67,10 @@ def test_daemon_exports_the_pod_start_before_its_restart():
     # (in the recording the restart follows quickly; kubelet's back-off is longer)
     early = first_end + min(QUIET_NS, restart_begin - first_end - 1)
     exported = pipeline.take_finished_traces(early, restart_begin - first_end - 1, MAX_AGE_NS)
-    mine = [t for t in exported if t.root.attributes["k8s.pod.uid"] == case.spec.uid]
+    mine = [t for t in exported if t.resource["k8s.pod.uid"] == case.spec.uid]
     assert [t.root.attributes.get("k8s.container.restart_count") for t in mine] == [None]
     later = pipeline.take_finished_traces(restart_end + QUIET_NS, QUIET_NS, MAX_AGE_NS)
-    restarts = [t for t in later if t.root.attributes["k8s.pod.uid"] == case.spec.uid]
+    restarts = [t for t in later if t.resource["k8s.pod.uid"] == case.spec.uid]
     assert [t.root.attributes["k8s.container.restart_count"] for t in restarts] == [1]
     assert restarts[0].root.links[0].trace_id == mine[0].trace_id
     assert pipeline.take_finished_traces(restart_end + 10 * QUIET_NS, QUIET_NS, MAX_AGE_NS) == []

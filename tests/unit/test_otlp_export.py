@@ -23,7 +23,7 @@ from exporters.otlp import (
     resolve_protocol,
 )
 from tracer.pipeline.pipeline import replay
-from tracer.spans.model import SERVICE_TRACER, Trace
+from tracer.spans.model import SCHEMA_URL, SERVICE_TRACER, Trace
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 RECEIVERS = {PROTOCOL_GRPC: GrpcReceiver, PROTOCOL_HTTP: HttpReceiver}
@@ -80,10 +80,17 @@ def test_pod_identity_and_layers_as_a_backend_sees_them(protocol):
     traces = fixture_traces("one-pod")
     spans = export_and_receive(protocol, traces)
     root = next(s for s in spans if s.parent_id is None)
-    assert root.name == "pod shop/web"
-    assert root.attributes["k8s.pod.uid"] == "00000000-0000-4000-8000-000000000001"
-    assert root.attributes["k8s.pod.name"] == "web"
-    assert root.attributes["k8s.namespace.name"] == "shop"
+    assert root.name == "pod start"
+    # the pod's identity on the resource of every span, as a Collector's
+    # k8sattributes processor and resource-based routing look for it
+    for span in spans:
+        assert span.resource["k8s.pod.uid"] == "00000000-0000-4000-8000-000000000001"
+        assert span.resource["k8s.pod.name"] == "web"
+        assert span.resource["k8s.namespace.name"] == "shop"
+        assert span.resource["k8s.node.name"] == "fixture-node"
+        assert "k8s.pod.name" not in span.attributes
+        # the tracer's own process is not an instance of kubelet or containerd
+        assert "service.instance.id" not in span.resource
     # the root is kubelet's (the CRI client's) once its calls were seen
     assert {s.service for s in spans} == {"kubelet", "containerd", "containerd-shim-runc-v2", "runc", "cni",
                                           "container"}
@@ -91,10 +98,23 @@ def test_pod_identity_and_layers_as_a_backend_sees_them(protocol):
     assert by_name["shim start"].service == "containerd-shim-runc-v2"
     assert by_name["runc:[2:INIT]"].service == "runc"
     assert by_name["exec /bin/sleep"].service == "container"
-    assert by_name["exec /bin/sleep"].attributes["k8s.pod.name"] == "web"
     # list attributes arrive as OTLP arrays
-    sandbox = next(s for s in spans if s.name.startswith("containerd sandbox"))
+    sandbox = next(s for s in spans if s.name == "containerd sandbox")
     assert isinstance(sandbox.attributes["tracer.net.addresses"], tuple)
+    assert by_name["exec /bin/sleep"].attributes["process.command_args"] == ("sleep", "3600")
+
+
+def test_resources_and_scope_carry_the_semantic_conventions_schema(protocol):
+    traces = fixture_traces("one-pod")
+    with RECEIVERS[protocol]() as receiver:
+        exporter = OtlpExporter(OtlpConfig.from_env({}, protocol=protocol, endpoint=receiver.endpoint))
+        exporter.export(traces)
+        exporter.shutdown(timeout_s=10)
+        requests = receiver.received.requests
+    resource_spans = [rs for request in requests for rs in request.resource_spans]
+    assert resource_spans and all(rs.schema_url == SCHEMA_URL for rs in resource_spans)
+    assert all(ss.schema_url == SCHEMA_URL for rs in resource_spans for ss in rs.scope_spans)
+    assert SCHEMA_URL == "https://opentelemetry.io/schemas/1.37.0"
 
 
 def test_one_resource_per_layer_in_each_request(protocol):
@@ -111,12 +131,14 @@ def test_one_resource_per_layer_in_each_request(protocol):
 
 def test_error_status_and_message_reach_the_backend(protocol):
     traces = fixture_traces("exiting-pod")
-    spans = {s.name: s for s in export_and_receive(protocol, traces)}
-    failed = spans["exec /bin/sh"]
+    spans = {s.span_id: s for s in export_and_receive(protocol, traces)}
+    failed = next(s for s in spans.values() if s.name == "exec /bin/sh")
     assert failed.span.status.code == STATUS_CODES["ERROR"]
     assert failed.span.status.message == "exited with 3"
     assert failed.attributes["process.exit.code"] == 3
-    assert spans["runc create " + failed.attributes["container.id"][:12]].span.status.code == STATUS_CODES["UNSET"]
+    create = next(s for s in spans.values() if s.name == "runc create"
+                  and s.attributes["container.id"] == failed.attributes["container.id"])
+    assert create.span.status.code == STATUS_CODES["UNSET"]
 
 
 def test_resource_environment_is_honoured(protocol):

@@ -15,9 +15,9 @@ from tracer.pipeline.pipeline import replay
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 SCENARIOS = sorted(p.name.removesuffix(".rec") for p in FIXTURES.glob("*.rec"))
-# these have expectations of their own (tests/unit/test_diagnosis.py,
+# these have expectations of their own (tests/unit/test_diagnosis.py, test_kubelet_traced.py,
 # test_reuse_fixture.py, test_tracer_restart_fixture.py)
-OWN_EXPECTATIONS = {"failed-starts", "reuse", "tracer-restart", "grpcgo-wire", "kubelet-wire"}
+OWN_EXPECTATIONS = {"failed-starts", "reuse", "tracer-restart", "grpcgo-wire", "kubelet-wire", "kubelet-traced"}
 STARTED_POD_SCENARIOS = [name for name in SCENARIOS if name not in OWN_EXPECTATIONS]
 
 
@@ -121,6 +121,17 @@ def test_pod_trace_joins_kubelets_trace_when_it_sends_traceparent():
     assert all(s.trace_id == trace.trace_id for s in trace.spans)
     assert trace.root.parent_id == "b7ad6b7169203331"
     assert trace.root.attributes["tracer.kubelet.trace_joined"] is True
+    # kubelet's span of the call is in the trace: no copy of it, containerd's span under it
+    runs = [s for s in trace.spans if s.attributes.get("rpc.method") == "RunPodSandbox"]
+    assert [(s.kind, s.parent_id) for s in runs] == [("SERVER", "b7ad6b7169203331")]
+    # a call whose kubelet span is in another trace keeps its CLIENT span, linked to kubelet's
+    start = next(c for c in pipeline.cri.calls if c.method == "StartContainer")
+    start.client.traceparent = "00-1bf7651916cd43dd8448eb211c80319d-c7ad6b7169203332-01"
+    trace = pipeline.traces()[0]
+    client = next(s for s in trace.spans if s.kind == "CLIENT" and s.attributes["rpc.method"] == "StartContainer")
+    assert [(link.trace_id, link.span_id) for link in client.links] == [("1bf7651916cd43dd8448eb211c80319d",
+                                                                        "c7ad6b7169203332")]
+    assert trace.trace_id == "0af7651916cd43dd8448eb211c80319c"
     # an all-zero (invalid) context is ignored
     run.client.traceparent = "00-" + "0" * 32 + "-b7ad6b7169203331-01"
     assert pipeline.traces()[0].trace_id != "0" * 32

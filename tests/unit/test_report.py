@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 import tracer.app.record_run
-from exporters.status import ATTRIBUTE_DIAGNOSIS, error_spans
+from exporters.status import ATTRIBUTE_DIAGNOSIS, error_spans, span_label
 from tracer.app.cli import main
 from tracer.app.report import build_report, percentile
 from tracer.pipeline.pipeline import replay
@@ -241,9 +241,8 @@ def test_below_a_diagnosis_only_new_words_are_listed():
     """On the recorded failed starts: the diagnosed span and the runtime's
     own words (the CRI error), never runc's stage 2 "exited with 1" or the
     containerd span that repeats its runc create."""
-    by_pod = {t.root.attributes.get("k8s.pod.name"): t for t in fixture_traces("failed-starts")}
-    shown = {pod: [s.name.split(" ")[0] + " " + s.name.split(" ")[1] if " " in s.name else s.name
-                   for s in error_spans(by_pod[pod])]
+    by_pod = {t.resource.get("k8s.pod.name"): t for t in fixture_traces("failed-starts")}
+    shown = {pod: [" ".join(span_label(s).split(" ")[:2]) for s in error_spans(by_pod[pod])]
              for pod in ("entrypoint-missing", "bad-sysctl", "no-network", "missing-image")}
     assert shown == {
         "entrypoint-missing": ["containerd StartContainer", "runc create"],

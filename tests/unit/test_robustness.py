@@ -253,7 +253,7 @@ def test_reused_pids_never_merge_two_pods(tmp_path):
     pods = {p["uid"]: ExpectedPod(**p) for name in (first, second)
             for p in json.loads((FIXTURES / f"{name}.expected.json").read_text())}
     all_ids = {cid for p in pods.values() for cid in (p.sandbox_id, p.container_id)}
-    by_uid = {t.root.attributes["k8s.pod.uid"]: t for t in traces}
+    by_uid = {t.resource["k8s.pod.uid"]: t for t in traces}
     for uid, pod in pods.items():
         check_pod_trace(by_uid[uid], pod, all_ids)
     # the first pod's trace is exactly what it was on its own

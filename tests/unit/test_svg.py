@@ -74,12 +74,13 @@ def test_legend_names_every_layer_in_its_colour():
 def test_bars_take_their_layers_colour():
     trace = fixture_traces("one-pod")[0]
     root = parse(render_svg([trace]))
-    colour_of = {b.find(f"{SVG}title").text.split(" (")[0]: b.get("fill")
+    # a bar's tooltip: "<span name> (<service>, <layer>): …"
+    colour_of = {b.find(f"{SVG}title").text.split(", ")[0]: b.get("fill")
                  for b in root.iter() if b.get("class") == "span"}
-    assert colour_of["cni bridge ADD"] == LAYER_COLOURS["cni"]
-    assert colour_of["runc:[2:INIT]"] == LAYER_COLOURS["runc_init"]
-    assert colour_of["kubelet StartContainer"] == LAYER_COLOURS["kubelet"]
-    assert colour_of["containerd StartContainer"] == LAYER_COLOURS["containerd"]
+    assert colour_of["cni bridge ADD (cni"] == LAYER_COLOURS["cni"]
+    assert colour_of["runc:[2:INIT] (runc"] == LAYER_COLOURS["runc_init"]
+    assert colour_of["runtime.v1.RuntimeService/StartContainer (kubelet"] == LAYER_COLOURS["kubelet"]
+    assert colour_of["runtime.v1.RuntimeService/StartContainer (containerd"] == LAYER_COLOURS["containerd"]
 
 
 def test_error_spans_are_outlined_and_say_what_went_wrong():

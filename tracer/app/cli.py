@@ -61,7 +61,23 @@ def _writable_file(ctx, param, value: Path | None) -> Path | None:
     return value
 
 
+class _FilterText(click.ParamType):
+    """Redaction filters: JSON, so the environment's value is split on lines, not blanks."""
+
+    name = "JSON"
+    envvar_list_splitter = "\n"
+
+
 def _record_options(function):
+    function = click.option("--drop-args", is_flag=True, envvar="TRACER_DROP_ARGS",
+                            help="Keep only the program of every command line (argv[0]), but the runtime's "
+                            "own (runc, shim, containerd, CNI plugins).")(function)
+    function = click.option("--redaction-filters", "redaction_filters", multiple=True, type=_FilterText(),
+                            envvar="TRACER_REDACTION_FILTERS",
+                            help="Tetragon-style argv redaction filters on top of the default rules: JSON objects "
+                            '{"redact": [REGEX…], "binary_regex": [REGEX…]}; capture groups become *****; '
+                            "repeatable, or one per line in the environment "
+                            "(docs/hardening.md).")(function)
     function = click.option("--ringbuf-mb", type=click.IntRange(1, 1024), default=16, show_default=True,
                             callback=_power_of_two, help="Ring buffer size, a power of two.")(function)
     function = click.option("--cri-socket", "cri_sockets", multiple=True, envvar="TRACER_CRI_SOCKETS",
@@ -71,6 +87,17 @@ def _record_options(function):
     function = click.option("--node-name", envvar=["TRACER_NODE_NAME", "NODE_NAME"], default=None,
                             help="k8s.node.name of the traces (default: the host name).")(function)
     return function
+
+
+def argv_redaction_for(redaction_filters: tuple[str, ...], drop_args: bool):
+    """The argv redaction of --redaction-filters and --drop-args."""
+    from tracer.redaction import ArgvRedaction, FilterError, parse_filters
+
+    try:
+        filters = tuple(f for text in redaction_filters for f in parse_filters(text))
+    except FilterError as error:
+        raise click.BadParameter(str(error), param_hint="--redaction-filters") from None
+    return ArgvRedaction(filters, drop_args)
 
 
 def capture_config_for(ringbuf_mb: int, cri_sockets: tuple[str, ...]):
@@ -122,18 +149,21 @@ def _otlp_config(otlp_endpoint: str | None, otlp_protocol: str | None, otlp_time
 @_record_options
 def record(duration: float | None, output: Path | None, raw: Path | None, quiet: bool, use_otlp: bool,
            print_bpf: bool, otlp_endpoint: str | None, otlp_protocol: str | None, otlp_timeout: float,
-           service_name: str | None, ringbuf_mb: int, cri_sockets: tuple[str, ...], node_name: str | None) -> None:
+           service_name: str | None, ringbuf_mb: int, cri_sockets: tuple[str, ...], node_name: str | None,
+           redaction_filters: tuple[str, ...], drop_args: bool) -> None:
     """Record pod starts until Ctrl-C (or --duration) and show one trace per pod."""
     from tracer.kernel.capture import final_source
 
     capture_config = capture_config_for(ringbuf_mb, cri_sockets)
+    argv_redaction = argv_redaction_for(redaction_filters, drop_args)
     if print_bpf:
         click.echo(final_source(capture_config))
         return
     if output is not None and raw is not None and output.resolve() == raw.resolve():
         raise click.BadParameter("--output and --raw name the same file", param_hint="--raw")
     otlp = _otlp_config(otlp_endpoint, otlp_protocol, otlp_timeout, service_name) if use_otlp else None
-    traces, recorder = record_run.record_traces(capture_config, raw, node_name, duration, show_status=not quiet)
+    traces, recorder = record_run.record_traces(capture_config, raw, node_name, duration, show_status=not quiet,
+                                                argv_redaction=argv_redaction)
     record_run.export_files(traces, output, quiet)
     click.echo(f"traces written {1000 * (time.monotonic() - recorder.stop_requested_at):.0f} ms after "
                f"recording stopped", err=True)
@@ -192,7 +222,8 @@ def daemon(quiet_seconds: float, max_age_seconds: float, poll_interval: float, d
            metrics_address: str, queue_size: int, batch_size: int, schedule_delay_ms: int,
            shutdown_timeout: float, use_otlp: bool, console: bool, log_level: str, print_config: bool,
            otlp_endpoint: str | None, otlp_protocol: str | None, otlp_timeout: float, service_name: str | None,
-           ringbuf_mb: int, cri_sockets: tuple[str, ...], node_name: str | None) -> None:
+           ringbuf_mb: int, cri_sockets: tuple[str, ...], node_name: str | None,
+           redaction_filters: tuple[str, ...], drop_args: bool) -> None:
     """Trace every pod start on this node, continuously, and export each over OTLP.
 
     Stops on SIGTERM, flushing what is pending, with exit code 0.
@@ -219,7 +250,8 @@ def daemon(quiet_seconds: float, max_age_seconds: float, poll_interval: float, d
         node_name=node_name or socket.gethostname(), otlp=otlp, quiet_s=quiet_seconds, max_age_s=max_age_seconds,
         poll_interval_s=poll_interval, duration_s=duration, metrics_address=address,
         shutdown_timeout_s=shutdown_timeout, console=console,
-        capture=capture_config_for(ringbuf_mb, cri_sockets))
+        capture=capture_config_for(ringbuf_mb, cri_sockets),
+        argv_redaction=argv_redaction_for(redaction_filters, drop_args))
     if print_config:
         click.echo(json.dumps(config.describe(), default=str, indent=1, sort_keys=True))
         return

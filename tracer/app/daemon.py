@@ -46,6 +46,7 @@ from tracer.events import EVENT_TYPES, EventType
 from tracer.format import redact_url
 from tracer.kernel.capture import CaptureConfig
 from tracer.kernel.preflight import CannotTrace, require_tracing
+from tracer.redaction import DEFAULT_REDACTION, ArgvRedaction
 from tracer.spans.model import Trace
 
 log = logging.getLogger("tracer.app.daemon")
@@ -68,6 +69,7 @@ class DaemonConfig:
     shutdown_timeout_s: float = 5.0
     console: bool = False                 # also print each trace's waterfall on stdout
     capture: CaptureConfig = field(default_factory=CaptureConfig)
+    argv_redaction: ArgvRedaction = DEFAULT_REDACTION  # what is hidden of command lines
 
     def __post_init__(self) -> None:
         if self.quiet_s <= 0 or self.max_age_s < self.quiet_s:
@@ -78,6 +80,7 @@ class DaemonConfig:
     def describe(self) -> dict:
         """The effective configuration, for the start-up log line (no credentials)."""
         described = dataclasses.asdict(self)
+        described["argv_redaction"] = self.argv_redaction.describe()
         if described.get("otlp"):
             described["otlp"]["endpoint"] = redact_url(described["otlp"]["endpoint"])
         described["resource_attributes_env"] = os.environ.get(ENV_RESOURCE_ATTRIBUTES, "")
@@ -189,7 +192,7 @@ class Daemon:
             log.info("metrics and health on http://%s:%d (/metrics /healthz /readyz)", *self.server.address)
         try:
             self.recorder = Recorder(RecordConfig(raw_path=None, node_name=config.node_name,
-                                                  capture=config.capture))
+                                                  capture=config.capture, argv_redaction=config.argv_redaction))
             self.recorder.start()
         except Exception as error:  # a BPF or permission failure: report it and exit non-zero
             log.error("cannot start tracing: %s", error)

@@ -44,7 +44,7 @@ from prometheus_client.registry import Collector
 
 from exporters.status import pod_status
 from tracer.app.serve import DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT_S, ServerStats, SmallHttpServer
-from tracer.spans.critical_path import LAYERS, span_layers
+from tracer.spans.critical_path import LAYER_PROCESS, LAYERS, span_layers
 from tracer.spans.model import Trace
 
 # Pod-start steps take from a millisecond (runc start) to minutes (an image pull).
@@ -60,15 +60,17 @@ def layer_durations(trace: Trace) -> list[tuple[str, float]]:
     containerd's handling of them (SERVER; the `containerd sandbox|container`
     span when no call was seen), each CNI plugin, `shim start`, `runc create`,
     `runc init`, `runc start` and the container process (`exec …`: exec to
-    exit, zero while it runs).  The root (the whole pod start) does not
-    count, so its children always do.
+    exit when it exited within the start, zero while it runs).  The root
+    (the whole pod start) does not count, so its children always do.
     """
     layers = span_layers(trace)
     result = []
     for span in trace.spans[1:]:
         layer = layers[span.span_id]
         if span.parent_id == trace.root.span_id or layers.get(span.parent_id) != layer:
-            result.append((layer, max(0, span.end_ns - span.start_ns) / 1e9))
+            # a container process still running when the start ended counts zero
+            running = layer == LAYER_PROCESS and span.attributes.get("tracer.process.exited") is not True
+            result.append((layer, 0.0 if running else max(0, span.end_ns - span.start_ns) / 1e9))
     return result
 
 

@@ -35,7 +35,7 @@ def export_files(traces: list[Trace], output: Path | None, quiet: bool) -> None:
 
 
 def record_traces(capture_config, raw: Path | None, node_name: str | None, duration: float | None,
-                  show_status: bool, during=None):
+                  show_status: bool, during=None, argv_redaction=None):
     """Records until the duration ends, Ctrl-C/SIGTERM, or `during()` returns.
 
     Returns (traces, recorder).
@@ -48,7 +48,8 @@ def record_traces(capture_config, raw: Path | None, node_name: str | None, durat
     from tracer.app.session import RecordConfig, Recorder
 
     config = RecordConfig(raw_path=raw, capture=capture_config,
-                          **({"node_name": node_name} if node_name else {}))
+                          **({"node_name": node_name} if node_name else {}),
+                          **({"argv_redaction": argv_redaction} if argv_redaction is not None else {}))
     from tracer.app.progress import ticking
 
     recorder = Recorder(config, capture=capture)

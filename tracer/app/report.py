@@ -13,7 +13,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from exporters.status import ATTRIBUTE_DIAGNOSIS, error_spans, error_text, pod_status
+from exporters.status import ATTRIBUTE_DIAGNOSIS, error_spans, error_text, pod_status, span_label
 from tracer.spans.critical_path import LAYER_LABELS, LAYERS, CriticalPath, critical_path
 from tracer.spans.model import Trace
 
@@ -96,7 +96,7 @@ class Report:
                      for p in self.pods],
             "failures": [{"pod": p.trace.name, "trace_id": p.trace.trace_id,
                           "cause": error_text(p.trace.root) if p.trace.root.status == "ERROR" else "",
-                          "errors": [{"span": s.name, "message": error_text(s),
+                          "errors": [{"span": span_label(s), "message": error_text(s),
                                       "diagnosed": ATTRIBUTE_DIAGNOSIS in s.attributes}
                                      for s in error_spans(p.trace)]}
                          for p in self.failures],
@@ -136,7 +136,7 @@ class Report:
             if root.status == "ERROR":
                 lines.append(f"    failed: {error_text(root)}")
             for span in error_spans(pod.trace):
-                lines.append(f"    {span.name}: {error_text(span)}")
+                lines.append(f"    {span_label(span)}: {error_text(span)}")
 
         incomplete = self.incomplete
         lines += ["", f"Incomplete traces ({len(incomplete)}):" if incomplete else "Incomplete traces: none"]

@@ -19,6 +19,7 @@ from tracer.kernel.procfs import same_process
 from tracer.kernel.sockets import socket_inodes_of
 from tracer.pipeline.pipeline import Arrival, Pipeline, recording_meta, stats_record
 from tracer.pipeline.recording import RecordingWriter, RecordKind
+from tracer.redaction import DEFAULT_REDACTION, ArgvRedaction
 from tracer.spans.model import Trace
 
 log = logging.getLogger("tracer.app.session")
@@ -47,6 +48,7 @@ class RecordConfig:
     raw_path: Path | None = None
     node_name: str = field(default_factory=socket.gethostname)
     capture: CaptureConfig = CaptureConfig()
+    argv_redaction: ArgvRedaction = DEFAULT_REDACTION  # what is hidden of command lines
 
 
 @dataclass
@@ -129,7 +131,8 @@ class Recorder:
         self.config = config
         self.clock = Clock.measure()
         self._writer = RecordingWriter(config.raw_path) if config.raw_path else None
-        self.pipeline = Pipeline(self.clock, config.node_name, Enricher(), self._writer)
+        self.pipeline = Pipeline(self.clock, config.node_name, Enricher(), self._writer,
+                                 argv_redaction=config.argv_redaction)
         self.capture = capture if capture is not None else Capture(config.capture)
         self.capture.on_batch = self._on_batch
         self._stop = threading.Event()

@@ -451,7 +451,11 @@ class PodAssembler:
         # what prune forgets only grows with time: once a second is enough
         if pods or now_ns - self._pruned_at_ns >= PRUNE_INTERVAL_NS:
             self._pruned_at_ns = now_ns
-            self.prune(now_ns - PRUNE_GRACE_NS, self._pending_containers(units))
+            # the traces handed out now are built after this: their processes stay
+            # until the next prune
+            handed_out = {c.container_id for pod in pods for c in pod.all_containers} | \
+                {pod.sandbox_id for pod in pods}
+            self.prune(now_ns - PRUNE_GRACE_NS, self._pending_containers(units) | handed_out)
         # a start still to be exported began at most max_age ago
         self.lost_windows = [(t, n) for t, n in self.lost_windows if t >= now_ns - max_age_ns - LOSS_MARGIN_NS]
         return pods

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable
 
 from tracer.cri.endpoint import Evidence
 from tracer.cri.identify import STREAMED_LISTS
 from tracer.cri.streams import POLLING_METHODS
-from tracer.cri.wire import C2S, S2C, Chunk, CriCall, CriDecoder
+from tracer.cri.wire import C2S, S2C, Chunk, CriCall, CriDecoder, DecoderConfig
 from tracer.events import (
     SOCKET_FLAG_GAP_BEFORE,
     EventType,
@@ -137,12 +137,13 @@ class CriLayer:
     may carry secrets (credentials, environment values)."""
 
     def __init__(self, on_call: Callable[[CriCall, CriEndpoint], None] | None = None,
-                 evidence: Evidence | None = None, keep_polling_calls: bool = False) -> None:
+                 evidence: Evidence | None = None, config: DecoderConfig | None = None,
+                 keep_polling_calls: bool = False) -> None:
         self.on_call = on_call
         # polling calls (POLLING_METHODS) are counted, not kept: no pod start's
         # trace holds one; tests that look at them keep them
         self.keep_polling_calls = keep_polling_calls
-        self.decoder = CriDecoder(evidence=evidence, not_called=self._not_called)
+        self.decoder = CriDecoder(config, evidence=evidence, not_called=self._not_called)
         # CRI client processes (pid, start) that never list by streaming
         self._listing_clients: set[tuple[int, int]] = set()
         self.endpoints: dict[int, CriEndpoint] = {}
@@ -298,11 +299,11 @@ class CriLayer:
         else:
             pair.server, pair.server_endpoint = call, endpoint
 
-    def forget(self, calls: list[PairedCall]) -> None:
+    def forget(self, calls: Iterable[PairedCall]) -> None:
         """Forgets calls that a trace handed out holds (daemon mode)."""
-        if not calls:
-            return
         gone = {id(c) for c in calls}
+        if not gone:
+            return
         self.calls = [c for c in self.calls if id(c) not in gone]
         self._pairs = {k: p for k, p in self._pairs.items() if id(p) not in gone}
 
@@ -472,9 +473,14 @@ def _image_calls_for(calls: list[PairedCall], chosen: list[PairedCall]) -> list[
     sandboxes = {c.text("request", "pod_sandbox_id") for c in creates}
     all_creates = sorted(c.start_ns for c in calls if c.method == "CreateContainer"
                          and c.text("request", "pod_sandbox_id") in sandboxes)
+    # a later container start (no RunPodSandbox of its own) whose pod's
+    # earlier CreateContainer is no longer kept (the daemon forgets the calls
+    # of traces it handed out) looks back the window only
+    opened = any(c.method == "RunPodSandbox" for c in chosen)
     picked = []
     for create in creates:
-        since = max([t for t in all_creates if t < create.start_ns], default=begin)
+        since = max([t for t in all_creates if t < create.start_ns],
+                    default=begin if opened else create.start_ns - IMAGE_CHECK_WINDOW_NS)
         picked += [c for c in matching if max(since, create.start_ns - IMAGE_CHECK_WINDOW_NS) < c.start_ns
                    < create.start_ns]
     return picked

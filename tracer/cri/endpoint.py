@@ -585,7 +585,7 @@ class EndpointDecoder:
                 s.damage("undecodable_message")
                 return None
         try:
-            decoded = redact(cls.FromString(raw))
+            decoded = redact(cls.FromString(raw), self.decoder.config.argv_redaction)
         except Exception:  # noqa: BLE001 - DecodeError, RuntimeWarning-as-error, recursion...
             self.error("protobuf_decode_error")
             s.damage("undecodable_message")

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from typing import Any, Literal
 
+from tracer.redaction import DEFAULT_REDACTION, ArgvRedaction
+
 ConnectionKey = Hashable
 Side = Literal["client", "server"]
 # How a call's method was known:
@@ -104,6 +106,8 @@ class DecoderConfig:
     assumed_header_table_size: int = 4096  # HPACK capacity assumed at a late attach
     max_connections: int = 4096  # endpoints tracked at once (least recently fed evicted)
     closed_streams_remembered: int = 4096
+    # what is hidden of command lines in messages (tracer.redaction), as of execs
+    argv_redaction: ArgvRedaction = DEFAULT_REDACTION
 
 
 @dataclass

@@ -21,9 +21,12 @@ something was there):
 * environment variable values (``ContainerConfig.envs[].value``, also in
   RestorePod's container configs): keys stay.
 
-Commands and arguments (``ContainerConfig.command/args``, ``ExecSync.cmd``,
-``Exec.cmd``) are kept: they are also visible to the tracer through execve.
-Checkpoint and restore paths are kept. The other map fields (``sysctls``,
+Commands and arguments (``ContainerConfig.command`` and ``args``, taken
+together as one argv, ``ExecSyncRequest.cmd``, ``ExecRequest.cmd``) go
+through the same argv redaction as every exec the kernel shows
+(:mod:`tracer.redaction`: the default rules and the user's filters): kubelet
+expands Secret-backed variables into them. Checkpoint and restore paths are
+kept. The other map fields (``sysctls``,
 ``unified``) hold kernel and cgroup settings and are kept
 (``PLAIN_MAPS``).
 """
@@ -35,6 +38,8 @@ from typing import Any
 
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
+
+from tracer.redaction import DEFAULT_REDACTION, ArgvRedaction
 
 REDACTED = "[redacted]"
 
@@ -86,11 +91,20 @@ _CREDENTIAL_KEY = re.compile(
     re.IGNORECASE,
 )
 
+# Command lines: (message full name) → its argv fields, in argv order.  The
+# values go through tracer.redaction like any exec's argv.
+ARGV_FIELDS: dict[str, tuple[str, ...]] = {
+    "runtime.v1.ContainerConfig": ("command", "args"),
+    "runtime.v1.ExecSyncRequest": ("cmd",),
+    "runtime.v1.ExecRequest": ("cmd",),
+}
+
 # Every redacted field path, for documentation and tests.
 REDACTED_FIELD_PATHS: tuple[str, ...] = (
     *sorted(f"{msg}.{name}" for msg, name in REDACTED_FIELDS),
     *sorted(f"*.{name}[*]" for name in REDACTED_MAPS),
     *sorted(f"*.{name}[<credential-like key>]" for name in KEY_CHECKED_MAPS),
+    *sorted(f"{msg}.{name}[<argv redaction>]" for msg, names in ARGV_FIELDS.items() for name in names),
 )
 
 
@@ -99,32 +113,59 @@ def credential_key(key: str) -> bool:
     return key in REDACTED_MAP_KEYS or _CREDENTIAL_KEY.search(key) is not None
 
 
-def redact(message: Message) -> dict[str, Any]:
+def redact(message: Message, argv: ArgvRedaction = DEFAULT_REDACTION) -> dict[str, Any]:
     """A plain dict of the set fields of ``message``, secrets removed.
 
     Field names are the proto names; enums become their names, int64 stays
     int, bytes become text when they are UTF-8 (else ``"0x…"`` hex).
+    Command lines go through ``argv`` (see ``ARGV_FIELDS``).
     """
-    return _message(message)
+    return _message(message, argv)
 
 
-def _message(message: Message) -> dict[str, Any]:
+def _message(message: Message, argv: ArgvRedaction) -> dict[str, Any]:
     out: dict[str, Any] = {}
     type_name = message.DESCRIPTOR.full_name
+    command_line = ARGV_FIELDS.get(type_name)
+    if command_line:
+        out.update(_command_line(message, command_line, argv))
     for fd, value in message.ListFields():
+        if command_line and fd.name in command_line:
+            continue
         if (type_name, fd.name) in REDACTED_FIELDS:
             out[fd.name] = [REDACTED for _ in value] if fd.is_repeated else REDACTED
             continue
         if fd.type == FieldDescriptor.TYPE_MESSAGE and fd.message_type.GetOptions().map_entry:
-            out[fd.name] = _map(fd, value)
+            out[fd.name] = _map(fd, value, argv)
         elif fd.is_repeated:
-            out[fd.name] = [_scalar_or_message(fd, v) for v in value]
+            out[fd.name] = [_scalar_or_message(fd, v, argv) for v in value]
         else:
-            out[fd.name] = _scalar_or_message(fd, value)
+            out[fd.name] = _scalar_or_message(fd, value, argv)
     return out
 
 
-def _map(fd: FieldDescriptor, value: Any) -> dict[str, Any]:
+def _command_line(message: Message, names: tuple[str, ...], argv: ArgvRedaction) -> dict[str, list[str]]:
+    """The argv fields of a message, redacted as one argv (a `--password`
+    at the end of `command` hides the first of `args`); a field left empty
+    (drop_args) is left out."""
+    parts = [[str(v) for v in getattr(message, name)] for name in names]
+    if not any(parts):
+        return {}
+    # an empty `command` runs the image's entrypoint: a program unknown here
+    program = [] if parts[0] else [""]
+    whole = program + [v for part in parts for v in part]
+    redacted = list(argv.redact(whole[0], whole))[len(program):]
+    out = {}
+    position = 0
+    for name, part in zip(names, parts):
+        kept = redacted[position:position + len(part)]
+        if kept:
+            out[name] = kept
+        position += len(part)
+    return out
+
+
+def _map(fd: FieldDescriptor, value: Any, argv: ArgvRedaction) -> dict[str, Any]:
     value_fd = fd.message_type.fields_by_name["value"]
     result: dict[str, Any] = {}
     for key in value:
@@ -132,13 +173,13 @@ def _map(fd: FieldDescriptor, value: Any) -> dict[str, Any]:
         if fd.name in REDACTED_MAPS or (fd.name in KEY_CHECKED_MAPS and credential_key(k)):
             result[k] = REDACTED
         else:
-            result[k] = _scalar_or_message(value_fd, value[key])
+            result[k] = _scalar_or_message(value_fd, value[key], argv)
     return result
 
 
-def _scalar_or_message(fd: FieldDescriptor, value: Any) -> Any:
+def _scalar_or_message(fd: FieldDescriptor, value: Any, argv: ArgvRedaction) -> Any:
     if fd.type == FieldDescriptor.TYPE_MESSAGE:
-        return _message(value)
+        return _message(value, argv)
     if fd.type == FieldDescriptor.TYPE_ENUM:
         enum_value = fd.enum_type.values_by_number.get(value)
         return enum_value.name if enum_value is not None else int(value)

@@ -25,6 +25,7 @@ from tracer.correlate.records import (
     record_json,
 )
 from tracer.cri.calls import CriLayer, PairedCall, call_record, calls_for_pod, unanswered_calls
+from tracer.cri.model import DecoderConfig
 from tracer.enrich.enricher import Enricher
 from tracer.events import (
     EVENT_TYPES,
@@ -39,8 +40,9 @@ from tracer.events import (
     sanitize,
 )
 from tracer.format import Clock
+from tracer.redaction import DEFAULT_REDACTION, ArgvRedaction
 from tracer.pipeline.recording import RecordingWriter, RecordKind, read_recording
-from tracer.spans.build import build_trace
+from tracer.spans.build import StartExtent, build_trace, start_extent
 from tracer.spans.critical_path import critical_path_attributes
 from tracer.spans.model import Trace
 
@@ -83,15 +85,22 @@ class Arrival(NamedTuple):
 
 class Pipeline:
     def __init__(self, clock: Clock, node_name: str, enricher: Enricher | None = None,
-                 recording: RecordingWriter | None = None, reorder_window_ns: int = REORDER_WINDOW_NS):
+                 recording: RecordingWriter | None = None, reorder_window_ns: int = REORDER_WINDOW_NS,
+                 argv_redaction: ArgvRedaction = DEFAULT_REDACTION):
         self.clock = clock
         self.node_name = node_name
         self.enricher = enricher
         self.recording = recording
         self.reorder_window_ns = reorder_window_ns
+        # what is hidden of every command line, in exec events and CRI messages alike
+        self.argv_redaction = argv_redaction
         self.assembler = PodAssembler()
-        self.cri = CriLayer(on_call=self._store_call, evidence=self.assembler.runtime_work.prove)
+        self.cri = CriLayer(on_call=self._store_call, evidence=self.assembler.runtime_work.prove,
+                            config=DecoderConfig(argv_redaction=argv_redaction))
         self.stats = PipelineStats()
+        # sandbox id → the id its pod start's trace got (it may have joined
+        # kubelet's trace): its restarts link to it
+        self.pod_start_trace_ids: dict[str, str] = {}
         self._pending: list[tuple[int, int, bytes, Event]] = []
         self._sequence = 0
         self._newest_ktime = 0
@@ -115,7 +124,7 @@ class Pipeline:
         bundle, its log).  Safe to call from the thread that drains the ring
         buffer while another runs add_arrival; None (counted) if malformed."""
         try:
-            raw = sanitize(raw)
+            raw = sanitize(raw, self.argv_redaction)
             event = decode(raw)
         except DecodeError as error:
             self.stats.decode_errors += 1
@@ -198,7 +207,8 @@ class Pipeline:
     def table_sizes(self) -> dict[str, int]:
         """How many entries each of the pipeline's tables holds: they must
         stay flat in a daemon that runs for months (tests/e2e/test_soak.py)."""
-        sizes = {"reorder_window": len(self._pending), **self.assembler.table_sizes(), **self.cri.table_sizes()}
+        sizes = {"reorder_window": len(self._pending), "pod_start_trace_ids": len(self.pod_start_trace_ids),
+                 **self.assembler.table_sizes(), **self.cri.table_sizes()}
         if self.enricher is not None:
             sizes.update(self.enricher.table_sizes())
         return sizes
@@ -225,13 +235,17 @@ class Pipeline:
         pods = self.assembler.take_finished(now_ktime_ns, quiet_ns, max_age_ns)
         traces = []
         for pod in pods:
-            calls = self._calls_for(pod)
-            traces.append(self._trace(pod, calls))
-            self.cri.forget(calls)  # handed out: no other trace needs them
+            trace, extent = self._trace_and_extent(pod)
+            traces.append(trace)
+            # handed out: no other trace needs them (the pod's later calls, a
+            # restart's, stay until they are in a trace or pruned)
+            self.cri.forget(extent.calls)
         # a pod start still to be exported began at most max_age ago
         self.cri.prune(now_ktime_ns - max_age_ns - PRUNE_GRACE_NS)
         if self.enricher is not None:
             self.enricher.retain(self.assembler.containers.keys())
+        for sandbox_id in self.pod_start_trace_ids.keys() - self.assembler.containers.keys():
+            del self.pod_start_trace_ids[sandbox_id]  # the pod is gone
         return traces
 
     def _calls_for(self, pod: PodTrace) -> list[PairedCall]:
@@ -240,16 +254,23 @@ class Pipeline:
             return calls_for_pod(self.cri.calls, pod.sandbox_id, container_ids, pod.uid, pod.other_container_ids)
         return calls_for_pod(self.cri.calls, "", container_ids, "")
 
-    def _trace(self, pod: PodTrace, calls: list[PairedCall] | None = None) -> Trace:
-        if calls is None:
-            calls = self._calls_for(pod)
+    def _trace(self, pod: PodTrace) -> Trace:
+        return self._trace_and_extent(pod)[0]
+
+    def _trace_and_extent(self, pod: PodTrace) -> tuple[Trace, StartExtent]:
+        processes = self.assembler.table.processes
+        # the start's own calls: those that began before it ended
+        extent = start_extent(pod, self._calls_for(pod), processes)
         # a start that the runtime never answered (it died or restarted
         # mid-call, the client gave up) is cut short, whatever else was seen
-        pod.partial_reasons.extend(reason for reason in unanswered_calls(calls)
+        pod.partial_reasons.extend(reason for reason in unanswered_calls(list(extent.calls))
                                    if reason not in pod.partial_reasons)
-        trace = build_trace(pod, self.clock, self.node_name, calls, self.assembler.table.processes)
+        trace = build_trace(pod, self.clock, self.node_name, processes=processes, extent=extent,
+                            pod_start_trace_id=self.pod_start_trace_ids.get(pod.sandbox_id))
+        if pod.restart is None:
+            self.pod_start_trace_ids[pod.sandbox_id] = trace.trace_id
         trace.root.attributes.update(critical_path_attributes(trace))
-        return trace
+        return trace, extent
 
 
 def _subject_key(event: Event) -> tuple[int, int]:
@@ -262,14 +283,18 @@ def recording_meta(clock: Clock, node_name: str, extra: dict) -> dict:
             "node_name": node_name, **extra}
 
 
-def replay(path: str, progress: Callable[[int, int], None] | None = None) -> Pipeline:
+def replay(path: str, argv_redaction: ArgvRedaction = DEFAULT_REDACTION,
+           progress: Callable[[int, int], None] | None = None) -> Pipeline:
     """Rebuilds a Pipeline from a recording, without BPF or enrichment I/O.
-    `progress(records done, records)` is called every few thousand records."""
+    Its exec events go through `argv_redaction` again (a recording holds
+    them as the recorder's redaction left them).  `progress(records done,
+    records)` is called every few thousand records."""
     result = read_recording(path)
     meta = next((r.json() for r in result.records if r.kind is RecordKind.META), None)
     if meta is None:
         raise ValueError(f"{path}: recording has no META record")
-    pipeline = Pipeline(Clock(int(meta["wall_minus_monotonic_ns"])), meta.get("node_name", ""))
+    pipeline = Pipeline(Clock(int(meta["wall_minus_monotonic_ns"])), meta.get("node_name", ""),
+                        argv_redaction=argv_redaction)
     total = len(result.records)
     for done, record in enumerate(result.records):
         if progress is not None and done % 2048 == 0:

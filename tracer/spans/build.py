@@ -13,9 +13,10 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from tracer.correlate.pods import ContainerTrace, PodTrace
-from tracer.correlate.processes import Activity, Process, ProcKey
+from tracer.correlate.processes import Activity, Exec, Process, ProcKey
 from tracer.correlate.roles import container_exec, parse_runc
 from tracer.cri.calls import PairedCall, image_annotations, pod_keys
 from tracer.events import (
@@ -36,7 +37,7 @@ from tracer.format import (
     exit_status,
     namespace_names,
 )
-from tracer.spans.diagnosis import Finding, diagnose
+from tracer.spans.diagnosis import LAYER_CONTAINER, Finding, diagnose, runtime_stop_began
 from tracer.spans.model import (
     SERVICE_CNI,
     SERVICE_CONTAINER,
@@ -44,14 +45,17 @@ from tracer.spans.model import (
     SERVICE_RUNC,
     SERVICE_SHIM,
     SERVICE_TRACER,
+    SHORT_ID,
     Span,
     SpanEvent,
     SpanLink,
     Trace,
+    pod_title,
 )
 
 CONTAINER_RUNTIME = "containerd"
-SHORT_ID = 12
+ROOT_POD_START = "pod start"              # the root of a pod start's trace
+ROOT_CONTAINER_START = "container start"  # … of a later container start's (a restart)
 STAGE_NAMES = {0: "runc:[0:PARENT]", 1: "runc:[1:CHILD]", 2: "runc:[2:INIT]"}
 
 
@@ -119,8 +123,10 @@ def activity_event(activity: Activity, clock: Clock) -> SpanEvent:
     })
 
 
-def process_attributes(proc: Process) -> dict[str, object]:
-    image = proc.image
+def process_attributes(proc: Process, image: Exec | None = None, exited: bool = True) -> dict[str, object]:
+    """A process's attributes: those of `image` (one of its execs; its last
+    by default), and its exit when `exited` (the exit is in the trace)."""
+    image = image or proc.image
     attributes: dict[str, object] = {"process.pid": proc.pid}
     if proc.real_parent_pid:
         attributes["process.parent_pid"] = proc.real_parent_pid
@@ -131,10 +137,10 @@ def process_attributes(proc: Process) -> dict[str, object]:
         attributes["tracer.process.clone_flags"] = ",".join(clone_flag_names(proc.clone_flags_raw))
     if image is not None:
         attributes["process.executable.path"] = image.filename
-        attributes["process.command_line"] = " ".join(image.argv)
+        attributes["process.command_args"] = list(image.argv)  # redacted (tracer.redaction)
         if image.argv_truncated:
             attributes["tracer.process.argv_truncated"] = True
-    if proc.exit_code_raw is not None:
+    if proc.exit_code_raw is not None and exited:
         status = exit_status(proc.exit_code_raw)
         attributes["process.exit.code"] = status.code
         if status.signal_name:
@@ -143,9 +149,12 @@ def process_attributes(proc: Process) -> dict[str, object]:
 
 
 class _TraceBuilder:
-    def __init__(self, trace_id: str, clock: Clock):
+    def __init__(self, trace_id: str, clock: Clock, end_ktime: int | None = None):
         self.trace_id = trace_id
         self.clock = clock
+        # when the start ended: no span goes beyond it; a process still
+        # running then ends its span there (tracer.process.exited=false)
+        self.end_ktime = end_ktime
         self.spans: list[Span] = []
         self.by_process: dict[ProcKey, Span] = {}      # the last span made for a process
         self.by_call: dict[int, list[Span]] = {}       # id(PairedCall) → its CLIENT, SERVER spans
@@ -162,17 +171,34 @@ class _TraceBuilder:
         self.spans.append(span)
         return span
 
+    def in_start(self, ktime_ns: int | None) -> bool:
+        """Whether something at `ktime_ns` happened within the start."""
+        return ktime_ns is not None and (self.end_ktime is None or ktime_ns <= self.end_ktime)
+
+    def clamp(self, start: int, end: int) -> int:
+        return end if self.end_ktime is None else max(start, min(end, self.end_ktime))
+
     def process_span(self, key: str, name: str, service: str, parent: Span, proc: Process,
-                     start_ktime: int | None = None, end_ktime: int | None = None) -> Span:
+                     start_ktime: int | None = None, end_ktime: int | None = None, image: Exec | None = None,
+                     stop_began: int | None = None) -> Span:
         """A span for a process's life (its exec, or fork, to its exit), with
-        the activity that falls inside it as events."""
+        the activity that falls inside it as events; cut at the start's end.
+        `image`: the exec whose attributes it shows (its last by default);
+        `stop_began`: when the runtime began stopping its container."""
         start = start_ktime if start_ktime is not None else _exec_or_start(proc)
-        end = end_ktime if end_ktime is not None else (proc.exit_ns or proc.last_seen_ns)
+        exited = self.in_start(proc.exit_ns)
+        if end_ktime is not None:
+            natural = end_ktime
+        elif exited:
+            natural = proc.exit_ns
+        else:  # still running when the start ended: it ran until then
+            natural = self.end_ktime if self.end_ktime is not None else proc.last_seen_ns
+        end = self.clamp(start, natural)
         span = self.add(f"{key}/{proc.pid}/{proc.key[1]}", name, service, parent, start, end,
-                        process_attributes(proc))
+                        process_attributes(proc, image, exited))
         span.events.extend(activity_event(a, self.clock) for a in proc.activity
                            if start <= a.header.ktime_ns <= max(start, end))
-        if proc.oom_kill is not None:
+        if proc.oom_kill is not None and start <= proc.oom_kill.header.ktime_ns <= max(start, end):
             kill = proc.oom_kill
             span.events.append(SpanEvent("oom kill", self.clock.wall_ns(kill.header.ktime_ns), {
                 "tracer.oom.victim_pid": kill.victim_pid, "tracer.oom.victim_comm": kill.victim_comm,
@@ -180,10 +206,14 @@ class _TraceBuilder:
                 "tracer.oom.file_rss_kb": kill.file_rss_kb, "tracer.oom.shmem_rss_kb": kill.shmem_rss_kb,
             }))
         self.by_process[proc.key] = span
-        if proc.exit_code_raw is not None and exit_status(proc.exit_code_raw).code != 0:
-            span.status = "ERROR"
-            span.status_message = f"exited with {exit_status(proc.exit_code_raw).code}"
-        elif proc.exit_ns is None and end_ktime is None:
+        if exited and proc.exit_code_raw is not None and exit_status(proc.exit_code_raw).code != 0:
+            if stop_began is not None and proc.exit_ns is not None and stop_began <= proc.exit_ns:
+                # the runtime's own stop (StopContainer, StopPodSandbox): not a failure
+                span.attributes["tracer.process.stopped_by_runtime"] = True
+            else:
+                span.status = "ERROR"
+                span.status_message = f"exited with {exit_status(proc.exit_code_raw).code}"
+        elif not exited and end_ktime is None:
             span.attributes["tracer.process.exited"] = False
         return span
 
@@ -193,26 +223,28 @@ def _exec_or_start(proc: Process) -> int:
     return own[0].ktime_ns if own else proc.start_ns
 
 
-def _container_span(builder: _TraceBuilder, root: Span, container: ContainerTrace) -> Span:
+def _container_span(builder: _TraceBuilder, root: Span, container: ContainerTrace,
+                    stop_began: int | None = None) -> Span:
     kind = "sandbox" if container.is_sandbox else "container"
-    group = builder.add(f"{container.container_id}/containerd", f"containerd {kind} {short(container.container_id)}",
+    group = builder.add(f"{container.container_id}/containerd", f"containerd {kind}",
                         SERVICE_CONTAINERD, root, 0, 0, _container_attributes(container))
     children: list[Span] = []
 
     for index, cni in enumerate(container.cni):
         span = builder.process_span(f"{container.container_id}/cni{index}",
-                                    f"cni {cni.call.plugin} {cni.call.command}", SERVICE_CNI, group, cni.process)
+                                    f"cni {cni.call.plugin} {cni.call.command}", SERVICE_CNI, group, cni.process,
+                                    stop_began=stop_began)
         span.attributes.update({"tracer.cni.plugin": cni.call.plugin, "tracer.cni.command": cni.call.command,
                                 "tracer.cni.ifname": cni.call.ifname, "tracer.cni.netns": cni.call.netns})
         for delegate in cni.delegates:
             call_name = delegate.image.basename if delegate.image else "plugin"
             builder.process_span(f"{container.container_id}/cni{index}/delegate", f"cni {call_name} {cni.call.command}",
-                                 SERVICE_CNI, span, delegate)
+                                 SERVICE_CNI, span, delegate, stop_began=stop_began)
         children.append(span)
 
     if container.shim_start is not None:
         shim = builder.process_span(f"{container.container_id}/shim-start", "shim start", SERVICE_SHIM,
-                                    group, container.shim_start)
+                                    group, container.shim_start, stop_began=stop_began)
         shim.attributes["container.id"] = container.container_id
         if container.shim_daemon is not None:
             ready = container.shim_start.exit_ns or container.shim_daemon.last_seen_ns
@@ -223,30 +255,43 @@ def _container_span(builder: _TraceBuilder, root: Span, container: ContainerTrac
 
     if container.runc_create is not None:
         create = builder.process_span(f"{container.container_id}/runc-create",
-                                      f"runc create {short(container.container_id)}", SERVICE_RUNC, group,
-                                      container.runc_create)
+                                      "runc create", SERVICE_RUNC, group,
+                                      container.runc_create, stop_began=stop_began)
         call = parse_runc(container.runc_create.image) if container.runc_create.image else None
         if call is not None:
             create.attributes["tracer.runc.bundle"] = call.bundle
-        _init_spans(builder, create, container)
+        create.attributes["container.id"] = container.container_id
+        _init_spans(builder, create, container, stop_began)
         children.append(create)
 
     if container.runc_start is not None:
         children.append(builder.process_span(f"{container.container_id}/runc-start",
-                                             f"runc start {short(container.container_id)}", SERVICE_RUNC, group,
-                                             container.runc_start))
+                                             "runc start", SERVICE_RUNC, group,
+                                             container.runc_start, stop_began=stop_began))
+        children[-1].attributes["container.id"] = container.container_id
 
     running_ktime = None
     if container.process is not None:
-        entry = container_exec(container.process)
+        proc = container.process
+        entry = container_exec(proc)
         assert entry is not None
         running_ktime = entry.ktime_ns
-        end = container.process.exit_ns if container.process.exit_ns else entry.ktime_ns
+        # from the entrypoint's exec to its exit when that was within the
+        # start (its failure), else to the start's end, still running
         span = builder.process_span(f"{container.container_id}/process", f"exec {entry.filename}",
-                                    SERVICE_CONTAINER, group, container.process, start_ktime=entry.ktime_ns,
-                                    end_ktime=end)
+                                    SERVICE_CONTAINER, group, proc, start_ktime=entry.ktime_ns, image=entry,
+                                    stop_began=stop_began)
         span.attributes.update({"container.id": container.container_id,
-                                "tracer.process.exited": container.process.exit_ns is not None})
+                                "tracer.process.exited": builder.in_start(proc.exit_ns)})
+        if container.name and not container.is_sandbox:
+            span.attributes["k8s.container.name"] = container.name
+        # what the process exec'd next (a shell running its command), within the span
+        end_ktime = builder.clamp(entry.ktime_ns, proc.exit_ns if builder.in_start(proc.exit_ns) else
+                                  (builder.end_ktime or entry.ktime_ns))
+        for later in proc.execs[proc.execs.index(entry) + 1:]:
+            if later.ktime_ns <= end_ktime:
+                span.events.append(SpanEvent(f"exec {later.filename}", builder.clock.wall_ns(later.ktime_ns), {
+                    "process.executable.path": later.filename, "process.command_args": list(later.argv)}))
         children.append(span)
 
     # The containerd span covers the start: from its first child to the
@@ -264,7 +309,7 @@ def _container_span(builder: _TraceBuilder, root: Span, container: ContainerTrac
     return group
 
 
-def _init_spans(builder: _TraceBuilder, create: Span, container: ContainerTrace) -> None:
+def _init_spans(builder: _TraceBuilder, create: Span, container: ContainerTrace, stop_began: int | None) -> None:
     stages = container.init_stages
     if not stages:
         return
@@ -273,8 +318,9 @@ def _init_spans(builder: _TraceBuilder, create: Span, container: ContainerTrace)
     for stage, proc in stages.items():
         entry = container_exec(proc) if stage == 2 else None
         ends.append(entry.ktime_ns if entry else (proc.exit_ns or proc.last_seen_ns))
-    init = builder.add(f"{container.container_id}/runc-init", f"runc init {short(container.container_id)}",
-                       SERVICE_RUNC, create, min(starts), max(ends), {"container.id": container.container_id})
+    init = builder.add(f"{container.container_id}/runc-init", "runc init",
+                       SERVICE_RUNC, create, min(starts), builder.clamp(min(starts), max(ends)),
+                       {"container.id": container.container_id})
     for stage in sorted(stages):
         proc = stages[stage]
         entry = container_exec(proc) if stage == 2 else None
@@ -282,20 +328,21 @@ def _init_spans(builder: _TraceBuilder, create: Span, container: ContainerTrace)
         # Stage 0 starts at its exec; stages 1 and 2 are clones, so at fork.
         start = _exec_or_start(proc) if stage == 0 else proc.start_ns
         span = builder.process_span(f"{container.container_id}/runc-init/{stage}", STAGE_NAMES[stage], SERVICE_RUNC,
-                                    init, proc, start_ktime=start, end_ktime=end)
+                                    init, proc, start_ktime=start, end_ktime=end, stop_began=stop_began)
         if entry is not None:
             # Its own exec is the entrypoint's; as a stage it ran runc init.
-            span.attributes["process.command_line"] = " ".join(proc.inherited.argv) if proc.inherited else ""
+            span.attributes["process.command_args"] = list(proc.inherited.argv) if proc.inherited else []
             span.attributes["process.executable.path"] = proc.inherited.filename if proc.inherited else ""
-            span.attributes.pop("process.exit.code", None)
-            span.attributes.pop("tracer.process.exit.signal", None)
+            for key in ("process.exit.code", "tracer.process.exit.signal", "tracer.process.stopped_by_runtime"):
+                span.attributes.pop(key, None)
             span.status, span.status_message = "UNSET", ""
 
 
 def _container_attributes(container: ContainerTrace) -> dict[str, object]:
-    attributes: dict[str, object] = {"container.id": container.container_id, "container.runtime": CONTAINER_RUNTIME}
+    attributes: dict[str, object] = {"container.id": container.container_id,
+                                     "container.runtime.name": CONTAINER_RUNTIME}
     if container.name and not container.is_sandbox:
-        attributes["container.name"] = container.name
+        attributes["k8s.container.name"] = container.name
     if container.image:
         attributes["container.image.name"] = container.image
     bundle = container.activity.bundle
@@ -318,23 +365,43 @@ def _container_attributes(container: ContainerTrace) -> dict[str, object]:
     return attributes
 
 
+# gRPC status codes the RPC semantic conventions call server errors: a
+# SERVER span is ERROR for these only (a CLIENT span for any code but OK)
+GRPC_SERVER_ERRORS = frozenset({2, 4, 12, 13, 14, 15})  # UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS
+
+
+def rpc_span_name(service: str, method: str) -> str:
+    """As gRPC instrumentation names a call's spans (kubelet's too):
+    `runtime.v1.RuntimeService/RunPodSandbox`."""
+    if not method:
+        return "unresolved"
+    return f"{service}/{method}" if service else method
+
+
 def _cri_spans(builder: _TraceBuilder, root: Span, calls: list[PairedCall]) -> dict[tuple[str, str], Span]:
     """A CLIENT span per call (the caller's view: request write → response
     read) with the runtime's SERVER span inside it (request read → response
-    write).  Returns the innermost span per (method, sandbox or container
-    id it names), under which the runtime's own work for that id hangs."""
+    write), named as gRPC instrumentation names them; the layer is the
+    service (`kubelet`, `containerd`).  Returns the innermost span per
+    (method, sandbox or container id it names), under which the runtime's
+    own work for that id hangs."""
     work_parent: dict[tuple[str, str], Span] = {}
     for index, call in enumerate(calls):
         view = call.best_view
-        method = call.method or "unresolved"
+        method = call.method or ""
+        name = rpc_span_name(view.service or "", method)
         inferred = ""
         if not (any(pod_keys(call)[:2]) or pod_keys(call)[2]):
             inferred = ("by the pod's annotations in the image spec" if image_annotations(call) else
                         "inferred: same connection, after this pod's calls (the call names no pod)")
         attributes: dict[str, object] = {
-            "rpc.system": "grpc", "rpc.service": view.service or "", "rpc.method": method,
-            "tracer.cri.method_resolution": view.method_resolution,
+            "rpc.system": "grpc", "rpc.service": view.service or "", "rpc.method": method or "unresolved",
+            "network.transport": "unix", "tracer.cri.method_resolution": view.method_resolution,
         }
+        # the runtime's socket: the path the client connected to (an accepted end has none)
+        socket_path = next((e.path for e in (call.client_endpoint, call.server_endpoint) if e is not None and e.path), "")
+        if socket_path:
+            attributes["server.address"] = socket_path
         if view.method_evidence:
             attributes["tracer.cri.method_evidence"] = view.method_evidence
         status_code, message = call.grpc_status, call.grpc_message
@@ -344,15 +411,26 @@ def _cri_spans(builder: _TraceBuilder, root: Span, calls: list[PairedCall]) -> d
             attributes["tracer.cri.error"] = message
         parent = root
         span = None
+        # kubelet's own span of the call, when it sent its trace context
+        kubelets = traceparent_of(call)
         for view_, endpoint, kind in ((call.client, call.client_endpoint, "CLIENT"),
                                       (call.server, call.server_endpoint, "SERVER")):
             if view_ is None or view_.request_start_ns is None:
                 continue
+            if kind == "CLIENT" and kubelets is not None and kubelets[0] == builder.trace_id:
+                # kubelet's span is in this very trace: no copy of it; the
+                # runtime's span goes under it
+                continue
             service = endpoint.comm if endpoint else ("kubelet" if kind == "CLIENT" else "containerd")
             end = view_.response_end_ns or view_.end_ns or view_.request_start_ns
-            span = builder.add(f"cri/{index}/{kind}", f"{service} {method}", service, parent,
+            span = builder.add(f"cri/{index}/{kind}", name, service, parent,
                                view_.request_start_ns, end, dict(attributes))
             span.kind = kind
+            if kind == "SERVER" and parent is root and kubelets is not None and kubelets[0] == builder.trace_id:
+                span.parent_id = kubelets[1]
+            elif kind == "CLIENT" and kubelets is not None:
+                # kubelet's span is in a trace of its own: linked, not copied
+                span.links.append(SpanLink(*kubelets, {"tracer.link.kind": "kubelet span"}))
             if endpoint is not None:
                 span.attributes["process.pid"] = endpoint.pid
                 if endpoint.opened_before_tracing:
@@ -364,7 +442,7 @@ def _cri_spans(builder: _TraceBuilder, root: Span, calls: list[PairedCall]) -> d
                 span.attributes["tracer.cri.own_method_resolution"] = view_.method_resolution
             if view_.traceparent:
                 span.attributes["tracer.cri.traceparent"] = view_.traceparent
-            if status_code not in (None, 0):
+            if status_code not in (None, 0) and (kind == "CLIENT" or status_code in GRPC_SERVER_ERRORS):
                 span.status, span.status_message = "ERROR", message or f"gRPC status {status_code}"
             if inferred:
                 span.attributes["tracer.cri.attribution"] = inferred
@@ -380,41 +458,142 @@ def _cri_spans(builder: _TraceBuilder, root: Span, calls: list[PairedCall]) -> d
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
 
 
-def kubelet_context(calls: list[PairedCall]) -> tuple[str, str] | None:
-    """(trace id, span id) of kubelet's own trace, when its calls carry W3C
-    trace context (kubelet sends it when its tracing is on)."""
-    for call in calls:
-        for view in (call.client, call.server):
-            match = _TRACEPARENT.match((view.traceparent or "").strip()) if view else None
-            if match and match.group(1) != "0" * 32 and match.group(2) != "0" * 16:
-                return match.group(1), match.group(2)
+def traceparent_of(call: PairedCall) -> tuple[str, str] | None:
+    """(trace id, span id) of the CRI client's own span of this call, from
+    the W3C `traceparent` it sent (kubelet does, with its tracing on)."""
+    for view in (call.client, call.server):
+        match = _TRACEPARENT.match((view.traceparent or "").strip()) if view else None
+        if match and match.group(1) != "0" * 32 and match.group(2) != "0" * 16:
+            return match.group(1), match.group(2)
     return None
 
 
-def build_trace(pod: PodTrace, clock: Clock, node_name: str, calls: list[PairedCall] = (),
-                processes: Mapping[ProcKey, Process] | None = None) -> Trace:
+def kubelet_context(calls: list[PairedCall]) -> tuple[str, str] | None:
+    """(trace id, span id) of kubelet's span of the first call that carries
+    trace context: the pod's trace joins that trace, under that span."""
+    return next((context for call in calls if (context := traceparent_of(call)) is not None), None)
+
+
+@dataclass(frozen=True)
+class StartExtent:
+    """When a pod start (or a container start) ended, and its calls."""
+
+    end_ktime: int | None             # kernel time; None: nothing of it was seen
+    calls: tuple[PairedCall, ...]     # the pod's calls that began by then
+
+
+def start_extent(pod: PodTrace, calls: list[PairedCall] | tuple[PairedCall, ...] = (),
+                 processes: Mapping[ProcKey, Process] | None = None) -> StartExtent:
+    """A start ends when kubelet's last StartContainer of it returns (the
+    entrypoint's exec, without CRI data), or at its failure, whichever is
+    later: the first error the diagnosis finds (with every call then under
+    way), or a container's exit within its crash window.  Before the start
+    got that far (a trace built while it is under way) it ends with the
+    last of its steps seen.  A later exit, a teardown, kubelet's status
+    polls: not part of it."""
     calls = list(calls)
-    # The pod's trace joins kubelet's own trace when kubelet propagates one:
-    # same trace id, and the root hangs under kubelet's span of the first call.
-    context = kubelet_context(calls)
+    processes = processes or {}
+    findings = diagnose(pod, calls, processes)
+    started = _started_by(pod, calls)
+    ends = [started] if started is not None else []
+    # an error after every container started (a status poll during the
+    # teardown) is not the start's
+    failure = next((f for f in findings if f.is_error and (started is None or f.time_ns <= started)), None)
+    if failure is not None:
+        ends.append(max([failure.time_ns] + [_call_end(c) for c in calls if c.start_ns <= failure.time_ns]))
+    # a container that ended within its crash window (a failure, or exit 0)
+    ends += [f.time_ns for f in findings if f.layer == LAYER_CONTAINER and f.process is not None and f.time_ns]
+    end = max(ends) if ends else _last_step(pod, calls)
+    if end is None:
+        return StartExtent(None, tuple(calls))
+    return StartExtent(end, tuple(c for c in calls if c.start_ns <= end))
+
+
+def _call_end(call: PairedCall) -> int:
+    """The end of a call as its spans show it: the client's view, else the server's."""
+    view = call.client if call.client is not None and call.client.request_start_ns is not None else call.server
+    if view is None:
+        return 0
+    return view.response_end_ns or view.end_ns or view.request_start_ns or 0
+
+
+def _answered(call: PairedCall) -> int | None:
+    """When the caller had its answer (or the runtime sent it), if it did."""
+    ends = [v.response_end_ns for v in (call.client, call.server) if v is not None and v.response_end_ns]
+    return ends[0] if ends else None
+
+
+def _started_by(pod: PodTrace, calls: list[PairedCall]) -> int | None:
+    """When the last container of the trace had been started: the latest
+    of kubelet's StartContainer answers and the runtime's own steps (runc
+    start exits after the entrypoint's exec, which may come after containerd
+    answered); None while a container has neither an answer nor its
+    entrypoint running."""
+    if not pod.containers:
+        return None
+    ends = []
+    for container in pod.containers:
+        call = next((c for c in calls if c.method == "StartContainer"
+                     and c.text("request", "container_id") == container.container_id), None)
+        answered = _answered(call) if call is not None else None
+        if answered is None and not container.started:
+            return None
+        if answered is not None:
+            ends.append(answered)
+    steps = _last_step(pod, [])
+    return max(ends + ([steps] if steps is not None else []))
+
+
+def _last_step(pod: PodTrace, calls: list[PairedCall]) -> int | None:
+    """The last moment of a start still under way: its calls, its runtime
+    processes (shim, CNI, runc), runc init up to the entrypoint, the
+    entrypoint's exec."""
+    times = [_call_end(c) for c in calls]
+    for container in pod.all_containers:
+        steps = [container.shim_start, container.runc_create, container.runc_start,
+                 *(c.process for c in container.cni), *(d for c in container.cni for d in c.delegates)]
+        times += [p.exit_ns or p.last_seen_ns for p in steps if p is not None]
+        for stage, proc in container.init_stages.items():
+            entry = container_exec(proc) if stage == 2 else None
+            times.append(entry.ktime_ns if entry else (proc.exit_ns or proc.last_seen_ns))
+        entry = container_exec(container.process) if container.process is not None else None
+        if entry is not None:
+            times.append(entry.ktime_ns)
+    times = [t for t in times if t]
+    return max(times) if times else None
+
+
+def build_trace(pod: PodTrace, clock: Clock, node_name: str, calls: list[PairedCall] = (),
+                processes: Mapping[ProcKey, Process] | None = None, extent: StartExtent | None = None,
+                pod_start_trace_id: str | None = None) -> Trace:
+    """The trace of a pod start (or a later container start): what happened
+    from its first step to its end (`start_extent`, computed when not given).
+    `pod_start_trace_id`: for a later container start, the id of the pod
+    start's trace, when it was built (it may have joined kubelet's)."""
+    processes = processes or {}
+    extent = extent or start_extent(pod, calls, processes)
+    calls = list(extent.calls)
+    # A pod start's trace joins kubelet's own trace when kubelet propagates
+    # one: same trace id, and the root hangs under kubelet's span of the
+    # first call (RunPodSandbox).  A later container start keeps its own
+    # (one trace per attempt, linked), linking kubelet's spans.
+    context = kubelet_context(calls) if pod.restart is None else None
     if context:
         trace_id = context[0]
     elif pod.restart is None:
         trace_id = trace_id_for(pod.sandbox_id)
     else:
         trace_id = restart_trace_id_for(pod.key)
-    builder = _TraceBuilder(trace_id, clock)
-    name = f"pod {pod.namespace or '?'}/{pod.name or short(pod.sandbox_id)}"
-    root_attributes: dict[str, object] = {
-        "k8s.pod.name": pod.name, "k8s.namespace.name": pod.namespace, "k8s.pod.uid": pod.uid,
-        "k8s.node.name": node_name, "tracer.sandbox.id": pod.sandbox_id,
-        "tracer.containers": len(pod.containers),
-    }
+    builder = _TraceBuilder(trace_id, clock, extent.end_ktime)
+    # for people; the root's name is one for every pod start (low cardinality)
+    title = pod_title(pod.namespace, pod.name, pod.sandbox_id)
+    root_attributes: dict[str, object] = {"tracer.sandbox.id": pod.sandbox_id, "tracer.containers": len(pod.containers)}
     if pod.attempt:
         root_attributes["tracer.pod.attempt"] = pod.attempt
-    root = builder.add("root", name, SERVICE_TRACER, None, 0, 0, root_attributes)
+    root = builder.add("root", ROOT_POD_START if pod.restart is None else ROOT_CONTAINER_START, SERVICE_TRACER,
+                       None, 0, 0, root_attributes)
     if pod.restart is not None:
-        _restart_root(root, pod, calls)
+        _restart_root(root, pod, calls, pod_start_trace_id)
     if context:
         root.parent_id = context[1]
         root.attributes["tracer.kubelet.trace_joined"] = True
@@ -425,33 +604,36 @@ def build_trace(pod: PodTrace, clock: Clock, node_name: str, calls: list[PairedC
         # task (shim, runc) within StartContainer
         method = "RunPodSandbox" if container.is_sandbox else "StartContainer"
         parent = work_parent.get((method, container.container_id), root)
-        group = _container_span(builder, parent, container)
+        group = _container_span(builder, parent, container, runtime_stop_began(container, processes.get))
         if not container.is_sandbox:
             _name_from_cri(group, container.container_id, calls)
         groups.append(group)
-    tops = [s for s in builder.spans if s.parent_id == root.span_id]
+    # the root's children, and spans under kubelet's own spans (not in this export)
+    ids = {s.span_id for s in builder.spans}
+    tops = [s for s in builder.spans[1:] if s.parent_id == root.span_id or s.parent_id not in ids]
     root.start_ns = min(s.start_ns for s in tops)
-    root.end_ns = max(s.end_ns for s in tops)
+    # to the start's end: kubelet's last call, or a crash after it
+    root.end_ns = max([s.end_ns for s in tops] + ([clock.wall_ns(extent.end_ktime)] if extent.end_ktime else []))
     # The pod start is the CRI client's work (kubelet's), once we see it.
     root.service = next((s.service for s in builder.spans if s.kind == "CLIENT"), root.service)
     errors = [g for g in groups if g.status == "ERROR"]
     if errors:
         root.status, root.status_message = "ERROR", errors[0].status_message
-    _apply_findings(builder, root, diagnose(pod, calls, processes or {}))
+    _apply_findings(builder, root, diagnose(pod, calls, processes))
     if pod.partial_reasons:
         root.attributes["tracer.partial"] = True
         root.attributes["tracer.partial.reasons"] = "; ".join(pod.partial_reasons)
-    # Pod identity on every span, so that a search by tag finds any layer.
-    for span in builder.spans[1:]:
-        span.attributes.setdefault("k8s.pod.name", pod.name)
-        span.attributes.setdefault("k8s.namespace.name", pod.namespace)
-    return Trace(trace_id, name, builder.spans, {"host.name": node_name, "k8s.node.name": node_name})
+    # The pod's identity is the resource of every service of the trace (a
+    # Collector's k8sattributes processor and resource-based routing key on it).
+    resource = {"host.name": node_name, "k8s.node.name": node_name, "k8s.pod.uid": pod.uid,
+                "k8s.pod.name": pod.name, "k8s.namespace.name": pod.namespace}
+    return Trace(trace_id, title, builder.spans, {k: v for k, v in resource.items() if v})
 
 
 def _name_from_cri(group: Span, container_id: str, calls: list[PairedCall]) -> None:
     """A container's name and image from its CreateContainer request, when
     its bundle could not be read (containerd deletes a failed one at once)."""
-    if "container.name" in group.attributes and "container.image.name" in group.attributes:
+    if "k8s.container.name" in group.attributes and "container.image.name" in group.attributes:
         return
     for call in calls:
         if call.method == "CreateContainer" and call.text("response", "container_id") == container_id:
@@ -459,12 +641,12 @@ def _name_from_cri(group: Span, container_id: str, calls: list[PairedCall]) -> N
             image = (call.text("request", "config", "image", "user_specified_image")
                      or call.text("request", "config", "image", "image"))
             if name:
-                group.attributes.setdefault("container.name", name)
+                group.attributes.setdefault("k8s.container.name", name)
             if image:
                 group.attributes.setdefault("container.image.name", image)
 
 
-def _restart_root(root: Span, pod: PodTrace, calls: list[PairedCall]) -> None:
+def _restart_root(root: Span, pod: PodTrace, calls: list[PairedCall], pod_start_trace_id: str | None) -> None:
     """A later container start: its attempt, and a link to the trace of the
     attempt before it (or of the pod's start)."""
     restart = pod.restart
@@ -479,7 +661,7 @@ def _restart_root(root: Span, pod: PodTrace, calls: list[PairedCall]) -> None:
     if restart.container_name:
         root.attributes["k8s.container.name"] = restart.container_name
     if restart.previous_in_pod_trace:
-        previous = trace_id_for(pod.sandbox_id)
+        previous = pod_start_trace_id or trace_id_for(pod.sandbox_id)
     else:
         previous = restart_trace_id_for(restart.previous_container_id)
     root.links.append(SpanLink(previous, root_span_id(previous), {"tracer.link.kind": "previous attempt"}))
@@ -495,22 +677,31 @@ def _restart_root(root: Span, pod: PodTrace, calls: list[PairedCall]) -> None:
 
 
 def _apply_findings(builder: _TraceBuilder, root: Span, findings: list[Finding]) -> None:
-    """Marks each failure on the span of its layer, and the first on the root."""
+    """Marks each failure on the span of its layer, and the first on the root.
+
+    A CRI call's failure is the runtime's (its SERVER span) when its status
+    is a server error by the RPC conventions, else the caller's (CLIENT);
+    a SERVER span gets the diagnosis but stays UNSET for a client's error."""
     for finding in findings:
+        server_error = True
         if finding.process is not None:
             targets = [builder.by_process[finding.process]] if finding.process in builder.by_process else []
         elif finding.call is not None:
             spans = builder.by_call.get(id(finding.call), [])
-            # the runtime's view is the layer that failed; kubelet's, for
-            # what kubelet decided itself (not to pull)
-            targets = [s for s in spans if s.kind == "SERVER"] or spans[:1]
+            servers = [s for s in spans if s.kind == "SERVER"]
+            clients = [s for s in spans if s.kind == "CLIENT"]
+            server_error = finding.call.grpc_status in (None, *GRPC_SERVER_ERRORS)
             if finding.layer == "image" and finding.cause == "image_not_present":
-                targets = [s for s in spans if s.kind == "CLIENT"] or targets
+                # what kubelet decided itself (not to pull)
+                targets = clients or servers
+            else:
+                # the runtime's view is the layer that failed, for its own errors
+                targets = (servers if server_error else clients) or servers or clients
         else:
             targets = []
         for span in targets:
             span.attributes["tracer.diagnosis"] = finding.diagnosis
-            if finding.is_error:
+            if finding.is_error and (span.kind != "SERVER" or server_error):
                 span.attributes["error.type"] = finding.cause
                 span.status, span.status_message = "ERROR", finding.error or finding.diagnosis
     first = next((f for f in findings if f.is_error), findings[0] if findings else None)

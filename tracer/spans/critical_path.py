@@ -64,11 +64,11 @@ def _own_layer(span: Span) -> str | None:
     if span.kind == "SERVER":
         return LAYER_CONTAINERD
     if span.service == SERVICE_RUNC:
-        if span.name.startswith("runc create "):
+        if span.name == "runc create":
             return LAYER_RUNC_CREATE
-        if span.name.startswith("runc start "):
+        if span.name == "runc start":
             return LAYER_RUNC_START
-        return LAYER_RUNC_INIT  # "runc init <id>" and its stages "runc:[n:…]"
+        return LAYER_RUNC_INIT  # "runc init" and its stages "runc:[n:…]"
     return _LAYER_OF_SERVICE.get(span.service)
 
 
@@ -139,8 +139,9 @@ def critical_path(trace: Trace) -> CriticalPath:
     children = children_by_parent(trace)
     layers = span_layers(trace)
     backwards = list(_walk(root, root.start_ns, max(root.start_ns, root.end_ns), children, layers))
+    forwards = _crash_after_the_start(trace, list(reversed(backwards)), layers)
     merged: list[Segment] = []
-    for segment in reversed(backwards):
+    for segment in forwards:
         if merged and merged[-1].span is segment.span and merged[-1].end_ns == segment.start_ns:
             merged[-1] = Segment(segment.span, segment.layer, merged[-1].start_ns, segment.end_ns)
         else:
@@ -162,6 +163,8 @@ def _walk(span: Span, start: int, end: int, children: dict[str, list[Span]],
     while cursor > start:
         best: tuple[int, int, Span] | None = None
         for child in children.get(span.span_id, ()):
+            if layers[child.span_id] == LAYER_PROCESS:
+                continue  # the start never waits on its container running (see _crash_after_the_start)
             child_start, child_end = max(child.start_ns, start), min(child.end_ns, cursor)
             if child_end <= child_start:
                 continue  # outside the window, or no length in it
@@ -179,12 +182,50 @@ def _walk(span: Span, start: int, end: int, children: dict[str, list[Span]],
         cursor = child_start
 
 
+def _crash_after_the_start(trace: Trace, segments: list[Segment], layers: dict[str, str]) -> list[Segment]:
+    """A start that ended with its container's exit (a crash within its
+    window) after kubelet's StartContainer returned: in the root's own time
+    from that return to the exit, the container ran and kubelet waited for
+    it (at most polling its status).  That time is the container's."""
+    by_id = {s.span_id: s for s in trace.spans}
+    windows = []
+    for span in trace.spans:
+        if layers.get(span.span_id) == LAYER_PROCESS and span.attributes.get("tracer.process.exited") is True:
+            top = span
+            while top.parent_id in by_id and by_id[top.parent_id] is not trace.root:
+                top = by_id[top.parent_id]
+            windows.append((max(span.start_ns, top.end_ns), span.end_ns, span))
+    if not windows:
+        return segments
+    result = []
+    for segment in segments:
+        pieces = [segment]
+        if segment.span is trace.root:
+            for start, end, span in windows:
+                split = []
+                for piece in pieces:
+                    a, b = max(piece.start_ns, start), min(piece.end_ns, end)
+                    if piece.span is not trace.root or a >= b:
+                        split.append(piece)
+                        continue
+                    split += [Segment(piece.span, piece.layer, piece.start_ns, a)] if piece.start_ns < a else []
+                    split.append(Segment(span, LAYER_PROCESS, a, b))
+                    split += [Segment(piece.span, piece.layer, b, piece.end_ns)] if b < piece.end_ns else []
+                pieces = split
+        result += pieces
+    return result
+
+
 def children_by_parent(trace: Trace) -> dict[str, list[Span]]:
-    """Each span's children by its span id, in order of start (then name)."""
+    """Each span's children by its span id, in order of start (then name).
+    A span whose parent is not in the trace (the runtime's SERVER span
+    under kubelet's own span of the call, which kubelet exports) counts as
+    the root's child."""
+    ids = {span.span_id for span in trace.spans}
     children: dict[str, list[Span]] = {}
     for span in trace.spans[1:]:
-        if span.parent_id is not None:
-            children.setdefault(span.parent_id, []).append(span)
+        parent = span.parent_id if span.parent_id in ids else trace.root.span_id
+        children.setdefault(parent, []).append(span)
     for spans in children.values():
         spans.sort(key=lambda s: (s.start_ns, s.name))
     return children

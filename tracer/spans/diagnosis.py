@@ -27,6 +27,12 @@ from tracer.correlate.roles import container_exec, parse_runc
 from tracer.cri.calls import PairedCall
 from tracer.format import duration_text, errno_text, exit_status, size_text
 
+# How long after its entrypoint's exec a container's exit (or an OOM kill in
+# it) is its start's failure: the daemon's default quiet period, the window
+# in which `tracer daemon` still catches a crash before it exports the start.
+# A later exit is the workload's (or the runtime's stop): not in the start's trace.
+CRASH_WINDOW_NS = 2_000_000_000
+
 LAYER_IMAGE = "image"            # the image service (PullImage, ImageStatus)
 LAYER_CNI = "cni"
 LAYER_CONTAINERD = "containerd"
@@ -159,12 +165,13 @@ def _container_finding(container: ContainerTrace, call: PairedCall | None,
         return Finding(LAYER_RUNC, "runc_start_failed", f"runc start failed: {text}", text,
                        time_ns=proc.exit_ns or 0, process=proc.key)
     proc = container.process
-    if proc is not None and proc.exit_code_raw is not None:
-        if _stopped_by_runtime(container, proc, lambda key: processes.get(key)):
+    lookup = processes.get
+    if proc is not None and proc.exit_code_raw is not None and in_crash_window(proc, proc.exit_ns):
+        if stopped_by_runtime(container, proc.exit_ns, lookup):
             return None  # the pod's teardown (kubelet stopped it), not a failure of its start
-        return _exit_finding(container, proc, lambda key: processes.get(key))
-    oom = _oom_victim(container, lambda key: processes.get(key))
-    if oom is not None and proc is not None:
+        return _exit_finding(container, proc, lookup)
+    oom = _oom_victim(container, lookup)
+    if oom is not None and proc is not None and in_crash_window(proc, oom.oom_kill.header.ktime_ns):
         kill = oom.oom_kill
         assert kill is not None
         return Finding(LAYER_CONTAINER, "oom_killed",
@@ -279,16 +286,36 @@ def _limit_text(container: ContainerTrace) -> str:
     return f" at its memory limit of {size_text(limit)}" if limit else ""
 
 
-def _stopped_by_runtime(container: ContainerTrace, proc: Process,
-                        lookup: Callable[[ProcKey], Process | None]) -> bool:
-    """Whether the runtime was killing the container (`runc kill <id>`, as
-    containerd stops it for StopContainer and StopPodSandbox) when its
-    process ended."""
+def in_crash_window(proc: Process, ktime_ns: int | None) -> bool:
+    """Whether something at `ktime_ns` happened within CRASH_WINDOW_NS of
+    the container's entrypoint exec (by `proc`, its first process)."""
+    entry = container_exec(proc)
+    return entry is not None and ktime_ns is not None and ktime_ns - entry.ktime_ns <= CRASH_WINDOW_NS
+
+
+# runc's commands with which containerd stops a container: `kill` (StopContainer,
+# StopPodSandbox: SIGTERM, then SIGKILL), `delete --force`
+_STOP_COMMANDS = ("kill", "delete")
+
+
+def runtime_stop_began(container: ContainerTrace, lookup: Callable[[ProcKey], Process | None]) -> int | None:
+    """When the runtime began stopping the container (kernel time of its
+    first `runc kill|delete <id>`), if it did."""
+    starts = []
     for other in _container_processes(container, lookup):
         call = parse_runc(other.image) if other.image is not None else None
-        if call is not None and call.subcommand == "kill" and other.start_ns <= (proc.exit_ns or 0):
-            return True
-    return False
+        if call is not None and call.subcommand in _STOP_COMMANDS and call.container_id == container.container_id:
+            starts.append(other.start_ns)
+    return min(starts, default=None)
+
+
+def stopped_by_runtime(container: ContainerTrace, exit_ns: int | None,
+                       lookup: Callable[[ProcKey], Process | None]) -> bool:
+    """Whether the runtime was stopping the container (as containerd carries
+    out kubelet's StopContainer and StopPodSandbox) when a process of it
+    ended at `exit_ns`."""
+    began = runtime_stop_began(container, lookup)
+    return began is not None and exit_ns is not None and began <= exit_ns
 
 
 def _exit_finding(container: ContainerTrace, proc: Process,

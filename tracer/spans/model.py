@@ -9,12 +9,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# The OpenTelemetry semantic conventions the spans follow (every name and
+# attribute in docs/span-model.md, with the convention it comes from).
+# 1.37.0: the first with `container.runtime.name`; the last whose RPC
+# attributes (`rpc.system`, `rpc.service`, `rpc.method`,
+# `rpc.grpc.status_code`) are those kubelet's own gRPC spans carry.
+SEMCONV_VERSION = "1.37.0"
+SCHEMA_URL = f"https://opentelemetry.io/schemas/{SEMCONV_VERSION}"
+
 SERVICE_TRACER = "tracer"
 SERVICE_CONTAINERD = "containerd"
 SERVICE_SHIM = "containerd-shim-runc-v2"
 SERVICE_RUNC = "runc"
 SERVICE_CNI = "cni"
 SERVICE_CONTAINER = "container"
+
+
+SHORT_ID = 12  # the characters of a container id people are shown
+
+
+def pod_title(namespace: str | None, name: str | None, sandbox_id: str) -> str:
+    """A trace's title for people (titles, reports): "pod <namespace>/<name>"."""
+    return f"pod {namespace or '?'}/{name or sandbox_id[:SHORT_ID]}"
 
 
 @dataclass
@@ -53,9 +69,12 @@ class Span:
 @dataclass
 class Trace:
     trace_id: str
-    name: str
+    name: str                         # for people (titles, reports): "pod <namespace>/<name>"
     spans: list[Span]
-    resource: dict[str, object]       # host-level attributes, same for all services
+    # the pod's and node's identity (k8s.pod.uid, k8s.pod.name,
+    # k8s.namespace.name, k8s.node.name, host.name): the resource of every
+    # service of the trace, each with its own service.name
+    resource: dict[str, object]
 
     @property
     def root(self) -> Span:
