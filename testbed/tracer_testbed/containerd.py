@@ -54,6 +54,10 @@ log = logging.getLogger(__name__)
 
 ENV_TESTBED_DIR = "TRACER_TESTBED_DIR"
 ENV_LOCK_WAIT = "TRACER_TESTBED_LOCK_WAIT_S"
+# The pod network's bridge and subnet, for test beds that run side by side
+# on one machine (each in its own directory) without sharing a bridge.
+ENV_BRIDGE = "TRACER_TESTBED_BRIDGE"
+ENV_SUBNET = "TRACER_TESTBED_SUBNET"
 DEFAULT_DIRECTORY = Path("/var/lib/tracer-testbed")
 CNI_BIN_DIR = Path("/usr/lib/cni")
 CONFIG_TEMPLATE = Path(__file__).with_name("containerd.toml")
@@ -83,6 +87,13 @@ class PodNetwork:
 
     bridge: str = "tracer0"
     subnet: str = "10.88.77.0/24"
+
+    @classmethod
+    def from_environment(cls) -> PodNetwork:
+        """$TRACER_TESTBED_BRIDGE and $TRACER_TESTBED_SUBNET, else the defaults."""
+        default = cls()
+        return cls(bridge=os.environ.get(ENV_BRIDGE) or default.bridge,
+                   subnet=os.environ.get(ENV_SUBNET) or default.subnet)
 
 
 @dataclass(frozen=True)
@@ -160,10 +171,10 @@ class Testbed:
 
     __test__ = False  # not a pytest test class, despite the name
 
-    def __init__(self, directory: Path | str | None = None, network: PodNetwork = PodNetwork()) -> None:
+    def __init__(self, directory: Path | str | None = None, network: PodNetwork | None = None) -> None:
         # Absolute and free of symlinks: it is compared with /proc/self/mountinfo.
         self.layout = Layout(Path(directory or default_directory()).resolve())
-        self.network = network
+        self.network = network or PodNetwork.from_environment()
         self._process: subprocess.Popen[bytes] | None = None
         self._client: RuntimeClient | None = None
         self._lock: IO[str] | None = None
@@ -341,7 +352,7 @@ class Testbed:
         """While inside, the pod network's config is broken the way a typo
         breaks it (an IPAM subnet that is no CIDR), so every RunPodSandbox
         of a pod-network pod fails in CNI. Yields the broken subnet."""
-        broken_subnet = "10.88.77.0/33"
+        broken_subnet = self.network.subnet.split("/")[0] + "/33"
         conflist = self._cni_conflist()
         conflist["plugins"][0]["ipam"]["ranges"] = [[{"subnet": broken_subnet}]]
         self._install_conflist(conflist)
