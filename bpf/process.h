@@ -5,9 +5,21 @@
 #define TRACER_PROCESS_H
 
 #include "lib/common.h"
+#include "syscalls.h"
+#if TRACER_SOCKET_TRACEPOINTS
+#include "arming.h"
+#endif
 
 #define CNI_PREFIX_LEN 48
 #define CNI_PREFIX_SLOTS 4
+/* What a comm is, as bits of its value in `runtime_comms` (tracer/runtimes.py) */
+#define COMM_RUNTIME 0x1        /* a runtime daemon: its process tree is traced */
+#define COMM_WORKER 0x2         /* a runtime worker: its syscalls are shown (runc) */
+#define COMM_WAKES 0x4          /* its exec asks for the syscall program (a shim: runc follows) */
+/* `tracked` byte values: bit 0 tracked; bit 1 a worker the `workers` map had
+ * no room for (nothing vouches that its syscalls were all seen) */
+#define TRACKED 0x1
+#define TRACKED_UNVOUCHED 0x2
 
 struct comm_key {
 	char comm[TASK_COMM_LEN];
@@ -18,13 +30,37 @@ struct cni_prefix {
 	char prefix[CNI_PREFIX_LEN];
 };
 
-/* Runtime daemons recognised by comm at exec (from userspace), and the
- * CNI plugin directories. */
+/* Runtime daemons and workers recognised by comm at exec (from userspace;
+ * the value's COMM_* bits say which), and the CNI plugin directories (their
+ * plugins are workers). */
 BPF_HASH(runtime_comms, struct comm_key, __u8, 64);
 BPF_LPM_TRIE(cni_prefixes, struct cni_prefix, __u8, CNI_PREFIX_SLOTS);
 
 /* ---- process lifecycle ------------------------------------------------ */
 
+#if TRACER_SOCKET_TRACEPOINTS
+/* The clone flags the parent asked for, from its syscall's registers (the
+ * fork tracepoint runs inside clone, clone3 or vfork); 0 for fork(). */
+static __always_inline __u64 clone_flags_asked(void)
+{
+	const void *regs = current_regs();
+	__u64 flags = 0;
+
+	if (in_compat_syscall())
+		return 0;
+	switch (read_u64(regs, OFF_PT_REGS_ORIG_AX)) {
+	case NR_CLONE:
+		return read_u64(regs, OFF_PT_REGS_DI);
+	case NR_CLONE3:
+		/* clone_args.flags is the first member of the user's struct */
+		bpf_probe_read_user(&flags, sizeof(flags), (void *)read_u64(regs, OFF_PT_REGS_DI));
+		return flags;
+	case NR_VFORK:
+		return VFORK_CLONE_FLAGS;
+	}
+	return 0;
+}
+#else
 /* From clone, clone3 and vfork entry (sys_enter), for tracked processes;
  * sched_process_fork takes them. */
 static __always_inline void remember_clone_flags(__u64 flags)
@@ -34,13 +70,26 @@ static __always_inline void remember_clone_flags(__u64 flags)
 	pending_clone_flags.update(&pid_tgid, &flags);
 }
 
+static __always_inline __u64 clone_flags_asked(void)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u64 *flags = pending_clone_flags.lookup(&pid_tgid);
+	__u64 value;
+
+	if (!flags)
+		return 0;
+	value = *flags;
+	pending_clone_flags.delete(&pid_tgid);
+	return value;
+}
+#endif
+
 /* Raw tracepoint: it hands over the child task itself, which the plain
  * tracepoint does not, and we need the child's tgid and start time. */
 RAW_TRACEPOINT_PROBE(sched_process_fork)
 {
 	const void *child = (const void *)ctx->args[1];
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u64 *flags;
 	struct fork_event event = {};
 	__u32 child_pid, child_tgid;
 
@@ -48,29 +97,39 @@ RAW_TRACEPOINT_PROBE(sched_process_fork)
 		return 0;
 	child_pid = read_u32(child, OFF_TASK_PID);
 	child_tgid = read_u32(child, OFF_TASK_TGID);
-	if (child_pid != child_tgid)
+	if (child_pid != child_tgid) {
+#if TRACER_SOCKET_TRACEPOINTS
+		worker_thread_born(child, child_pid, child_tgid);
+#endif
 		return 0; /* a thread: processes are the unit we trace */
-	set_tracked(child_tgid, 1);
+	}
+	set_tracked(child_tgid, TRACKED);
+#if TRACER_SOCKET_TRACEPOINTS
+	{
+		__u32 parent_tgid = pid_tgid >> 32;
+		if (workers.lookup(&parent_tgid) && !worker_born(child, child_pid, child_tgid))
+			set_tracked(child_tgid, TRACKED | TRACKED_UNVOUCHED);
+	}
+#endif
 
 	fill_header(&event.hdr, EVENT_FORK, sizeof(event));
 	event.child_pid = child_pid;
 	event.child_tgid = child_tgid;
 	event.child_start_ns = read_u64(child, OFF_TASK_START_TIME);
-	flags = pending_clone_flags.lookup(&pid_tgid);
-	if (flags) {
-		event.clone_flags = *flags;
-		pending_clone_flags.delete(&pid_tgid);
-	}
+	event.clone_flags = clone_flags_asked();
 	submit(&event, sizeof(event), EVENT_FORK);
 	return 0;
 }
 
-static __always_inline int is_runtime_comm(void)
+/* The COMM_* bits of the current task's comm (0: none of ours). */
+static __always_inline __u8 comm_role(void)
 {
 	struct comm_key key = {};
+	__u8 *role;
 
 	bpf_get_current_comm(&key.comm, sizeof(key.comm));
-	return runtime_comms.lookup(&key) != 0;
+	role = runtime_comms.lookup(&key);
+	return role ? *role : 0;
 }
 
 /* CNI plugin directories live in an LPM trie, so that "is this path under
@@ -82,6 +141,48 @@ static __always_inline int has_cni_prefix(const char *filename)
 	__builtin_memcpy(key.prefix, filename, CNI_PREFIX_LEN);
 	return cni_prefixes.lookup(&key) != 0;
 }
+
+#if TRACER_SOCKET_TRACEPOINTS
+/* The same program again, re-executed through /proc/self/exe or a file
+ * descriptor (runc init does both): it keeps its role. */
+static __always_inline int self_reexec(const char *filename)
+{
+	char head[12] = {};
+
+	__builtin_memcpy(head, filename, sizeof(head));
+	return (head[0] == '/' && head[1] == 'p' && head[2] == 'r' && head[3] == 'o' && head[4] == 'c' &&
+		head[5] == '/' && head[6] == 's' && head[7] == 'e' && head[8] == 'l' && head[9] == 'f' &&
+		head[10] == '/') ||
+	       (head[0] == '/' && head[1] == 'd' && head[2] == 'e' && head[3] == 'v' && head[4] == '/' &&
+		head[5] == 'f' && head[6] == 'd' && head[7] == '/');
+}
+
+/* At a tracked exec: what the image that called exec left unseen, and
+ * whether the new one is a runtime worker (arming.h). */
+static __always_inline void exec_worker(struct exec_event *event, __u8 *tracked, __u32 tgid, __u8 role, int cni)
+{
+	const void *task = (const void *)bpf_get_current_task();
+	struct worker *was = workers.lookup(&tgid);
+	int worker;
+
+	settle_unwatched(event->old_pid, tgid);
+	if ((was && worker_was_unwatched(was)) || (tracked && (*tracked & TRACKED_UNVOUCHED)))
+		event->flags |= EXEC_FLAG_UNWATCHED;
+	set_flag(tracked, TRACKED);
+	worker = (role & COMM_WORKER) || cni || (was && self_reexec(event->data));
+	if (worker) {
+		if (!worker_born(task, tgid, tgid)) {
+			set_flag(tracked, TRACKED | TRACKED_UNVOUCHED);
+			event->flags |= EXEC_FLAG_UNWATCHED;
+		}
+	} else {
+		if (was)
+			worker_ends(tgid);
+		if (role & COMM_WAKES)
+			request_hooks();
+	}
+}
+#endif
 
 /* sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm) */
 RAW_TRACEPOINT_PROBE(sched_process_exec)
@@ -96,14 +197,20 @@ RAW_TRACEPOINT_PROBE(sched_process_exec)
 	long filename_len;
 	__u64 pid_tgid;
 	__u32 size;
+	int cni;
 
-	if (!is_tracked(tgid)) {
-		if (!is_runtime_comm())
+	__u8 *tracked = tracked_flag(tgid);
+	__u8 role = comm_role();
+
+	if (!flag_is_set(tracked)) {
+		if (!(role & COMM_RUNTIME))
 			return 0;
-		set_tracked(tgid, 1);
+		set_flag(tracked, TRACKED);
 	}
 	pid_tgid = bpf_get_current_pid_tgid();
+#if !TRACER_SOCKET_TRACEPOINTS
 	pending_syscalls.delete(&pid_tgid);  /* the execve entry: it did not fail */
+#endif
 	space = scratch_space();
 	if (!space)
 		return 0;
@@ -135,7 +242,8 @@ RAW_TRACEPOINT_PROBE(sched_process_exec)
 	 * environment's order, so copy all of it (up to ENV_MAX_LEN); userspace
 	 * keeps the CNI_* keys and drops the rest before storing anything. */
 	env_len = 0;
-	if (has_cni_prefix(event->data)) {
+	cni = has_cni_prefix(event->data);
+	if (cni) {
 		env_start = read_u64(mm, OFF_MM_ENV_START);
 		env_end = read_u64(mm, OFF_MM_ENV_END);
 		env_len = env_end > env_start ? env_end - env_start : 0;
@@ -151,6 +259,9 @@ RAW_TRACEPOINT_PROBE(sched_process_exec)
 	}
 	event->env_len = env_len;
 
+#if TRACER_SOCKET_TRACEPOINTS
+	exec_worker(event, tracked, tgid, role, cni);
+#endif
 	size = offsetof(struct exec_event, data) + filename_len + argv_len + env_len;
 	if (size > sizeof(*event))
 		size = sizeof(*event);
@@ -165,18 +276,34 @@ RAW_TRACEPOINT_PROBE(sched_process_exit)
 	const void *task = (const void *)bpf_get_current_task();
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 tgid = pid_tgid >> 32;
+	__u8 *tracked;
 	struct exit_event event = {};
 
+#if TRACER_SOCKET_TRACEPOINTS
+	settle_unwatched((__u32)pid_tgid, tgid);
+#else
 	take_pending((__u32)pid_tgid);  /* a syscall that never returned */
+#endif
 	if (!(__u8)ctx->args[1])
 		return 0;  /* not the last thread of its group */
 	set_cri_holder(tgid, 0);
-	if (!is_tracked(tgid))
+	tracked = tracked_flag(tgid);
+	if (!flag_is_set(tracked))
 		return 0;
 	fill_header(&event.hdr, EVENT_EXIT, sizeof(event));
 	event.exit_code = read_u32(task, OFF_TASK_EXIT_CODE);
+#if TRACER_SOCKET_TRACEPOINTS
+	{
+		struct worker *worker = workers.lookup(&tgid);
+
+		if ((worker && worker_was_unwatched(worker)) || (*tracked & TRACKED_UNVOUCHED))
+			event.flags |= EXIT_FLAG_UNWATCHED;
+		if (worker)
+			worker_ends(tgid);
+	}
+#endif
 	submit(&event, sizeof(event), EVENT_EXIT);
-	set_tracked(tgid, 0);
+	set_flag(tracked, 0);
 	return 0;
 }
 
@@ -216,24 +343,32 @@ RAW_TRACEPOINT_PROBE(mark_victim)
 
 /* At exit of a failed execve: the kernel copied the filename in at entry,
  * so the user page is present now (at entry, in a fresh child, it may not be). */
-static __always_inline void exec_failed(long ret)
+static __always_inline void emit_exec_failed(long ret, const char *filename)
 {
-	struct pending_syscall call;
 	union scratch_event *space;
 	struct exec_failed_event *event;
 	int len;
 
-	if (!recall_syscall(&call))
-		return;
 	space = scratch_space();
 	if (!space)
 		return;
 	event = &space->exec_failed;
 	fill_header(&event->hdr, EVENT_EXEC_FAILED, sizeof(*event));
 	event->ret = ret;
-	len = bpf_probe_read_user_str(event->filename, sizeof(event->filename), (const char *)call.args[0]);
+	len = bpf_probe_read_user_str(event->filename, sizeof(event->filename), filename);
 	event->filename_len = len > 0 ? len : 0;
 	submit(event, sizeof(*event), EVENT_EXEC_FAILED);
 }
+
+#if !TRACER_SOCKET_TRACEPOINTS
+/* The filename was kept at entry (tracer.bpf.c). */
+static __always_inline void exec_failed(long ret)
+{
+	struct pending_syscall call;
+
+	if (recall_syscall(&call))
+		emit_exec_failed(ret, (const char *)call.args[0]);
+}
+#endif
 
 #endif /* TRACER_PROCESS_H */
