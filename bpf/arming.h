@@ -17,10 +17,11 @@
  * such syscalls leave behind: a setns or unshare replaces the task's
  * nsproxy, a mount or pivot_root bumps its mount namespace's event count, a
  * write (a cgroup file; also how a failed exec is reported) bumps its count
- * of write syscalls.  The first time the thread is seen again (its first
- * syscall exit once attached, its exec, its exit) those are compared with
- * what they were at its birth: unchanged, nothing was missed; changed, its
- * process is marked late, and its EXEC or EXIT event says so
+ * of write syscalls.  Right after attaching, the armer runs a task iterator
+ * (bpf_iter__task below) that compares those, for every thread born
+ * unhooked, with what they were at its birth (a thread that exec'd or
+ * exited before is compared then): unchanged, nothing was missed; changed,
+ * its process is marked late, and its EXEC or EXIT event says so
  * (EXEC_FLAG_UNWATCHED, EXIT_FLAG_UNWATCHED): userspace marks its start
  * partial.  A worker that lived through a detach (the armer detaches a
  * stuck one after a while) is marked by the epoch it was born in.
@@ -125,10 +126,10 @@ static __always_inline void mark_late(__u32 tgid)
 		worker->late = 1;
 }
 
-/* The first sight of a thread born unhooked since its birth (in its own
- * context: `pid` is its id, or the id it had before an exec): whether it did
- * anything the syscall program would have shown (see the top). */
-static __always_inline void settle_unwatched(__u32 pid, __u32 tgid)
+/* Whether a thread born unhooked did anything the syscall program would
+ * have shown since its birth (see the top), now that it is seen again;
+ * `task` is the thread, `pid` its id (or the id it had before an exec). */
+static __always_inline void settle_task(const void *task, __u32 pid, __u32 tgid)
 {
 	__u8 *flag = unwatched_flag(pid);
 	struct thread_baseline *baseline, now = {};
@@ -142,7 +143,7 @@ static __always_inline void settle_unwatched(__u32 pid, __u32 tgid)
 		mark_late(tgid);  /* evicted: cannot tell */
 		return;
 	}
-	thread_state((const void *)bpf_get_current_task(), &now);
+	thread_state(task, &now);
 #if OFF_MNT_NS_EVENT < 0 || OFF_TASK_IOAC_SYSCW < 0
 	changed = 1;  /* this kernel keeps no such traces: assume the worst */
 #else
@@ -152,6 +153,36 @@ static __always_inline void settle_unwatched(__u32 pid, __u32 tgid)
 	if (changed)
 		mark_late(baseline->tgid);
 	thread_baselines.delete(&pid);
+}
+
+/* The same, for the current thread (its exec, its exit, a syscall exit). */
+static __always_inline void settle_unwatched(__u32 pid, __u32 tgid)
+{
+	__u8 *flag = unwatched_flag(pid);
+
+	if (flag_is_set(flag))
+		settle_task((const void *)bpf_get_current_task(), pid, tgid);
+}
+
+/* The task iterator the armer runs right after attaching (bpf/arming.h's
+ * top): every thread born unhooked is settled at that moment, not at its
+ * own first syscall exit, which an idle thread may make much later, after
+ * others' mounts have moved its mount namespace's count.  bcc loads a
+ * function named bpf_iter__task as the iterator of that name. */
+struct bpf_iter_meta;
+struct bpf_iter__task {
+	struct bpf_iter_meta *meta;
+	struct task_struct *task;
+};
+
+int bpf_iter__task(struct bpf_iter__task *ctx)
+{
+	const void *task = ctx->task;
+
+	if (!task)
+		return 0;
+	settle_task(task, read_u32(task, OFF_TASK_PID), read_u32(task, OFF_TASK_TGID));
+	return 0;
 }
 
 /* A worker's lateness, as an event flag, when it stops being one (exec

@@ -89,7 +89,7 @@ def test_late_attach_never_decodes_a_wrong_method_and_catches_up(testbed):
         for call, method in zip(calls, expected):
             for view in (call.client, call.server):
                 assert view.method in ("", method), f"decoded {view.method!r} for {method}"
-                assert view.method_resolution in ("decoded", "inferred", "unresolved")
+                assert view.method_resolution in ("decoded", "learned", "inferred", "unresolved")
                 if view.method_resolution != "unresolved":
                     assert view.method == method
             resolutions.append(call.client.method_resolution)

@@ -1,6 +1,6 @@
 """The armer: attaches the syscall program only while the runtime works.
 
-    python -m tracer.kernel.armer --program-fd N --hooks-fd N --requests-fd N
+    python -m tracer.kernel.armer --program-fd N --hooks-fd N --requests-fd N --iterator-fd N
 
 A process of its own, started by the capture (tracer.kernel.capture) with
 the loaded `armed_sys_exit` program, the `hooks` map and the `arm_requests`
@@ -8,7 +8,9 @@ ring buffer as inherited file descriptors; it imports nothing but the
 standard library.  The kernel side (bpf/arming.h) wakes it through the ring
 buffer when a runtime worker is born while the program is detached (a runc,
 a CNI plugin, what they fork) or a shim starts; it attaches the program to
-the raw sys_exit tracepoint at once, and detaches it when no worker lives
+the raw sys_exit tracepoint at once, then runs the task iterator that
+settles every worker thread born unhooked (bpf/arming.h), and detaches the
+program when no worker lives
 and no request came for `hold` seconds.  A process of its own, not a thread
 of the tracer: between the wake-up and the attach nothing waits for the
 tracer's interpreter lock, which its busy threads hold for milliseconds
@@ -21,6 +23,13 @@ whether it missed anything (bpf/arming.h).  A worker that lives past
 `stuck` seconds with no request since (runc init waiting for a `runc start`
 that never comes) does not keep the node's syscalls slow for ever: the
 program is detached, and that worker's trace is marked partial.
+
+Pod starts keep the node's CPUs busy, and a worker does its first
+namespace change within milliseconds of its exec: the armer runs at the
+lowest real-time priority (SCHED_FIFO 1) where it may (CAP_SYS_NICE), so
+that a wake-up runs it at once.  It sleeps between wake-ups, and each takes
+a few syscalls: it cannot keep a CPU from anyone.  Without the capability it
+runs at normal priority, and says so.
 
 It exits on SIGTERM or SIGINT, or when its parent dies, detaching first.
 `--log FILE` appends one line per attach and detach (the benchmark reads
@@ -41,6 +50,7 @@ import time
 
 SYS_BPF = 321  # x86-64; the kernel side has no other syscall table either
 BPF_RAW_TRACEPOINT_OPEN = 17
+BPF_ITER_CREATE = 33
 PR_SET_PDEATHSIG = 1
 PAGE_SIZE = mmap.PAGESIZE
 RINGBUF_BUSY_BIT = 1 << 31
@@ -102,6 +112,22 @@ def attach_raw_tracepoint(program_fd: int, tracepoint: str) -> int:
     return fd
 
 
+def run_iterator(link_fd: int) -> None:
+    """BPF_ITER_CREATE on an iterator's link, read to its end: the program
+    runs once for every task."""
+    attr = ctypes.create_string_buffer(8)
+    struct.pack_into("<II", attr, 0, link_fd, 0)
+    fd = _libc.syscall(ctypes.c_long(SYS_BPF), ctypes.c_long(BPF_ITER_CREATE), attr, ctypes.c_uint(8))
+    if fd < 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"creating the task iterator: {os.strerror(errno)}")
+    try:
+        while os.read(fd, 4096):
+            pass
+    finally:
+        os.close(fd)
+
+
 class RequestRing:
     """The consumer's side of the `arm_requests` ring buffer, by hand: its
     map fd polls readable while records wait; reading them moves the
@@ -138,9 +164,10 @@ class RequestRing:
 
 
 class Armer:
-    def __init__(self, program_fd: int, hooks_fd: int, requests_fd: int, hold_s: float = DEFAULT_HOLD_S,
-                 stuck_s: float = DEFAULT_STUCK_S, log_path: str | None = None) -> None:
+    def __init__(self, program_fd: int, hooks_fd: int, requests_fd: int, iterator_fd: int,
+                 hold_s: float = DEFAULT_HOLD_S, stuck_s: float = DEFAULT_STUCK_S, log_path: str | None = None) -> None:
         self.program_fd = program_fd
+        self.iterator_fd = iterator_fd
         self._mapping, self.state = map_hook_state(hooks_fd)
         self.requests = RequestRing(requests_fd)
         self.hold_ns = int(hold_s * 1e9)
@@ -156,6 +183,7 @@ class Armer:
     # ---- attach and detach --------------------------------------------------
 
     def attach(self) -> None:
+        began = now_ns()
         self.link = attach_raw_tracepoint(self.program_fd, "sys_exit")
         attached = now_ns()
         self.state.armed = 1
@@ -164,7 +192,8 @@ class Armer:
         latency = attached - self._first_request_ns if self._first_request_ns else 0
         self.state.attach_latency_max_ns = max(self.state.attach_latency_max_ns, latency)
         self.state.attach_latency_sum_ns += latency
-        self._say(f"attach {self._first_request_ns} {attached}")
+        run_iterator(self.iterator_fd)  # every thread born unhooked, settled now
+        self._say(f"attach {self._first_request_ns} {attached} {attached - began} {now_ns() - attached}")
         self._first_request_ns = 0
 
     def detach(self, forced: bool = False) -> None:
@@ -173,6 +202,7 @@ class Armer:
         before and still alive is caught by its epoch (bpf/arming.h)."""
         self.state.armed = 0
         self.state.epoch += 1
+        began = now_ns()
         os.close(self.link)
         self.link = None
         detached = now_ns()
@@ -181,7 +211,7 @@ class Armer:
         if forced:
             self.state.forced_detaches += 1
             self._forced_at_request_ns = self.state.last_request_ns
-        self._say(f"detach {detached} {int(forced)}")
+        self._say(f"detach {detached} {int(forced)} {detached - began}")
 
     def _say(self, line: str) -> None:
         if self._log is not None:
@@ -243,11 +273,21 @@ class Armer:
             self._log.close()
 
 
+def raise_priority() -> str:
+    """The lowest real-time priority, where allowed; what it got, in words."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+        return "SCHED_FIFO 1"
+    except PermissionError:
+        return "normal priority (no CAP_SYS_NICE: attaches wait for a CPU like any process)"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tracer.kernel.armer", description=__doc__.split("\n\n")[0])
     parser.add_argument("--program-fd", type=int, required=True)
     parser.add_argument("--hooks-fd", type=int, required=True)
     parser.add_argument("--requests-fd", type=int, required=True)
+    parser.add_argument("--iterator-fd", type=int, required=True)
     parser.add_argument("--hold-s", type=float, default=DEFAULT_HOLD_S)
     parser.add_argument("--stuck-s", type=float, default=DEFAULT_STUCK_S)
     parser.add_argument("--log", default=None)
@@ -258,9 +298,10 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, lambda *_: os.write(stop_write, b"x"))
     if os.getppid() == 1:  # the parent died before the death signal was set
         return 0
-    armer = Armer(args.program_fd, args.hooks_fd, args.requests_fd, args.hold_s, args.stuck_s, args.log)
+    armer = Armer(args.program_fd, args.hooks_fd, args.requests_fd, args.iterator_fd, args.hold_s, args.stuck_s,
+                  args.log)
     try:
-        print("armer ready", file=sys.stderr, flush=True)
+        print(f"armer ready: {raise_priority()}", file=sys.stderr, flush=True)
         armer.run(stop_read)
     finally:
         armer.close()

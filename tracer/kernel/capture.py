@@ -61,6 +61,7 @@ STAT_NAMES = {0: "syscall_entry_missing", 1: "socket_io_truncated", 2: "cri_endp
 # The COMM_* bits of `runtime_comms` values (bpf/process.h)
 COMM_RUNTIME, COMM_WORKER, COMM_WAKES = 0x1, 0x2, 0x4
 ARMED_PROGRAM = b"armed_sys_exit"   # bpf/tracer.bpf.c, attached by the armer
+SETTLE_ITERATOR = b"bpf_iter__task"  # bpf/arming.h, run by the armer after each attach
 ARMER_START_TIMEOUT_S = 30.0
 DEFAULT_CRI_SOCKETS = tuple(DEFAULT_RUNTIME_SOCKETS.values())
 LOST_ALL_TYPES = 0  # the `lost` slot that counts every type
@@ -112,6 +113,7 @@ class CaptureStats:
     endpoints_reaped: int = 0       # endpoints closed without close(2), removed by forget_endpoints
     kernel_tables: dict[str, int] = field(default_factory=dict)  # entries per BPF map, at the last count
     armer_restarts: int = 0         # the armer died and was started again
+    armer_priority: str = ""        # what the armer runs at (tracer.kernel.armer.raise_priority)
 
 
 def bpf_cflags(config: CaptureConfig, mode: Mode) -> list[str]:
@@ -184,6 +186,18 @@ def release_compiler_memory() -> None:
                 libc.madvise(start, end - start, MADV_PAGEOUT)  # best effort: old kernels say EINVAL
 
 
+def _iterator_link(program_fd: int) -> int:
+    """A link for a loaded task iterator (BPF_LINK_CREATE, through libbcc)."""
+    from bcc import lib
+
+    lib.bcc_iter_attach.restype = ctypes.c_int
+    lib.bcc_iter_attach.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_uint32)
+    fd = lib.bcc_iter_attach(program_fd, None, 0)
+    if fd < 0:
+        raise OSError(-fd, f"attaching the task iterator: {os.strerror(-fd)}")
+    return fd
+
+
 def _rss_mb() -> float:
     with open("/proc/self/status") as f:
         for line in f:
@@ -205,6 +219,7 @@ class Capture:
         self._cri_holders: IdFlags | None = None
         self.mode: ModeChoice | None = None
         self._armed_program = None       # on-demand: the loaded sys_exit program (bcc's function)
+        self._iterator_link = -1         # on-demand: the settling task iterator's link
         self._armer: subprocess.Popen | None = None
         self._hooks_mapping: mmap.mmap | None = None
         self._hooks: HookState | None = None
@@ -249,6 +264,7 @@ class Capture:
         self._bpf = BPF(text=translation_unit(TRACER_SOURCE).encode(), cflags=bpf_cflags(self.config, self.mode.mode))
         if self.mode.mode is Mode.ON_DEMAND:
             self._armed_program = self._bpf.load_func(ARMED_PROGRAM, BPF.RAW_TRACEPOINT)
+            self._iterator_link = _iterator_link(self._bpf.load_func(SETTLE_ITERATOR, BPF.TRACING).fd)
             self._hooks_mapping, self._hooks = map_hook_state(self._bpf[b"hooks"].get_fd())
         self.stats.rss_after_load_mb = _rss_mb()
         release_compiler_memory()
@@ -286,18 +302,21 @@ class Capture:
     def _start_armer(self) -> None:
         """The armer (tracer.kernel.armer), with the program and the maps it
         needs as inherited descriptors; waits until it is ready."""
-        fds = (self._armed_program.fd, self._bpf[b"hooks"].get_fd(), self._bpf[b"arm_requests"].get_fd())
+        fds = (self._armed_program.fd, self._bpf[b"hooks"].get_fd(), self._bpf[b"arm_requests"].get_fd(),
+               self._iterator_link)
         command = [sys.executable, "-m", "tracer.kernel.armer", "--program-fd", str(fds[0]), "--hooks-fd",
-                   str(fds[1]), "--requests-fd", str(fds[2]), "--hold-s", str(self.config.armer_hold_s),
+                   str(fds[1]), "--requests-fd", str(fds[2]), "--iterator-fd", str(fds[3]),
+                   "--hold-s", str(self.config.armer_hold_s),
                    "--stuck-s", str(self.config.armer_stuck_s)]
         if self.config.armer_log:
             command += ["--log", self.config.armer_log]
         self._armer = subprocess.Popen(command, pass_fds=fds, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                        stderr=subprocess.PIPE, text=True)
         line = self._armer.stderr.readline()
-        if not line.startswith("armer ready"):
+        if not line.startswith("armer ready: "):
             rest = self._armer.communicate(timeout=ARMER_START_TIMEOUT_S)[1]
             raise RuntimeError(f"the armer did not start: {line}{rest}")
+        self.stats.armer_priority = line.removeprefix("armer ready: ").strip()
         # its later words (none, unless it fails) go where ours go
         threading.Thread(target=self._relay_armer_stderr, args=(self._armer,), name="tracer-armer-log",
                          daemon=True).start()
@@ -358,6 +377,9 @@ class Capture:
 
     def close(self) -> None:
         self._stop_armer()
+        if self._iterator_link >= 0:
+            os.close(self._iterator_link)
+            self._iterator_link = -1
         if self._hooks is not None:
             self._hooks = None
             self._hooks_mapping.close()
