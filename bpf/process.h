@@ -157,30 +157,125 @@ static __always_inline int self_reexec(const char *filename)
 		head[5] == 'f' && head[6] == 'd' && head[7] == '/');
 }
 
-/* At a tracked exec: what the image that called exec left unseen, and
- * whether the new one is a runtime worker (arming.h). */
-static __always_inline void exec_worker(struct exec_event *event, __u8 *tracked, __u32 tgid, __u8 role, int cni)
+/* One word (an argv word, an environment variable) at a time, for
+ * words_hold(); bpf_probe_read_kernel_str() into it measures a word. */
+#define WORD_SCRATCH_LEN 256
+struct word_scratch {
+	char bytes[WORD_SCRATCH_LEN];
+};
+BPF_PERCPU_ARRAY(word_scratch, struct word_scratch, 1);
+
+/* Which of two words (each 16 bytes with its NUL, in the bits of its masks:
+ * bit 0 for `a`, bit 1 for `b`) are among the first `limit` NUL-separated
+ * words of the `len` bytes at the user address `base` (an argv, an
+ * environment).  It hops from word to word (a word longer than the scratch
+ * is hopped in pieces), so the loop is as long as an argv has words, not
+ * bytes; it reads user memory, not the event's copy, whose offsets the
+ * verifier would track exactly and never merge the turns of the loop. */
+struct word_pattern {
+	__u64 first, first_mask, second, second_mask;
+};
+
+static __always_inline int words_found(__u64 base, __u32 len, const struct word_pattern *a,
+				       const struct word_pattern *b, const __u32 limit)
 {
-	const void *task = (const void *)bpf_get_current_task();
+	int zero = 0, found = 0;
+	struct word_scratch *scratch = word_scratch.lookup(&zero);
+	__u32 at = 0;
+	__u64 words[2];
+	long word_len;
+
+	if (!scratch)
+		return 0;
+#pragma clang loop unroll(disable)
+	for (__u32 i = 0; i < limit; i++) {
+		if (at >= len)
+			break;
+		word_len = bpf_probe_read_user_str(scratch->bytes, WORD_SCRATCH_LEN, (const void *)(base + at));
+		if (word_len <= 0)
+			break;
+		/* a longer word cannot match: the pattern's NUL falls inside it */
+		__builtin_memcpy(words, scratch->bytes, sizeof(words));
+		found |= ((words[0] & a->first_mask) == a->first && (words[1] & a->second_mask) == a->second) |
+			 (((words[0] & b->first_mask) == b->first && (words[1] & b->second_mask) == b->second) << 1);
+		at += word_len;  /* past its NUL (or the piece read) */
+	}
+	return found;
+}
+
+#define ARGV_WORDS 24              /* runc's subcommand comes after a few global flags */
+#define ENV_WORDS 64
+
+/* A runtime worker's exec that makes a container or a pod network: `runc
+ * create` or `runc run` (not kill, delete, state, start: their syscalls are
+ * in no trace, and a pod's stop would otherwise keep the program attached
+ * as long as its start), a CNI plugin's ADD (not DEL, CHECK, VERSION).  A
+ * CNI plugin whose CNI_COMMAND is not among the variables looked at counts
+ * as an ADD. */
+static __always_inline int starts_something(const void *mm, __u8 role, int cni)
+{
+	/* "create\0", "run\0"; "CNI_COMMAND=ADD\0", "CNI_COMM…" as little-endian words */
+	const struct word_pattern create = { 0x0000657461657263ULL, 0x00ffffffffffffffULL, 0, 0 };
+	const struct word_pattern run = { 0x006e7572ULL, 0xffffffffULL, 0, 0 };
+	const struct word_pattern add = { 0x4d4d4f435f494e43ULL, ~0ULL, 0x004444413d444e41ULL, ~0ULL };
+	const struct word_pattern any_command = { 0x4d4d4f435f494e43ULL, ~0ULL, 0, 0 };
+	__u64 start, end;
+	int found;
+
+	if (role & COMM_WORKER) {
+		start = read_u64(mm, OFF_MM_ARG_START);
+		end = read_u64(mm, OFF_MM_ARG_END);
+		return words_found(start, end > start ? end - start : 0, &create, &run, ARGV_WORDS) != 0;
+	}
+	if (!cni)
+		return 0;
+	start = read_u64(mm, OFF_MM_ENV_START);
+	end = read_u64(mm, OFF_MM_ENV_END);
+	found = words_found(start, end > start ? end - start : 0, &add, &any_command, ENV_WORDS);
+	return (found & 1) || !(found & 2);
+}
+
+/* At a tracked exec, in sched_process_exec itself: what the image that
+ * called exec left unseen (its event's flag). */
+static __always_inline void exec_settle(struct exec_event *event, __u8 *tracked, __u32 tgid)
+{
 	struct worker *was = workers.lookup(&tgid);
-	int worker;
 
 	settle_unwatched(event->old_pid, tgid);
 	if ((was && worker_was_unwatched(was)) || (tracked && (*tracked & TRACKED_UNVOUCHED)))
 		event->flags |= EXEC_FLAG_UNWATCHED;
 	set_flag(tracked, TRACKED);
-	worker = (role & COMM_WORKER) || cni || (was && self_reexec(event->data));
-	if (worker) {
-		if (!worker_born(task, tgid, tgid)) {
-			set_flag(tracked, TRACKED | TRACKED_UNVOUCHED);
-			event->flags |= EXEC_FLAG_UNWATCHED;
-		}
+}
+
+/* Then, in a program of its own (exec_classify, tail-called: the verifier
+ * checks its loops apart from the exec event's many paths): whether the new
+ * image is a runtime worker (arming.h). */
+BPF_PROG_ARRAY(exec_tail, 1);
+
+int exec_classify(struct bpf_raw_tracepoint_args *ctx)
+{
+	const void *task = (const void *)bpf_get_current_task();
+	const void *mm = read_ptr(task, OFF_TASK_MM);
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct worker *was = workers.lookup(&tgid);
+	struct cni_prefix key = { .prefixlen = CNI_PREFIX_LEN * 8 };
+	char *filename = key.prefix;
+	__u8 role = comm_role();
+	int cni;
+
+	bpf_probe_read_kernel_str(key.prefix, CNI_PREFIX_LEN, read_ptr((const void *)ctx->args[2],
+									 OFF_LINUX_BINPRM_FILENAME));
+	cni = cni_prefixes.lookup(&key) != 0;
+	if (starts_something(mm, role, cni) || (was && self_reexec(filename))) {
+		if (!worker_born(task, tgid, tgid))
+			set_tracked(tgid, TRACKED | TRACKED_UNVOUCHED);
 	} else {
 		if (was)
 			worker_ends(tgid);
 		if (role & COMM_WAKES)
 			request_hooks();
 	}
+	return 0;
 }
 #endif
 
@@ -260,13 +355,22 @@ RAW_TRACEPOINT_PROBE(sched_process_exec)
 	event->env_len = env_len;
 
 #if TRACER_SOCKET_TRACEPOINTS
-	exec_worker(event, tracked, tgid, role, cni);
+	exec_settle(event, tracked, tgid);
 #endif
 	size = offsetof(struct exec_event, data) + filename_len + argv_len + env_len;
 	if (size > sizeof(*event))
 		size = sizeof(*event);
 	fill_header(&event->hdr, EVENT_EXEC, size);
 	submit(event, size, EVENT_EXEC);
+#if TRACER_SOCKET_TRACEPOINTS
+	exec_tail.call(ctx, 0);
+	/* only when exec_classify is not there (not loaded yet): a worker, if it
+	 * is one, is not counted, and nothing can vouch for it */
+	if (role & COMM_WORKER)
+		set_flag(tracked, TRACKED | TRACKED_UNVOUCHED);
+	else if (cni)
+		set_flag(tracked, TRACKED | TRACKED_UNVOUCHED);
+#endif
 	return 0;
 }
 

@@ -72,12 +72,12 @@ def capture_events(config: CaptureConfig, action: Callable[[Capture], None],
     return [decode(raw) for batch in batches for raw in batch], capture
 
 
-def run_as_runtime(programs: Path, worker_code: str, before_fork: str = "") -> int:
-    """`containerd` forks a `runc` running `worker_code`; returns runc's pid."""
+def run_as_runtime(programs: Path, worker_code: str, before_fork: str = "", subcommand: str = "create") -> int:
+    """`containerd` forks a `runc <subcommand>` running `worker_code`; returns runc's pid."""
     parent = (f"import ctypes, os, sys\n{before_fork}\n"
               f"pid = os.fork()\n"
               f"if pid == 0:\n"
-              f"    os.execv({str(programs / 'runc')!r}, ['runc', '-S', '-c', sys.argv[1]])\n"
+              f"    os.execv({str(programs / 'runc')!r}, ['runc', '-S', '-c', sys.argv[1], {subcommand!r}])\n"
               f"print(pid)\n"
               f"sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))\n")
     done = subprocess.run([str(programs / "containerd"), "-S", "-c", parent, worker_code],
@@ -116,6 +116,29 @@ def test_a_worker_that_ran_unhooked_is_flagged_when_it_did_what_the_program_show
     assert exits[0].unwatched is shows, what
     assert not [e for e in mine if isinstance(e, NamespaceEvent)]  # nothing hooked it
     assert capture.stats.kernel_stats.get("workers_full", 0) == 0
+
+
+def test_only_runc_create_and_run_are_workers(programs):
+    """`runc kill` or `runc delete` (a pod's stop) is no worker: it asks for
+    no syscall program, and nothing it does flags it."""
+    if choose_mode().mode is not Mode.ON_DEMAND:
+        pytest.skip("this kernel has no socket tracepoints: no on-demand mode")
+    pids: dict[str, int] = {}
+    requests: list[float] = []
+
+    def action(capture: Capture) -> None:
+        for subcommand in ("kill", "delete"):
+            pids[subcommand] = run_as_runtime(programs, WORKERS["a write"][0], subcommand=subcommand)
+        requests.append(capture.hook_figures()["requests"])
+        for subcommand in ("create", "run"):
+            pids[subcommand] = run_as_runtime(programs, WORKERS["a write"][0], subcommand=subcommand)
+        requests.append(capture.hook_figures()["requests"])
+
+    events, _ = capture_events(CaptureConfig(armer=False), action)
+    flagged = {name for name, pid in pids.items()
+               if any(e.unwatched for e in events if isinstance(e, ExitEvent) and e.header.tgid == pid)}
+    assert flagged == {"create", "run"}
+    assert requests[1] - requests[0] >= 2  # each asked for the program (others on the node may too)
 
 
 def test_the_armer_attaches_while_a_worker_lives(programs, tmp_path):

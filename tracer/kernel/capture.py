@@ -62,6 +62,7 @@ STAT_NAMES = {0: "syscall_entry_missing", 1: "socket_io_truncated", 2: "cri_endp
 COMM_RUNTIME, COMM_WORKER, COMM_WAKES = 0x1, 0x2, 0x4
 ARMED_PROGRAM = b"armed_sys_exit"   # bpf/tracer.bpf.c, attached by the armer
 SETTLE_ITERATOR = b"bpf_iter__task"  # bpf/arming.h, run by the armer after each attach
+EXEC_CLASSIFIER = b"exec_classify"   # bpf/process.h, tail-called by sched_process_exec
 ARMER_START_TIMEOUT_S = 30.0
 DEFAULT_CRI_SOCKETS = tuple(DEFAULT_RUNTIME_SOCKETS.values())
 LOST_ALL_TYPES = 0  # the `lost` slot that counts every type
@@ -263,6 +264,8 @@ class Capture:
         self.mode = choose_mode(self.config.syscall_programs)
         self._bpf = BPF(text=translation_unit(TRACER_SOURCE).encode(), cflags=bpf_cflags(self.config, self.mode.mode))
         if self.mode.mode is Mode.ON_DEMAND:
+            classifier = self._bpf.load_func(EXEC_CLASSIFIER, BPF.RAW_TRACEPOINT)
+            self._bpf[b"exec_tail"][ctypes.c_int(0)] = ctypes.c_int(classifier.fd)
             self._armed_program = self._bpf.load_func(ARMED_PROGRAM, BPF.RAW_TRACEPOINT)
             self._iterator_link = _iterator_link(self._bpf.load_func(SETTLE_ITERATOR, BPF.TRACING).fd)
             self._hooks_mapping, self._hooks = map_hook_state(self._bpf[b"hooks"].get_fd())
