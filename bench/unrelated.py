@@ -118,11 +118,12 @@ def cost_to_unrelated(bed, config: dict, tracers: list[RecordingTracer], work: P
                             tracers.append(tracer)
                         steady.start()
                         time.sleep(config["unrelated_warmup_s"])
-                        began = time.monotonic()
+                        began, began_wall = time.monotonic(), time.time()
                         measured = _measure(server, config)
                         for workload, value in measured.items():
                             samples[(state, load)][workload].append(value)
-                        phases.append({"state": state, "load": load, "seconds": round(time.monotonic() - began, 2),
+                        phases.append({"state": state, "load": load, "wall": [round(began_wall, 1), round(time.time(), 1)],
+                                       "seconds": round(time.monotonic() - began, 2),
                                        "starts": steady.starts, "start_errors": steady.errors[:3],
                                        **{w: round(v, 4) for w, v in measured.items()}})
                     finally:
