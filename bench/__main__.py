@@ -419,6 +419,10 @@ def unrelated_table_lines(report: dict) -> list[str]:
                 parts.append(f"{workload} off {e['off_median']} s, on {e['on_ratio']} ({ci[0]}–{ci[1]}) "
                              f"always {e['always_ratio']}" if ci else f"{workload} on {e['on_ratio']}")
             lines.append(f"  {load}: " + "; ".join(parts))
+    if "idle_program_time" in report:
+        lines.append("  tracer programs while each ran alone, no pod starting: " + "; ".join(
+            f"{name} {v['runs_per_operation']} runs/op, {v['share_of_wall']:.4%} of its time"
+            for name, v in report["idle_program_time"].items()))
     if "attached_share" in report:
         share = report["attached_share"]
         per = ", ".join(f"{rate}/min {v['share']:.2%} ({v['attached_per_start_s']} s a start, {v['starts']} starts)"
@@ -474,6 +478,7 @@ def run(config: dict, bed: Testbed) -> dict:
             report["export"] = export_latency(bed, config["export_pods"], work)
             # issue #13 (bench/unrelated.py)
             report["unrelated"] = unrelated.cost_to_unrelated(bed, config, tracers, work, ratio_interval)
+            report["idle_program_time"] = unrelated.idle_program_time(bed, config, tracers)
             report["attached_share"] = unrelated.attached_share(bed, config, tracers, work)
     finally:
         for tracer in tracers:

@@ -236,3 +236,42 @@ def attached_share(bed, config: dict, tracers: list[RecordingTracer], work: Path
                                                 "min": round(margins[0], 5) if margins else None,
                                                 "median": round(_median(margins), 5) if margins else None}
     return result
+
+
+# ---- what the tracer's programs do while the unrelated workloads run, no pod starting --------------
+
+
+def idle_program_time(bed, config: dict, tracers: list[RecordingTracer]) -> dict:
+    """With the tracer on and no pod starting, each unrelated workload run alone with
+    kernel.bpf_stats_enabled held on: how often the tracer's programs ran and for how long, per
+    operation of the workload, against the workload's own time.  A noise-free upper bound of what
+    tracing costs it (the runs of programs on behalf of anything else on the node count too; the
+    counting adds two clock reads to each run)."""
+    from bench import bpfstats
+
+    server = workloads.KeyValueServer(requests=config["server_requests"]).start()
+    tracer = RecordingTracer(bed.socket).start()
+    tracers.append(tracer)
+    result = {}
+    try:
+        time.sleep(1.0)
+        with bpfstats.run_stats():
+            for name, run, operations in (
+                    ("server", server.run_load, 2 * config["server_requests"]),
+                    ("pipe", lambda: workloads.pipe_rw(config["pipe_roundtrips"]), 2 * config["pipe_roundtrips"]),
+                    ("fork", lambda: workloads.fork_exec(config["fork_execs"]), config["fork_execs"])):
+                before = bpfstats.program_stats(tracer.pid)
+                began = time.monotonic()
+                seconds = run()
+                wall = time.monotonic() - began
+                ran = bpfstats.difference(before, bpfstats.program_stats(tracer.pid))
+                total_ns = sum(p["run_time_ns"] for p in ran.values())
+                result[name] = {"operations": operations, "seconds": round(seconds, 4),
+                                "program_runs": {k: v["run_cnt"] for k, v in ran.items() if v["run_cnt"]},
+                                "program_ns": total_ns,
+                                "runs_per_operation": round(sum(v["run_cnt"] for v in ran.values()) / operations, 4),
+                                "share_of_wall": round(total_ns / (wall * 1e9), 6)}
+    finally:
+        tracer.stop()
+        server.stop()
+    return result

@@ -17,7 +17,9 @@
  * such syscalls leave behind: a setns or unshare replaces the task's
  * nsproxy, a mount or pivot_root bumps its mount namespace's event count, a
  * write (a cgroup file; also how a failed exec is reported) bumps its count
- * of write syscalls.  Right after attaching, the armer runs a task iterator
+ * of write syscalls.  (A CNI plugin is not judged by its mount namespace's
+ * count: the standard plugins mount nothing, and containerd mounts every
+ * sandbox's network namespace in that same host namespace meanwhile.)  Right after attaching, the armer runs a task iterator
  * (bpf_iter__task below) that compares those, for every thread born
  * unhooked, with what they were at its birth (a thread that exec'd or
  * exited before is compared then): unchanged, nothing was missed; changed,
@@ -40,7 +42,8 @@ struct worker {
 	__u64 birth_ns;
 	__u64 epoch;          /* hooks.epoch at birth */
 	__u8 late;            /* a thread of it ran unhooked and may have made syscalls not seen */
-	__u8 _pad[7];
+	__u8 cni;             /* a CNI plugin (or what it forked): not judged by its mount namespace */
+	__u8 _pad[6];
 };
 
 /* What a thread born unhooked had done, at its birth. */
@@ -49,7 +52,8 @@ struct thread_baseline {
 	__u64 mnt_event;
 	__u64 syscw;
 	__u32 tgid;
-	__u32 _pad;
+	__u8 mounts_count;    /* judge it by its mount namespace's mounts too */
+	__u8 _pad[3];
 };
 
 BPF_F_TABLE("array", __u32, struct hook_state, hooks, 1, BPF_F_MMAPABLE);
@@ -108,12 +112,13 @@ static __always_inline void thread_state(const void *task, struct thread_baselin
 #endif
 }
 
-static __always_inline void mark_unwatched(const void *task, __u32 pid, __u32 tgid)
+static __always_inline void mark_unwatched(const void *task, __u32 pid, __u32 tgid, int cni)
 {
 	struct thread_baseline baseline = {};
 
 	thread_state(task, &baseline);
 	baseline.tgid = tgid;
+	baseline.mounts_count = !cni;
 	thread_baselines.update(&pid, &baseline);
 	set_flag(unwatched_flag(pid), 1);
 }
@@ -147,8 +152,8 @@ static __always_inline void settle_task(const void *task, __u32 pid, __u32 tgid)
 #if OFF_MNT_NS_EVENT < 0 || OFF_TASK_IOAC_SYSCW < 0
 	changed = 1;  /* this kernel keeps no such traces: assume the worst */
 #else
-	changed = now.nsproxy != baseline->nsproxy || now.mnt_event != baseline->mnt_event ||
-		  now.syscw != baseline->syscw;
+	changed = now.nsproxy != baseline->nsproxy || now.syscw != baseline->syscw ||
+		  (baseline->mounts_count && now.mnt_event != baseline->mnt_event);
 #endif
 	if (changed)
 		mark_late(baseline->tgid);
@@ -209,10 +214,10 @@ static __always_inline void worker_ends(__u32 tgid)
  * syscall program is detached, its thread is marked and the armer woken.
  * An exec of a worker by a worker starts it afresh.  Returns 0 if the map
  * had no room (the caller flags the event: nothing can vouch for it). */
-static __always_inline int worker_born(const void *task, __u32 pid, __u32 tgid)
+static __always_inline int worker_born(const void *task, __u32 pid, __u32 tgid, int cni)
 {
 	struct hook_state *state = hook_state();
-	struct worker fresh = { .birth_ns = bpf_ktime_get_ns() };
+	struct worker fresh = { .birth_ns = bpf_ktime_get_ns(), .cni = cni != 0 };
 	struct worker *existing;
 
 	if (!state)
@@ -228,7 +233,7 @@ static __always_inline int worker_born(const void *task, __u32 pid, __u32 tgid)
 		return 0;
 	}
 	if (!state->armed) {
-		mark_unwatched(task, pid, tgid);
+		mark_unwatched(task, pid, tgid, cni);
 		request_hooks();
 	}
 	return 1;
@@ -237,8 +242,13 @@ static __always_inline int worker_born(const void *task, __u32 pid, __u32 tgid)
 /* A thread of a worker, born while detached: watched from its birth. */
 static __always_inline void worker_thread_born(const void *task, __u32 pid, __u32 tgid)
 {
-	if (!hooks_armed() && workers.lookup(&tgid))
-		mark_unwatched(task, pid, tgid);
+	struct worker *worker;
+
+	if (hooks_armed())
+		return;
+	worker = workers.lookup(&tgid);
+	if (worker)
+		mark_unwatched(task, pid, tgid, worker->cni);
 }
 
 #endif /* TRACER_ARMING_H */

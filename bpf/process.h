@@ -107,7 +107,9 @@ RAW_TRACEPOINT_PROBE(sched_process_fork)
 #if TRACER_SOCKET_TRACEPOINTS
 	{
 		__u32 parent_tgid = pid_tgid >> 32;
-		if (workers.lookup(&parent_tgid) && !worker_born(child, child_pid, child_tgid))
+		struct worker *parent = workers.lookup(&parent_tgid);
+
+		if (parent && !worker_born(child, child_pid, child_tgid, parent->cni))
 			set_tracked(child_tgid, TRACKED | TRACKED_UNVOUCHED);
 	}
 #endif
@@ -267,7 +269,7 @@ int exec_classify(struct bpf_raw_tracepoint_args *ctx)
 									 OFF_LINUX_BINPRM_FILENAME));
 	cni = cni_prefixes.lookup(&key) != 0;
 	if (starts_something(mm, role, cni) || (was && self_reexec(filename))) {
-		if (!worker_born(task, tgid, tgid))
+		if (!worker_born(task, tgid, tgid, cni || (was && was->cni)))
 			set_tracked(tgid, TRACKED | TRACKED_UNVOUCHED);
 	} else {
 		if (was)

@@ -41,6 +41,7 @@ def test_quick_run_writes_every_figure(testbed) -> None:
     for key in ("server_idle", "pipe_idle", "fork_idle", "server_starting", "pipe_starting", "fork_starting"):
         assert unrelated[key]["off"] and unrelated[key]["on"] and unrelated[key]["always"], key
     assert any(phase["starts"] for phase in unrelated["phases"] if phase["load"] == "starting")
+    assert set(report["idle_program_time"]) == {"server", "pipe", "fork"}
     share = report["attached_share"]
     assert share["per_minute"]["60"]["starts"] >= 1 and share["attach_latency_s"]["count"] >= 1
     for key in ("nproc", "memory_gb", "kernel"):
