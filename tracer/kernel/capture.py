@@ -14,7 +14,7 @@ import mmap
 import os
 import re
 import select
-import subprocess
+import signal
 import sys
 import threading
 import time
@@ -207,6 +207,58 @@ def _rss_mb() -> float:
     return 0.0
 
 
+class SpawnedProcess:
+    """A child started with posix_spawn(), not fork(): the tracer may run
+    grpc (the OTLP exporter), whose fork handlers close its poller's epoll
+    descriptor under the poller thread, which then dies on EBADF (a forked
+    armer crashed `tracer record` twice).  posix_spawn runs no fork handlers.
+    Its stderr is a pipe; `fds` are passed as they are numbered."""
+
+    def __init__(self, pid: int, stderr) -> None:
+        self.pid, self.stderr, self.returncode = pid, stderr, None
+
+    @classmethod
+    def spawn(cls, command: list[str], fds: tuple[int, ...]) -> SpawnedProcess:
+        read_end, write_end = os.pipe()
+        devnull = os.open(os.devnull, os.O_RDWR)
+        try:
+            for fd in fds:
+                os.set_inheritable(fd, True)
+            pid = os.posix_spawn(command[0], command, os.environ, file_actions=[
+                (os.POSIX_SPAWN_DUP2, devnull, 0), (os.POSIX_SPAWN_DUP2, devnull, 1),
+                (os.POSIX_SPAWN_DUP2, write_end, 2)])
+        finally:
+            for fd in fds:
+                os.set_inheritable(fd, False)
+            os.close(write_end)
+            os.close(devnull)
+        return cls(pid, os.fdopen(read_end, "r"))
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while self.poll() is None:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def terminate(self) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signal.SIGTERM)
+
+    def kill(self) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signal.SIGKILL)
+            self.wait(timeout_s=10)
+
+
 class Capture:
     def __init__(self, config: CaptureConfig, on_batch: Callable[[list[bytes]], None] | None = None):
         self.config = config
@@ -221,7 +273,7 @@ class Capture:
         self.mode: ModeChoice | None = None
         self._armed_program = None       # on-demand: the loaded sys_exit program (bcc's function)
         self._iterator_link = -1         # on-demand: the settling task iterator's link
-        self._armer: subprocess.Popen | None = None
+        self._armer: SpawnedProcess | None = None
         self._hooks_mapping: mmap.mmap | None = None
         self._hooks: HookState | None = None
         self._batch: list[bytes] = []
@@ -313,19 +365,18 @@ class Capture:
                    "--stuck-s", str(self.config.armer_stuck_s)]
         if self.config.armer_log:
             command += ["--log", self.config.armer_log]
-        self._armer = subprocess.Popen(command, pass_fds=fds, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                       stderr=subprocess.PIPE, text=True)
+        self._armer = SpawnedProcess.spawn(command, fds)
         line = self._armer.stderr.readline()
         if not line.startswith("armer ready: "):
-            rest = self._armer.communicate(timeout=ARMER_START_TIMEOUT_S)[1]
-            raise RuntimeError(f"the armer did not start: {line}{rest}")
+            self._armer.kill()
+            raise RuntimeError(f"the armer did not start: {line}{self._armer.stderr.read()}")
         self.stats.armer_priority = line.removeprefix("armer ready: ").strip()
         # its later words (none, unless it fails) go where ours go
         threading.Thread(target=self._relay_armer_stderr, args=(self._armer,), name="tracer-armer-log",
                          daemon=True).start()
 
     @staticmethod
-    def _relay_armer_stderr(armer: subprocess.Popen) -> None:
+    def _relay_armer_stderr(armer: SpawnedProcess) -> None:
         for line in armer.stderr:
             sys.stderr.write(f"armer: {line}")
 
@@ -369,13 +420,10 @@ class Capture:
     def _stop_armer(self) -> None:
         if self._armer is None:
             return
-        if self._armer.poll() is None:
-            self._armer.terminate()  # it detaches, then exits
-        try:
-            self._armer.wait(timeout=10)
-        except subprocess.TimeoutExpired:
+        self._armer.terminate()  # it detaches, then exits
+        if not self._armer.wait(timeout_s=10):
             self._armer.kill()
-            self._armer.wait()
+            self._armer.wait(timeout_s=10)
         self._armer = None
 
     def close(self) -> None:
