@@ -208,11 +208,10 @@ def _rss_mb() -> float:
 
 
 class SpawnedProcess:
-    """A child started with posix_spawn(), not fork(): the tracer may run
-    grpc (the OTLP exporter), whose fork handlers close its poller's epoll
-    descriptor under the poller thread, which then dies on EBADF (a forked
-    armer crashed `tracer record` twice).  posix_spawn runs no fork handlers.
-    Its stderr is a pipe; `fds` are passed as they are numbered."""
+    """A child started with posix_spawn(), not fork(): the tracer runs grpc
+    (the CRI decoder's protos, the OTLP exporter), and a fork runs grpc's fork
+    handlers under its poller thread; posix_spawn runs none.  Its stderr is
+    a pipe; `fds` are passed as they are numbered."""
 
     def __init__(self, pid: int, stderr) -> None:
         self.pid, self.stderr, self.returncode = pid, stderr, None
