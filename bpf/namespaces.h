@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Namespace and mount changes of tracked processes (runc init's stages),
- * at the exit of unshare, setns, mount and pivot_root. */
+ * at the exit of unshare, setns, mount and pivot_root, with the arguments
+ * the call was made with (from its registers, or kept from its entry). */
 #ifndef TRACER_NAMESPACES_H
 #define TRACER_NAMESPACES_H
 
@@ -8,33 +9,29 @@
 
 /* ---- namespaces --------------------------------------------------------- */
 
-/* At unshare(2) or setns(2) exit; the arguments were kept at entry. */
-static __always_inline void exit_namespace(__u32 syscall, long ret)
+/* unshare(flags) or setns(fd, nstype): `flags` is unshare's flags or
+ * setns's nstype. */
+static __always_inline void emit_namespace(__u32 syscall, __u64 flags, __s32 fd, long ret)
 {
-	struct pending_syscall call;
 	struct namespace_event event = {};
 
-	if (!recall_syscall(&call))
-		return;
 	fill_header(&event.hdr, EVENT_NAMESPACE, sizeof(event));
 	event.syscall = syscall;
-	event.flags = call.args[0];
-	event.fd = syscall == NS_SYSCALL_SETNS ? (__s32)call.args[1] : -1;
+	event.flags = flags;
+	event.fd = syscall == NS_SYSCALL_SETNS ? fd : -1;
 	event.ret = ret;
 	submit(&event, sizeof(event), EVENT_NAMESPACE);
 }
 
 /* ---- mounts ------------------------------------------------------------- */
 
-static __always_inline void exit_mount(long ret)
+/* mount(source, target, fstype, flags, data) */
+static __always_inline void emit_mount(long ret, const char *source, const char *target, const char *fstype,
+				       __u64 flags)
 {
-	struct pending_syscall call;
-	union scratch_event *space;
+	union scratch_event *space = scratch_space();
 	struct mount_event *event;
 
-	if (!recall_syscall(&call))
-		return;
-	space = scratch_space();
 	if (!space)
 		return;
 	event = &space->mount;
@@ -42,32 +39,56 @@ static __always_inline void exit_mount(long ret)
 	 * say): clear it, since this event is sent whole. */
 	__builtin_memset(event, 0, sizeof(*event));
 	event->ret = ret;
-	event->flags = call.args[3];
-	bpf_probe_read_user_str(event->source, sizeof(event->source), (void *)call.args[0]);
-	bpf_probe_read_user_str(event->target, sizeof(event->target), (void *)call.args[1]);
-	bpf_probe_read_user_str(event->fstype, sizeof(event->fstype), (void *)call.args[2]);
+	event->flags = flags;
+	bpf_probe_read_user_str(event->source, sizeof(event->source), source);
+	bpf_probe_read_user_str(event->target, sizeof(event->target), target);
+	bpf_probe_read_user_str(event->fstype, sizeof(event->fstype), fstype);
 	fill_header(&event->hdr, EVENT_MOUNT, sizeof(*event));
 	submit(event, sizeof(*event), EVENT_MOUNT);
 }
 
-static __always_inline void exit_pivot_root(long ret)
+static __always_inline void emit_pivot_root(long ret, const char *new_root, const char *put_old)
 {
-	struct pending_syscall call;
-	union scratch_event *space;
+	union scratch_event *space = scratch_space();
 	struct pivot_root_event *event;
 
-	if (!recall_syscall(&call))
-		return;
-	space = scratch_space();
 	if (!space)
 		return;
 	event = &space->pivot_root;
 	__builtin_memset(event, 0, sizeof(*event));
 	event->ret = ret;
-	bpf_probe_read_user_str(event->new_root, sizeof(event->new_root), (void *)call.args[0]);
-	bpf_probe_read_user_str(event->put_old, sizeof(event->put_old), (void *)call.args[1]);
+	bpf_probe_read_user_str(event->new_root, sizeof(event->new_root), new_root);
+	bpf_probe_read_user_str(event->put_old, sizeof(event->put_old), put_old);
 	fill_header(&event->hdr, EVENT_PIVOT_ROOT, sizeof(*event));
 	submit(event, sizeof(*event), EVENT_PIVOT_ROOT);
 }
+
+#if !TRACER_SOCKET_TRACEPOINTS
+/* The fallback's exits: the arguments were kept at entry (tracer.bpf.c). */
+static __always_inline void exit_namespace(__u32 syscall, long ret)
+{
+	struct pending_syscall call;
+
+	if (recall_syscall(&call))
+		emit_namespace(syscall, call.args[0], (__s32)call.args[1], ret);
+}
+
+static __always_inline void exit_mount(long ret)
+{
+	struct pending_syscall call;
+
+	if (recall_syscall(&call))
+		emit_mount(ret, (const char *)call.args[0], (const char *)call.args[1], (const char *)call.args[2],
+			   call.args[3]);
+}
+
+static __always_inline void exit_pivot_root(long ret)
+{
+	struct pending_syscall call;
+
+	if (recall_syscall(&call))
+		emit_pivot_root(ret, (const char *)call.args[0], (const char *)call.args[1]);
+}
+#endif
 
 #endif /* TRACER_NAMESPACES_H */

@@ -1,16 +1,31 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Process, namespace, mount and cgroup events of the container runtime's
- * process tree, for tracer/kernel/capture.py (bcc).
+ * process tree, and the CRI bytes on the runtime's socket, for
+ * tracer/kernel/capture.py (bcc).
  *
  * Only raw tracepoints are used: many managed kernels have no kprobes and
  * refuse fentry/fexit, and a raw tracepoint detaches in a fraction of a
  * millisecond where a perf-event tracepoint takes ~70 ms (the kernel waits
  * for an RCU grace period per tracepoint).  Their arguments are the kernel's
- * own (task, cgroup, pt_regs pointers), read at BTF offsets like the rest.
- * The syscalls of interest all go through one sys_enter and one sys_exit
- * program, dispatched by syscall number: per-syscall trace events would each
- * add a probe to every syscall on the node.
+ * own (task, cgroup, sock, pt_regs pointers), read at BTF offsets like the
+ * rest.
+ *
+ * No cost to the node's other processes.  A program on the raw sys_enter or
+ * sys_exit tracepoint puts every task on the node on the syscall slow path
+ * while it is attached, whatever it does.  So (TRACER_SOCKET_TRACEPOINTS,
+ * lib/common.h):
+ *   - process life comes from the sched and cgroup tracepoints, which run
+ *     only at fork, exec and exit and for cgroup changes;
+ *   - the CRI bytes from the sock_send_length/sock_recv_length
+ *     tracepoints, which only socket I/O runs (cri_tracepoints.h);
+ *   - the syscalls the traces show of the runtime's workers (unshare,
+ *     setns, mount, pivot_root, failed execs, cgroup file writes) from one
+ *     sys_exit program below, which the armer attaches only while a worker
+ *     lives (arming.h): the registers it gets hold the syscall's arguments.
+ * On kernels without the socket tracepoints, the fallback: one sys_enter and
+ * one sys_exit program, attached all the time, dispatched by syscall number
+ * (cri_syscalls.h), as the tracer was built before.
  *
  * Kernel structs are never dereferenced through header types: the installed
  * headers rarely match the running kernel.  Every field is read at an offset
@@ -21,25 +36,25 @@
  * the runtime daemons (seeded by userspace, or recognised by comm at exec)
  * and, through fork, all their descendants, which includes every container.
  *
- * The filters that every syscall consults (`tracked`, `cri_tgids`,
- * `pending_threads`) are arrays with one byte per process or thread id: the
- * verifier inlines an array lookup into a few instructions, where a hash
- * lookup is a helper call that hashes the key.  Each byte has one writer at
- * a time and is written whole, so no atomics are needed; userspace writes
- * its bytes through a shared mapping (BPF_F_MMAPABLE), not through a
- * read-modify-write of a whole 8-byte element.
+ * The filters that hot paths consult (`tracked`, `cri_tgids`, and the
+ * fallback's `pending_threads`, the armed program's `unwatched_threads`) are
+ * arrays with one byte per process or thread id: the verifier inlines an
+ * array lookup into a few instructions, where a hash lookup is a helper call
+ * that hashes the key.  Each byte has one writer at a time and is written
+ * whole, so no atomics are needed; userspace writes its bytes through a
+ * shared mapping (BPF_F_MMAPABLE), not through a read-modify-write of a
+ * whole 8-byte element.
  *
  * The programs by concern, in the headers this file includes:
- *   lib/common.h    the ring buffer, the per-id filters, the event header,
- *                   arguments kept from a syscall's entry to its exit
- *   process.h       sched_process_fork/exec/exit, mark_victim, failed execs
- *   namespaces.h    unshare, setns, mount, pivot_root (runc init's stages)
- *   cgroup.h        cgroup_mkdir, cgroup_attach_task, writes to cgroup files
- *   cri_socket.h    CRI connections and the bytes on them
- *   syscalls.h      the syscall table of this architecture (#error if none)
- * This file holds the one sys_enter and the one sys_exit program that
- * dispatch to them: each syscall tracepoint program puts every task on the
- * node on the syscall slow path, so there are two, not one per syscall.
+ *   lib/common.h        the ring buffer, the per-id filters, the event header
+ *   arming.h            the syscall program only while the runtime works
+ *   process.h           sched_process_fork/exec/exit, mark_victim, failed execs
+ *   namespaces.h        unshare, setns, mount, pivot_root (runc init's stages)
+ *   cgroup.h            cgroup_mkdir, cgroup_attach_task, writes to cgroup files
+ *   cri_socket.h        CRI connections and the bytes on them, and
+ *   cri_tracepoints.h   how they are seen (or cri_syscalls.h, the fallback)
+ *   syscalls.h          the syscall table of this architecture (#error if none)
+ * This file holds the syscall programs that dispatch to them.
  */
 
 #include <uapi/linux/ptrace.h>
@@ -49,6 +64,75 @@
 #include "cgroup.h"
 #include "cri_socket.h"
 #include "syscalls.h"
+
+#if TRACER_SOCKET_TRACEPOINTS
+#include "arming.h"
+#include "cri_tracepoints.h"
+
+/* ---- the syscall program, attached only while the runtime works ------------ */
+
+/* sys_exit(struct pt_regs *regs, long ret), attached by the armer (its name
+ * is not a RAW_TRACEPOINT_PROBE's, so bcc does not attach it at load).
+ * Every syscall exit on the node while attached: a thread born unhooked is
+ * settled (one array load for every other), an untracked process leaves
+ * after a second one; a tracked one's syscall is dispatched by number, with
+ * its arguments from the registers it was made with and its result. */
+int armed_sys_exit(struct bpf_raw_tracepoint_args *ctx)
+{
+	const void *regs = (const void *)ctx->args[0];
+	long ret = ctx->args[1];
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tgid = pid_tgid >> 32;
+	long id;
+
+	settle_unwatched((__u32)pid_tgid, tgid);
+	if (!is_tracked(tgid))
+		return 0;
+	id = read_u64(regs, OFF_PT_REGS_ORIG_AX);
+	if (id != NR_WRITE && id != NR_EXECVE && id != NR_EXECVEAT && id != NR_UNSHARE && id != NR_SETNS &&
+	    id != NR_MOUNT && id != NR_PIVOT_ROOT)
+		return 0;
+	if (in_compat_syscall())
+		return 0;
+	switch (id) {
+	case NR_WRITE:
+		/* runc writes the cgroup files: the bytes it asked to write */
+		cgroup_write(read_u64(regs, OFF_PT_REGS_DI), (const char *)read_u64(regs, OFF_PT_REGS_SI),
+			     read_u64(regs, OFF_PT_REGS_DX));
+		break;
+	case NR_EXECVE:
+		if (ret < 0 && ret >= -MAX_ERRNO)
+			emit_exec_failed(ret, (const char *)read_u64(regs, OFF_PT_REGS_DI));
+		break;
+	case NR_EXECVEAT:
+		if (ret < 0 && ret >= -MAX_ERRNO)
+			emit_exec_failed(ret, (const char *)read_u64(regs, OFF_PT_REGS_SI));
+		break;
+	case NR_UNSHARE:
+		/* the self-check's unshare(0) also checks where current_regs() looks */
+		if (regs != current_regs())
+			count_stat(STAT_REGS_MISMATCH);
+		emit_namespace(NS_SYSCALL_UNSHARE, read_u64(regs, OFF_PT_REGS_DI), -1, ret);
+		break;
+	case NR_SETNS:
+		/* setns(fd, nstype) */
+		emit_namespace(NS_SYSCALL_SETNS, read_u64(regs, OFF_PT_REGS_SI), read_u64(regs, OFF_PT_REGS_DI), ret);
+		break;
+	case NR_MOUNT:
+		/* mount(source, target, fstype, flags, data) */
+		emit_mount(ret, (const char *)read_u64(regs, OFF_PT_REGS_DI), (const char *)read_u64(regs, OFF_PT_REGS_SI),
+			   (const char *)read_u64(regs, OFF_PT_REGS_DX), read_u64(regs, OFF_PT_REGS_R10));
+		break;
+	case NR_PIVOT_ROOT:
+		emit_pivot_root(ret, (const char *)read_u64(regs, OFF_PT_REGS_DI),
+				(const char *)read_u64(regs, OFF_PT_REGS_SI));
+		break;
+	}
+	return 0;
+}
+
+#else /* the fallback: syscall programs attached all the time */
+#include "cri_syscalls.h"
 
 /* ---- the syscalls: one program at entry, one at exit ------------------------ */
 
@@ -224,3 +308,5 @@ RAW_TRACEPOINT_PROBE(sys_exit)
 	}
 	return 0;
 }
+
+#endif /* TRACER_SOCKET_TRACEPOINTS */

@@ -2,7 +2,8 @@
 # Installs everything tracer needs on a Debian 12 machine (run as root):
 # the kernel side (bcc from Debian's python3-bpfcc, fallback kernel headers),
 # the local runtime test bed (containerd, runc, CNI plugins, busybox-static),
-# debootstrap (the daemon's image, built without a container engine), Go
+# debootstrap (the daemon's image, built without a container engine), a
+# key-value server and its load generator for the benchmark (redis-tools), Go
 # and Debian's grpc-go sources (a real grpc-go CRI client for the tests), and a
 # virtualenv in .venv with the project and its test bed (testbed/) installed
 # in editable mode.
@@ -17,6 +18,7 @@ APT_PACKAGES=(
   debootstrap                                 # the daemon's image, without a container engine
   iproute2 mount util-linux python3-venv
   librsvg2-bin                                # rsvg-convert: the tests render `tracer report --svg` to PNG
+  redis-tools                                 # the benchmark's real server and its load generator (no service)
   # a real grpc-go CRI client for the tests (testbed/grpc-client), built offline
   golang-go golang-google-grpc-dev golang-goprotobuf-dev protoc-gen-go-grpc protobuf-compiler
   golang-golang-x-sys-dev

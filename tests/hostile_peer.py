@@ -270,12 +270,14 @@ def call_fake_runtime(path: str, count: int, time_cap_s: float) -> Tally:
 
 
 def leak(path: str, count: int) -> None:
-    """Opens `count` connections and exits holding them: the kernel closes
-    them at exit, without close(2)."""
+    """Opens `count` connections, says the HTTP/2 preface on each (a client
+    that talked: the tracer knows a connection from its first bytes) and
+    exits holding them: the kernel closes them at exit, without close(2)."""
     held = []
     for _ in range(count):
         try:
             held.append(_connect(path))
+            held[-1].sendall(PREFACE)
         except OSError:
             break
     os._exit(0)  # no close(2), no finalizers

@@ -38,6 +38,10 @@ EXEC_FLAG_ARGV_TRUNCATED = 0x1
 EXEC_FLAG_ENV_CAPTURED = 0x2
 EXEC_FLAG_ENV_TRUNCATED = 0x4
 EXEC_FLAG_ENV_FILTERED = 0x8
+# A runtime worker that ran while the syscall program was detached, and may
+# have made syscalls that were not seen (bpf/arming.h); on its exec or exit.
+EXEC_FLAG_UNWATCHED = 0x10
+EXIT_FLAG_UNWATCHED = 0x1
 
 # Environment keys of a CNI plugin that name its pod.  Everything else in a
 # plugin's environment is containerd's own environment and may hold secrets:
@@ -198,11 +202,21 @@ class ExecEvent:
     def argv_truncated(self) -> bool:
         return bool(self.flags_raw & EXEC_FLAG_ARGV_TRUNCATED)
 
+    @property
+    def unwatched(self) -> bool:
+        """The process ran unhooked before this exec (bpf/arming.h)."""
+        return bool(self.flags_raw & EXEC_FLAG_UNWATCHED)
+
 
 @dataclass(frozen=True, slots=True)
 class ExitEvent:
     header: Header
     exit_code_raw: int
+    flags_raw: int = 0
+
+    @property
+    def unwatched(self) -> bool:
+        return bool(self.flags_raw & EXIT_FLAG_UNWATCHED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -422,8 +436,7 @@ def _decode_fork(raw: bytes | memoryview, header: Header) -> ForkEvent:
 
 
 def _decode_exit(raw: bytes | memoryview, header: Header) -> ExitEvent:
-    code, _pad = _body(raw, EXIT_BODY, "exit")
-    return ExitEvent(header, code)
+    return ExitEvent(header, *_body(raw, EXIT_BODY, "exit"))
 
 
 def _decode_exec_failed(raw: bytes | memoryview, header: Header) -> ExecFailedEvent:

@@ -12,6 +12,18 @@
 #define RINGBUF_PAGES 8192
 #endif
 
+/* Which design this build is (tracer/kernel/capture.py decides, from the
+ * kernel's tracepoints):
+ *   1: CRI bytes from the sock:sock_send_length/sock_recv_length raw
+ *      tracepoints, which only socket I/O runs, and one sys_exit program
+ *      that userspace attaches only while the runtime works (arming.h);
+ *   0: the fallback for kernels without those tracepoints: one sys_enter
+ *      and one sys_exit program, attached all the time, see every syscall
+ *      on the node. */
+#ifndef TRACER_SOCKET_TRACEPOINTS
+#define TRACER_SOCKET_TRACEPOINTS 1
+#endif
+
 /* PID_MAX_LIMIT on 64-bit kernels: every pid and tgid is below it. */
 #define ID_LIMIT (1 << 22)
 #define ID_SLOTS (ID_LIMIT / 8)
@@ -29,7 +41,10 @@
 #define STAT_PENDING_MISSING 0
 #define STAT_IO_TRUNCATED 1
 #define STAT_ENDPOINTS_FULL 2
-#define STAT_SLOTS 3
+#define STAT_SOCKET_IO_UNREADABLE 3  /* CRI bytes moved by a syscall whose buffer is not known (splice, io_uring) */
+#define STAT_WORKERS_FULL 4          /* a runtime worker the `workers` map had no room for */
+#define STAT_REGS_MISMATCH 5         /* bpf_task_pt_regs() disagreed with sys_exit's own registers */
+#define STAT_SLOTS 6
 
 
 /* One flag byte for each of eight consecutive ids. */
@@ -37,11 +52,14 @@ struct flags8 {
 	__u8 flag[8];
 };
 
+#if !TRACER_SOCKET_TRACEPOINTS
 /* Syscall arguments kept from a syscall's entry to its exit, so that one event
- * carries both the arguments and the result. */
+ * carries both the arguments and the result (the fallback; the armed sys_exit
+ * reads them from the registers the syscall was made with). */
 struct pending_syscall {
 	__u64 args[4];
 };
+#endif
 
 union scratch_event {
 	struct exec_event exec;
@@ -56,14 +74,17 @@ union scratch_event {
 
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 BPF_F_TABLE("array", __u32, struct flags8, tracked, ID_SLOTS, BPF_F_MMAPABLE);
+BPF_PERCPU_ARRAY(scratch, union scratch_event, 1);
+/* The processes holding a CRI connection (cri_socket.h): their socket I/O
+ * is looked up among the endpoints, anyone else's only when it might be a
+ * new one. */
+BPF_F_TABLE("array", __u32, struct flags8, cri_tgids, ID_SLOTS, BPF_F_MMAPABLE);
+#if !TRACER_SOCKET_TRACEPOINTS
 BPF_TABLE("lru_hash", __u64, __u64, pending_clone_flags, 16384);
 BPF_TABLE("lru_hash", __u64, struct pending_syscall, pending_syscalls, 16384);
-BPF_PERCPU_ARRAY(scratch, union scratch_event, 1);
-/* The processes holding a CRI connection (cri_socket.h): every read and
- * write on the node consults this byte. */
-BPF_F_TABLE("array", __u32, struct flags8, cri_tgids, ID_SLOTS, BPF_F_MMAPABLE);
 /* Threads whose syscall entry left something for its exit to finish. */
 BPF_ARRAY(pending_threads, struct flags8, ID_SLOTS);
+#endif
 BPF_PERCPU_ARRAY(lost, __u64, EVENT_TYPE_MAX);   /* by event type; slot 0: all types */
 BPF_PERCPU_ARRAY(stats, __u64, STAT_SLOTS);
 
@@ -119,11 +140,21 @@ static __always_inline __u8 *cri_holder_flag(__u32 tgid)
 	return id_flag(cri_tgids.lookup(&slot), tgid);
 }
 
-static __always_inline __u8 *pending_flag(__u32 pid)
+#if TRACER_SOCKET_TRACEPOINTS
+/* The registers the current task entered its syscall with (the top of its
+ * kernel stack): what the syscall was asked for, read from programs that
+ * run inside it (a socket tracepoint, the fork tracepoint) without a
+ * syscall program. */
+static __always_inline const void *current_regs(void)
 {
-	__u32 slot = pid / 8;
-	return id_flag(pending_threads.lookup(&slot), pid);
+	return (const void *)bpf_task_pt_regs(bpf_get_current_task_btf());
 }
+
+static __always_inline int in_kernel_thread(void)
+{
+	return read_u32((const void *)bpf_get_current_task(), OFF_TASK_FLAGS) & 0x00200000;  /* PF_KTHREAD */
+}
+#endif
 
 static __always_inline int is_tracked(__u32 tgid)
 {
@@ -143,23 +174,6 @@ static __always_inline int holds_cri_socket(__u32 tgid)
 static __always_inline void set_cri_holder(__u32 tgid, __u8 value)
 {
 	set_flag(cri_holder_flag(tgid), value);
-}
-
-/* Marks the current thread: its syscall's exit has work to do. */
-static __always_inline void mark_pending(void)
-{
-	set_flag(pending_flag(bpf_get_current_pid_tgid()), 1);
-}
-
-/* Whether the thread's syscall entry left work for its exit; clears it. */
-static __always_inline int take_pending(__u32 pid)
-{
-	__u8 *flag = pending_flag(pid);
-
-	if (!flag_is_set(flag))
-		return 0;
-	*flag = 0;
-	return 1;
 }
 
 /* Per-syscall trace events skip 32-bit syscalls (their numbers mean other
@@ -245,6 +259,30 @@ static __always_inline union scratch_event *scratch_space(void)
 	return scratch.lookup(&zero);
 }
 
+#if !TRACER_SOCKET_TRACEPOINTS
+static __always_inline __u8 *pending_flag(__u32 pid)
+{
+	__u32 slot = pid / 8;
+	return id_flag(pending_threads.lookup(&slot), pid);
+}
+
+/* Marks the current thread: its syscall's exit has work to do. */
+static __always_inline void mark_pending(void)
+{
+	set_flag(pending_flag(bpf_get_current_pid_tgid()), 1);
+}
+
+/* Whether the thread's syscall entry left work for its exit; clears it. */
+static __always_inline int take_pending(__u32 pid)
+{
+	__u8 *flag = pending_flag(pid);
+
+	if (!flag_is_set(flag))
+		return 0;
+	*flag = 0;
+	return 1;
+}
+
 /* For tracked processes (the caller checks). */
 static __always_inline void remember_syscall(__u64 a0, __u64 a1, __u64 a2, __u64 a3)
 {
@@ -285,5 +323,7 @@ static __always_inline int recall_syscall_any(struct pending_syscall *out)
 	pending_syscalls.delete(&pid_tgid);
 	return 1;
 }
+
+#endif
 
 #endif /* TRACER_COMMON_H */

@@ -85,6 +85,28 @@ int on_ringbuf_tracepoint(void *ctx)
 }
 #endif
 
+#if defined(PROBE_SOCKET_TRACEPOINT)
+/* Attached to the raw tracepoint sock_send_length: the bytes sent, and the
+ * fd the sending syscall was given, read from its registers
+ * (bpf_task_pt_regs), as the tracer's CRI capture reads them. */
+BPF_ARRAY(sends, u64, 2);
+
+int on_sock_send_length(struct bpf_raw_tracepoint_args *ctx)
+{
+	int bytes_slot = 0, fd_slot = 1;
+	u64 bytes = (int)ctx->args[1], fd = 0;
+	const void *regs;
+
+	if (!is_target())
+		return 0;
+	regs = (const void *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	bpf_probe_read_kernel(&fd, sizeof(fd), (const char *)regs + OFF_PT_REGS_DI);
+	sends.update(&bytes_slot, &bytes);
+	sends.update(&fd_slot, &fd);
+	return 0;
+}
+#endif
+
 #if defined(PROBE_FENTRY)
 /*
  * bcc loads and attaches KFUNC_PROBE programs while constructing the module,

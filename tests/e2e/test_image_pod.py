@@ -73,7 +73,7 @@ APP_EXECUTABLE = "/bin/sleep"
 TRACE_TIMEOUT_S = 30
 LAYER_SERVICES = {"containerd", "containerd-shim-runc-v2", "runc", "cni", "container"}
 # capability numbers (linux/capability.h) of those a manifest may add
-CAPABILITY_BITS = {"NET_ADMIN": 12, "NET_RAW": 13, "SYS_PTRACE": 19, "SYS_ADMIN": 21, "SYS_RESOURCE": 24,
+CAPABILITY_BITS = {"NET_ADMIN": 12, "NET_RAW": 13, "SYS_PTRACE": 19, "SYS_ADMIN": 21, "SYS_NICE": 23, "SYS_RESOURCE": 24,
                    "PERFMON": 38, "BPF": 39}
 
 

@@ -1,6 +1,7 @@
 /* One map per event struct, so that the test can read each struct's
  * layout, as clang compiled it, from bcc's ctypes mirror of the map. */
 #include "events.h"
+#include "hook_state.h"
 
 BPF_ARRAY(layout_header, struct event_header, 1);
 BPF_ARRAY(layout_fork, struct fork_event, 1);
@@ -16,3 +17,4 @@ BPF_ARRAY(layout_socket_close, struct socket_close_event, 1);
 BPF_ARRAY(layout_socket_data, struct socket_data_event, 1);
 BPF_ARRAY(layout_exec_failed, struct exec_failed_event, 1);
 BPF_ARRAY(layout_oom_kill, struct oom_kill_event, 1);
+BPF_ARRAY(layout_hook_state, struct hook_state, 1);

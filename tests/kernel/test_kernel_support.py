@@ -74,6 +74,20 @@ def test_offsets_read_back_correctly_in_the_kernel(report: FeatureReport) -> Non
     assert report.offsets_in_kernel.status == Status.OK, report.offsets_in_kernel.detail
 
 
+def test_socket_tracepoints_and_the_mode_they_allow(report: FeatureReport) -> None:
+    """This platform (6.18) has sock_send_length; the tracer runs on demand."""
+    assert report.socket_tracepoints.status == Status.OK, report.socket_tracepoints.detail
+    assert report.syscall_programs.status == Status.OK
+    assert report.syscall_programs.detail.startswith("on-demand")
+
+
+def test_the_fallback_when_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRACER_SYSCALL_PROGRAMS", "always")
+    report = probe_features()
+    assert report.syscall_programs.detail.startswith("always: sys_enter/sys_exit programs attached all the time")
+    assert "syscall programs: always" in "\n".join(doctor_dict(report)["verdict"]["lines"])
+
+
 @on_platform
 def test_kprobes_and_fentry_are_reported_unavailable(report: FeatureReport) -> None:
     assert report.kprobes.status == Status.UNAVAILABLE
@@ -102,8 +116,10 @@ def test_doctor_output_and_exit_code(capsys: pytest.CaptureFixture[str], tmp_pat
 
     assert rows["kprobes"][0] == "UNAVAILABLE"
     assert rows["fentry/fexit"][0] == "UNAVAILABLE"
-    for label in ("tracepoints", "raw tracepoints", "ring buffer", "kernel headers", "offsets in kernel"):
+    for label in ("tracepoints", "raw tracepoints", "ring buffer", "kernel headers", "offsets in kernel",
+                  "socket tracepoints", "syscall programs"):
         assert rows[label][0] == "OK", rows[label]
+    assert rows["syscall programs"][1].startswith("on-demand")
     status, detail = rows["struct offsets"]
     assert status == "OK" and "from BTF" in detail and "task_tgid=" in detail
     assert rows["given socket"] == ("MISSING", str(tmp_path / "no.sock"))
@@ -113,5 +129,6 @@ def test_doctor_output_and_exit_code(capsys: pytest.CaptureFixture[str], tmp_pat
     assert "sockets visible" in rows
     verdict = lines[next(i for i, line in enumerate(lines) if not line.strip()) + 1:]
     assert verdict[0].startswith("tracing can work")
+    assert verdict[1].startswith("syscall programs: on-demand")
     if not any(rows[label][0] == "OK" for label in rows if label.endswith(" socket")):
         assert any(line.startswith("WARNING: no container runtime socket found") for line in verdict), verdict

@@ -7,6 +7,7 @@ import pytest
 
 from tracer import events
 from tracer.kernel import headers
+from tracer.kernel.armer import HookState
 from tracer.kernel.capture import BPF_DIR
 
 pytestmark = [pytest.mark.kernel, pytest.mark.skipif(os.geteuid() != 0, reason="compiles BPF: needs root")]
@@ -77,3 +78,17 @@ def test_failure_event_fields(compiled):
     assert oom.victim_pid.offset == events.HEADER.size
     assert oom.total_vm_kb.offset == events.HEADER.size + 8
     assert oom.victim_comm.offset == events.HEADER.size + events.OOM_KILL_BODY.size - events.TASK_COMM_LEN
+
+
+def test_exit_flags_follow_the_exit_code(compiled):
+    exit_leaf = leaf(compiled, "exit")
+    assert exit_leaf.flags.offset == events.HEADER.size + 4
+
+
+def test_hook_state_mirror(compiled):
+    """The armer's mirror of struct hook_state (bpf/hook_state.h)."""
+    compiled_struct = leaf(compiled, "hook_state")
+    assert ctypes.sizeof(compiled_struct) == ctypes.sizeof(HookState)
+    assert [name for name, _ in compiled_struct._fields_] == [name for name, _ in HookState._fields_]
+    for name, _ in HookState._fields_:
+        assert getattr(compiled_struct, name).offset == getattr(HookState, name).offset, name

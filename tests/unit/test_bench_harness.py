@@ -22,17 +22,28 @@ pytestmark = [pytest.mark.e2e,
 def test_quick_run_writes_every_figure(testbed) -> None:
     """In-process on the session's test bed (only one test bed runs at a
     time); the tracers it measures are still their own processes."""
-    from bench.__main__ import BUDGETS, make_config, run, table
+    from bench.__main__ import BUDGETS, UNRELATED_BUDGETS, make_config, run, table
 
     report = json.loads(json.dumps(run(make_config(quick=True), testbed)))  # JSON-clean
     rendered = table(report)
-    assert set(report["figures"]) == set(BUDGETS)
+    budgets = {**BUDGETS, **UNRELATED_BUDGETS}
+    assert set(report["figures"]) == set(budgets)
     for name, figure in report["figures"].items():
         # None: not measured this time (shown as n/a, never as met)
         assert figure["value"] is None or isinstance(figure["value"], (int, float)), (name, figure)
-        assert figure["value"] is not None or figure["met"] is False
-        assert figure["budget"] == BUDGETS[name][0]
-        assert isinstance(figure["met"], bool)
+        assert figure["budget"] == budgets[name][0]
+        if figure["budget"] is None:  # reported, with no budget to meet
+            assert figure["met"] is None and figure["value"] is not None, (name, figure)
+        else:
+            assert figure["value"] is not None or figure["met"] is False
+            assert isinstance(figure["met"], bool)
+    unrelated = report["unrelated"]
+    for key in ("server_idle", "pipe_idle", "fork_idle", "server_starting", "pipe_starting", "fork_starting"):
+        assert unrelated[key]["off"] and unrelated[key]["on"] and unrelated[key]["always"], key
+    assert any(phase["starts"] for phase in unrelated["phases"] if phase["load"] == "starting")
+    assert set(report["idle_program_time"]) == {"server", "pipe", "fork"}
+    share = report["attached_share"]
+    assert share["per_minute"]["60"]["starts"] >= 1 and share["attach_latency_s"]["count"] >= 1
     for key in ("nproc", "memory_gb", "kernel"):
         assert report["machine"][key]
     for section in ("pod_start", "fork_exec", "pipe_rw"):

@@ -35,7 +35,7 @@ from tracer.kernel.btf import (
     BtfKind,
     BtfLookupError,
 )
-from tracer.kernel.offsets import COMPUTED, MEMBER_PATHS, KernelOffsets
+from tracer.kernel.offsets import COMPUTED, MEMBER_PATHS, OPTIONAL_PATHS, KernelOffsets
 
 HEADER = struct.Struct("=HBBIIIII")
 
@@ -465,7 +465,7 @@ def test_lookups_on_vmlinux(vmlinux: Btf) -> None:
 
 def test_offsets_fields_all_have_a_source() -> None:
     names = {f.name for f in fields(KernelOffsets)}
-    assert names == set(MEMBER_PATHS) | COMPUTED
+    assert names == set(MEMBER_PATHS) | set(OPTIONAL_PATHS) | COMPUTED
 
 
 def test_offsets_from_vmlinux(vmlinux: Btf) -> None:
@@ -476,7 +476,8 @@ def test_offsets_from_vmlinux(vmlinux: Btf) -> None:
     cflags = offsets.as_cflags()
     assert f"-DOFF_TASK_TGID={offsets.task_tgid}" in cflags
     assert f"-DOFF_MEMORY_CGRP_ID={offsets.memory_cgrp_id}" in cflags
-    assert all(re.fullmatch(r"-DOFF_[A-Z0-9_]+=\d+", flag) for flag in cflags)
+    assert all(re.fullmatch(r"-DOFF_[A-Z0-9_]+=-?\d+", flag) for flag in cflags)
+    assert offsets.task_ioac_syscw == vmlinux.offset_of("task_struct", "ioac.syscw")
     assert len(cflags) == len(offsets.as_dict()) == len(fields(KernelOffsets))
 
 

@@ -33,11 +33,16 @@ def header(etype: EventType, pid: int, ktime: int = 1_000, start_ns: int = 5) ->
 
 
 class FakeCapture:
-    """What the recorder asks of a capture when it reaps endpoints."""
+    """What the recorder asks of a capture when it reaps endpoints and counts."""
+
+    mode = None  # not loaded: no syscall programs
 
     def __init__(self) -> None:
         self.stats = CaptureStats()
         self.forgotten: list[int] = []
+
+    def hook_figures(self) -> dict[str, float]:
+        return {}
 
     def forget_endpoints(self, endpoints, ktime_ns):
         self.forgotten += [inode for inode, *_ in endpoints]
@@ -104,8 +109,16 @@ def test_every_drop_reaches_the_metrics():
                      "calls_inferred": 1, "calls_learned": 2, "entries_learned": 4, "calls_incomplete": 2,
                      "endpoints_abandoned": 1,
                      "errors": {"bad_frame_type": 4, "grpc_message_too_large": 1}},
-        endpoints_reaped=6, tables={"cri_endpoints": 2, "bpf_cri_endpoints": 3})
+        endpoints_reaped=6, tables={"cri_endpoints": 2, "bpf_cri_endpoints": 3}, syscall_programs="on-demand",
+        hooks={"attached": 1.0, "attaches": 12.0, "attached_seconds": 3.5, "forced_detaches": 1.0,
+               "armer_restarts": 0, "attach_latency_max_seconds": 0.004})
     text = DaemonMetrics(pipeline_source=lambda: counts).exposition().decode()
+    assert scrape_samples(text, "tracer_syscall_programs_mode") == {(("mode", "on-demand"),): 1}
+    assert scrape_samples(text, "tracer_syscall_program_attached") == {(): 1}
+    assert scrape_samples(text, "tracer_syscall_program_attaches_total") == {(): 12}
+    assert scrape_samples(text, "tracer_syscall_program_attached_seconds_total") == {(): 3.5}
+    assert scrape_samples(text, "tracer_syscall_program_forced_detaches_total") == {(): 1}
+    assert scrape_samples(text, "tracer_syscall_program_attach_latency_max_seconds") == {(): 0.004}
     dropped = scrape_samples(text, "tracer_dropped_total")
     assert dropped[(("reason", "socket_io_truncated"), ("stage", "kernel"))] == 3
     assert dropped[(("reason", "cri_endpoints_full"), ("stage", "kernel"))] == 1

@@ -98,7 +98,7 @@ def test_the_daemonsets_container(daemonset, tmp_path):
     assert env["OTEL_RESOURCE_ATTRIBUTES"] == "k8s.cluster.name=default"
 
     security = config.linux.security_context
-    assert list(security.capabilities.add_capabilities) == ["BPF", "PERFMON", "SYS_ADMIN", "SYS_PTRACE"]
+    assert list(security.capabilities.add_capabilities) == ["BPF", "PERFMON", "SYS_ADMIN", "SYS_PTRACE", "SYS_NICE"]
     assert list(security.capabilities.drop_capabilities) == ["ALL"]
     assert not security.privileged
     assert security.HasField("run_as_user") and security.run_as_user.value == 0

@@ -117,7 +117,7 @@ def test_root_filesystem_read_only_capabilities_not_privileged():
     assert security["readOnlyRootFilesystem"] is True
     assert security.get("privileged") is False
     assert security["capabilities"]["drop"] == ["ALL"]
-    assert set(security["capabilities"]["add"]) == {"BPF", "PERFMON", "SYS_ADMIN", "SYS_PTRACE"}
+    assert set(security["capabilities"]["add"]) == {"BPF", "PERFMON", "SYS_ADMIN", "SYS_PTRACE", "SYS_NICE"}
     # the API server refuses allowPrivilegeEscalation: false with SYS_ADMIN
     # (the schemas do not know that rule)
     assert security.get("allowPrivilegeEscalation") is not False

@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from tracer.spans.model import Trace
 
 REPORT_SLOWEST = 5  # tracer.app.report.DEFAULT_SLOWEST (a unit test keeps them equal)
+# Where the armer (tracer.kernel.armer) logs each attach and detach of the
+# syscall program, one line each (the benchmark reads it); unset: nowhere.
+ENV_ARMER_LOG = "TRACER_ARMER_LOG"
 
 
 @click.group(context_settings={"auto_envvar_prefix": "TRACER", "help_option_names": ["-h", "--help"]})
@@ -78,6 +81,12 @@ def _record_options(function):
                             '{"redact": [REGEX…], "binary_regex": [REGEX…]}; capture groups become *****; '
                             "repeatable, or one per line in the environment "
                             "(docs/hardening.md).")(function)
+    # tracer.kernel.modes (which imports no bcc); the choices are its MODE_CHOICES
+    function = click.option("--syscall-programs", type=click.Choice(["auto", "on-demand", "always"]),
+                            default="auto", show_default=True, envvar="TRACER_SYSCALL_PROGRAMS",
+                            help="on-demand: the syscall program is attached only while the runtime works (CRI "
+                            "bytes from the socket tracepoints); always: the fallback, every syscall on the node "
+                            "pays; auto: on-demand where the kernel can (see `tracer doctor`).")(function)
     function = click.option("--ringbuf-mb", type=click.IntRange(1, 1024), default=16, show_default=True,
                             callback=_power_of_two, help="Ring buffer size, a power of two.")(function)
     function = click.option("--cri-socket", "cri_sockets", multiple=True, envvar="TRACER_CRI_SOCKETS",
@@ -100,10 +109,11 @@ def argv_redaction_for(redaction_filters: tuple[str, ...], drop_args: bool):
     return ArgvRedaction(filters, drop_args)
 
 
-def capture_config_for(ringbuf_mb: int, cri_sockets: tuple[str, ...]):
+def capture_config_for(ringbuf_mb: int, cri_sockets: tuple[str, ...], syscall_programs: str = "auto"):
     from tracer.kernel.capture import DEFAULT_CRI_SOCKETS, CaptureConfig
 
-    return CaptureConfig(ring_buffer_bytes=ringbuf_mb << 20, cri_sockets=DEFAULT_CRI_SOCKETS + tuple(cri_sockets))
+    return CaptureConfig(ring_buffer_bytes=ringbuf_mb << 20, cri_sockets=DEFAULT_CRI_SOCKETS + tuple(cri_sockets),
+                         syscall_programs=syscall_programs, armer_log=os.environ.get(ENV_ARMER_LOG) or None)
 
 
 def _otlp_options(function):
@@ -150,11 +160,11 @@ def _otlp_config(otlp_endpoint: str | None, otlp_protocol: str | None, otlp_time
 def record(duration: float | None, output: Path | None, raw: Path | None, quiet: bool, use_otlp: bool,
            print_bpf: bool, otlp_endpoint: str | None, otlp_protocol: str | None, otlp_timeout: float,
            service_name: str | None, ringbuf_mb: int, cri_sockets: tuple[str, ...], node_name: str | None,
-           redaction_filters: tuple[str, ...], drop_args: bool) -> None:
+           redaction_filters: tuple[str, ...], drop_args: bool, syscall_programs: str) -> None:
     """Record pod starts until Ctrl-C (or --duration) and show one trace per pod."""
     from tracer.kernel.capture import final_source
 
-    capture_config = capture_config_for(ringbuf_mb, cri_sockets)
+    capture_config = capture_config_for(ringbuf_mb, cri_sockets, syscall_programs)
     argv_redaction = argv_redaction_for(redaction_filters, drop_args)
     if print_bpf:
         click.echo(final_source(capture_config))
@@ -223,7 +233,7 @@ def daemon(quiet_seconds: float, max_age_seconds: float, poll_interval: float, d
            shutdown_timeout: float, use_otlp: bool, console: bool, log_level: str, print_config: bool,
            otlp_endpoint: str | None, otlp_protocol: str | None, otlp_timeout: float, service_name: str | None,
            ringbuf_mb: int, cri_sockets: tuple[str, ...], node_name: str | None,
-           redaction_filters: tuple[str, ...], drop_args: bool) -> None:
+           redaction_filters: tuple[str, ...], drop_args: bool, syscall_programs: str) -> None:
     """Trace every pod start on this node, continuously, and export each over OTLP.
 
     Stops on SIGTERM, flushing what is pending, with exit code 0.
@@ -250,7 +260,7 @@ def daemon(quiet_seconds: float, max_age_seconds: float, poll_interval: float, d
         node_name=node_name or socket.gethostname(), otlp=otlp, quiet_s=quiet_seconds, max_age_s=max_age_seconds,
         poll_interval_s=poll_interval, duration_s=duration, metrics_address=address,
         shutdown_timeout_s=shutdown_timeout, console=console,
-        capture=capture_config_for(ringbuf_mb, cri_sockets),
+        capture=capture_config_for(ringbuf_mb, cri_sockets, syscall_programs),
         argv_redaction=argv_redaction_for(redaction_filters, drop_args))
     if print_config:
         click.echo(json.dumps(config.describe(), default=str, indent=1, sort_keys=True))

@@ -200,8 +200,9 @@ class Daemon:
             self._stop_server()
             return EXIT_ATTACH_FAILED
         stats = self.recorder.capture.stats
-        log.info("tracing (BPF attached in %.2f s, %d runtime processes already running)",
-                 stats.attach_seconds, stats.seeded_processes)
+        log.info("tracing (BPF attached in %.2f s, %d runtime processes already running); syscall programs %s%s",
+                 stats.attach_seconds, stats.seeded_processes, self.recorder.capture.mode.describe(),
+                 f"; the armer at {stats.armer_priority}" if stats.armer_priority else "")
         self.health.set_ready(True)
 
         quiet_ns = int(config.quiet_s * 1e9)

@@ -21,6 +21,8 @@ LABELS: dict[str, str] = {
     "offsets_in_kernel": "offsets in kernel",
     "headers": "kernel headers",
     "raw_tracepoints": "raw tracepoints",
+    "socket_tracepoints": "socket tracepoints",
+    "syscall_programs": "syscall programs",
     "ring_buffer": "ring buffer",
     "fentry": "fentry/fexit",
     "memlock": "memlock limit",

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -102,6 +102,8 @@ class PipelineCounts:
     cri_decoder: dict[str, object]  # tracer.cri.wire.DecoderStats.as_dict()
     endpoints_reaped: int           # CRI endpoints closed without close(2), found and forgotten
     tables: dict[str, int]          # table name -> entries
+    syscall_programs: str = ""      # the mode (tracer.kernel.modes): on-demand or always
+    hooks: dict[str, float] = field(default_factory=dict)  # tracer.kernel.capture.Capture.hook_figures(), on demand
 
 
 # (stage, reason) of tracer_dropped_total, from the counters that hold them
@@ -192,6 +194,27 @@ def _pipeline_families(counts: PipelineCounts):
                               value=decoder.get("endpoints_abandoned", 0))
     yield CounterMetricFamily("tracer_cri_endpoints_reaped", "CRI socket ends closed without close(2) (process "
                               "exit, exec), found and forgotten.", value=counts.endpoints_reaped)
+    if counts.syscall_programs:
+        mode = GaugeMetricFamily("tracer_syscall_programs_mode", "How the syscall programs are attached "
+                                 "(on-demand: only while the runtime works; always: the fallback).", labels=["mode"])
+        mode.add_metric([counts.syscall_programs], 1)
+        yield mode
+    hooks = counts.hooks
+    if hooks:
+        yield GaugeMetricFamily("tracer_syscall_program_attached", "1 while the syscall program is attached "
+                                "(a runtime worker lives).", value=hooks.get("attached", 0))
+        yield CounterMetricFamily("tracer_syscall_program_attaches", "Times the syscall program was attached.",
+                                  value=hooks.get("attaches", 0))
+        yield CounterMetricFamily("tracer_syscall_program_attached_seconds", "Time the syscall program was "
+                                  "attached (every syscall on the node is slower then).",
+                                  value=hooks.get("attached_seconds", 0))
+        yield CounterMetricFamily("tracer_syscall_program_forced_detaches", "Detaches while a worker still lived "
+                                  "(stuck): its trace is partial.", value=hooks.get("forced_detaches", 0))
+        yield CounterMetricFamily("tracer_armer_restarts", "The armer died and was started again.",
+                                  value=hooks.get("armer_restarts", 0))
+        yield GaugeMetricFamily("tracer_syscall_program_attach_latency_max_seconds", "Longest time from a worker's "
+                                "birth to the syscall program attached.",
+                                value=hooks.get("attach_latency_max_seconds", 0))
     entries = GaugeMetricFamily("tracer_table_entries", "Entries in each internal table (userspace, and the "
                                 "BPF maps as bpf_*).", labels=["table"])
     for table, size in sorted(counts.tables.items()):

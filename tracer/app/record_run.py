@@ -61,7 +61,8 @@ def record_traces(capture_config, raw: Path | None, node_name: str | None, durat
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     click.echo(f"recording (attached in {recorder.capture.stats.attach_seconds:.2f} s, "
-               f"{recorder.capture.stats.seeded_processes} runtime processes already running)", err=True)
+               f"{recorder.capture.stats.seeded_processes} runtime processes already running; syscall programs "
+               f"{recorder.capture.mode.describe()})", err=True)
     worker = None
     if during is not None:
         worker = threading.Thread(target=lambda: (during(), stop.set()), daemon=True)

@@ -196,6 +196,9 @@ class Recorder:
                 self.pipeline.note_lost(self.capture.new_losses(), time.clock_gettime_ns(time.CLOCK_MONOTONIC))
             if now - self._last_reap >= REAP_INTERVAL_S:
                 self._last_reap = now
+                if self.capture.restart_armer_if_dead():
+                    log.error("the armer (which attaches the syscall program while the runtime works) had died; "
+                              "started again (workers alive meanwhile have partial traces)")
                 self.capture.read_kernel_stats()  # the kernel side's drop counters, for the metrics
                 check_fds = now - self._last_fd_check >= FD_CHECK_INTERVAL_S
                 self._reap_endpoints(check_fds)
@@ -288,7 +291,9 @@ class Recorder:
                   **{f"bpf_{name}": n for name, n in capture.kernel_tables.items()}}
         return PipelineCounts(kernel=dict(capture.kernel_stats), cri=dataclasses.asdict(pipeline.cri.stats),
                               cri_decoder=pipeline.cri.decoder.stats.as_dict(),
-                              endpoints_reaped=capture.endpoints_reaped, tables=tables)
+                              endpoints_reaped=capture.endpoints_reaped, tables=tables,
+                              syscall_programs=self.capture.mode.mode.value if self.capture.mode else "",
+                              hooks={**self.capture.hook_figures(), "armer_restarts": capture.armer_restarts})
 
     def status(self) -> LiveStatus:
         with self._lock:

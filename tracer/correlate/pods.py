@@ -716,6 +716,12 @@ class PodAssembler:
                 if not proc.seen_from_start and role_of(proc) is not Role.SHIM_DAEMON:
                     reasons.append(f"{container.container_id[:12]}: pid {proc.pid} started before tracing")
                     break
+            unwatched = sorted(self.table.processes[key].pid for key in container.activity.processes
+                               if self.table.processes[key].unwatched)
+            if unwatched:
+                reasons.append(f"{container.container_id[:12]}: pid {', '.join(map(str, unwatched))} ran before the "
+                               "syscall program was attached (its namespace, mount, cgroup-write or failed-exec "
+                               "events may be missing)")
         if not pod.name:
             reasons.append("pod name unknown")
         start = min((self.table.processes[k].start_ns for c in pod.all_containers

@@ -68,6 +68,9 @@ class Process:
     clone_flags_raw: int | None = None
     oom_kill: OomKillEvent | None = None  # the OOM killer chose it
     gone_by_ns: int | None = None        # its exit was never seen, but its pid was someone else's by then
+    # a runtime worker that ran while the syscall program was detached and
+    # may have made syscalls that were not seen (bpf/arming.h)
+    unwatched: bool = False
 
     @property
     def exec_failures(self) -> list[ExecFailedEvent]:
@@ -205,7 +208,9 @@ class ProcessTable:
                 Exec(header.ktime_ns, event.filename, event.argv, dict(event.env),
                      event.argv_truncated, from_snapshot=snapshot)
             )
+            proc.unwatched |= event.unwatched
         elif isinstance(event, ExitEvent):
+            proc.unwatched |= event.unwatched
             proc.exit_ns = header.ktime_ns
             proc.exit_code_raw = event.exit_code_raw
             if self._running.get(proc.pid) == proc.key:

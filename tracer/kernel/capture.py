@@ -14,6 +14,8 @@ import mmap
 import os
 import re
 import select
+import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -36,7 +38,9 @@ from tracer.events import (
     encode_socket_open,
 )
 from tracer.kernel import headers
+from tracer.kernel.armer import HookState, attach_raw_tracepoint, map_hook_state
 from tracer.kernel.cgroups import cgroup_id
+from tracer.kernel.modes import Mode, ModeChoice, choose_mode
 from tracer.kernel.offsets import kernel_offsets
 from tracer.kernel.preflight import require_tracing
 from tracer.kernel.procfs import CLOCK_TICKS, proc_start_ns, read_stat
@@ -47,12 +51,19 @@ from tracer.kernel.sockets import (
     unix_sockets,
 )
 from tracer.kernel.sources import BPF_DIR, TRACER_SOURCE, translation_unit
-from tracer.runtimes import DEFAULT_CNI_BIN_DIRS, DEFAULT_RUNTIME_SOCKETS, RUNTIME_COMMS
+from tracer.runtimes import DEFAULT_CNI_BIN_DIRS, DEFAULT_RUNTIME_SOCKETS, RUNTIME_COMMS, WAKING_COMMS, WORKER_COMMS
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 CNI_PREFIX_LEN = 48
 CNI_PREFIX_SLOTS = 4
-STAT_NAMES = {0: "syscall_entry_missing", 1: "socket_io_truncated", 2: "cri_endpoints_full"}
+STAT_NAMES = {0: "syscall_entry_missing", 1: "socket_io_truncated", 2: "cri_endpoints_full",
+              3: "socket_io_unreadable", 4: "workers_full", 5: "registers_mismatch"}
+# The COMM_* bits of `runtime_comms` values (bpf/process.h)
+COMM_RUNTIME, COMM_WORKER, COMM_WAKES = 0x1, 0x2, 0x4
+ARMED_PROGRAM = b"armed_sys_exit"   # bpf/tracer.bpf.c, attached by the armer
+SETTLE_ITERATOR = b"bpf_iter__task"  # bpf/arming.h, run by the armer after each attach
+EXEC_CLASSIFIER = b"exec_classify"   # bpf/process.h, tail-called by sched_process_exec
+ARMER_START_TIMEOUT_S = 30.0
 DEFAULT_CRI_SOCKETS = tuple(DEFAULT_RUNTIME_SOCKETS.values())
 LOST_ALL_TYPES = 0  # the `lost` slot that counts every type
 # Shared objects that only compiling uses (bcc's clang/LLVM for the BPF
@@ -80,7 +91,20 @@ class CaptureConfig:
     idle_drain_interval_s: float = 0.1   # the longest wait, after empty drains (doubling from the above)
     cni_bin_dirs: tuple[str, ...] = DEFAULT_CNI_BIN_DIRS
     runtime_comms: tuple[str, ...] = RUNTIME_COMMS
+    worker_comms: tuple[str, ...] = WORKER_COMMS
+    waking_comms: tuple[str, ...] = WAKING_COMMS
     cri_sockets: tuple[str, ...] = DEFAULT_CRI_SOCKETS
+    # "auto", "on-demand" or "always" (tracer.kernel.modes)
+    syscall_programs: str = "auto"
+    # the armer (tracer.kernel.armer): how long a shim's start keeps the
+    # syscall program attached without a worker, when a worker counts as
+    # stuck, and where it logs its attaches (the benchmark reads it)
+    armer_hold_s: float = 0.05
+    armer_stuck_s: float = 30.0
+    armer_log: str | None = None
+    # False: no armer, the syscall program is never attached (on-demand mode;
+    # the kernel tests see every worker run unhooked)
+    armer: bool = True
 
 
 @dataclass
@@ -94,22 +118,35 @@ class CaptureStats:
     kernel_stats: dict[str, int] = field(default_factory=dict)
     endpoints_reaped: int = 0       # endpoints closed without close(2), removed by forget_endpoints
     kernel_tables: dict[str, int] = field(default_factory=dict)  # entries per BPF map, at the last count
+    armer_restarts: int = 0         # the armer died and was started again
+    armer_priority: str = ""        # what the armer runs at (tracer.kernel.armer.raise_priority)
 
 
-def bpf_cflags(config: CaptureConfig) -> list[str]:
+def bpf_cflags(config: CaptureConfig, mode: Mode) -> list[str]:
     pages = max(1, config.ring_buffer_bytes // PAGE_SIZE)
     pages = 1 << (pages.bit_length() - 1)  # ring buffers are a power of two pages
     return [*kernel_offsets().as_cflags(), f"-DRINGBUF_PAGES={pages}",
             f"-DTRACER_PAGE_SHIFT={PAGE_SIZE.bit_length() - 1}", f"-I{BPF_DIR}",
+            f"-DTRACER_SOCKET_TRACEPOINTS={int(mode is Mode.ON_DEMAND)}",
             "-Wno-macro-redefined", "-Wno-unused-function"]
 
 
 def final_source(config: CaptureConfig) -> str:
     """The one translation unit bcc compiles (bpf/ inlined, see
     tracer.kernel.sources) and the exact flags it is compiled with (for
-    --print-bpf)."""
-    flags = " ".join(bpf_cflags(config))
+    --print-bpf), in the mode this kernel gets."""
+    flags = " ".join(bpf_cflags(config, choose_mode(config.syscall_programs).mode))
     return f"/* cflags: {flags} */\n" + translation_unit(TRACER_SOURCE)
+
+
+def comm_roles(config: CaptureConfig) -> dict[str, int]:
+    """comm (15 bytes at most, as the kernel keeps it) → COMM_* bits."""
+    roles: dict[str, int] = {}
+    for comms, bit in ((config.runtime_comms, COMM_RUNTIME), (config.worker_comms, COMM_WORKER),
+                       (config.waking_comms, COMM_WAKES)):
+        for comm in comms:
+            roles[comm[:15]] = roles.get(comm[:15], 0) | bit
+    return roles
 
 
 class IdFlags:
@@ -155,12 +192,75 @@ def release_compiler_memory() -> None:
                 libc.madvise(start, end - start, MADV_PAGEOUT)  # best effort: old kernels say EINVAL
 
 
+def _iterator_link(program_fd: int) -> int:
+    """A link for a loaded task iterator (BPF_LINK_CREATE, through libbcc)."""
+    from bcc import lib
+
+    lib.bcc_iter_attach.restype = ctypes.c_int
+    lib.bcc_iter_attach.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_uint32)
+    fd = lib.bcc_iter_attach(program_fd, None, 0)
+    if fd < 0:
+        raise OSError(-fd, f"attaching the task iterator: {os.strerror(-fd)}")
+    return fd
+
+
 def _rss_mb() -> float:
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith("VmRSS:"):
                 return round(int(line.split()[1]) / 1024, 1)
     return 0.0
+
+
+class SpawnedProcess:
+    """A child started with posix_spawn(), not fork(): the tracer runs grpc
+    (the CRI decoder's protos, the OTLP exporter), and a fork runs grpc's fork
+    handlers under its poller thread; posix_spawn runs none.  Its stderr is
+    a pipe; `fds` are passed as they are numbered."""
+
+    def __init__(self, pid: int, stderr) -> None:
+        self.pid, self.stderr, self.returncode = pid, stderr, None
+
+    @classmethod
+    def spawn(cls, command: list[str], fds: tuple[int, ...]) -> SpawnedProcess:
+        read_end, write_end = os.pipe()
+        devnull = os.open(os.devnull, os.O_RDWR)
+        try:
+            for fd in fds:
+                os.set_inheritable(fd, True)
+            pid = os.posix_spawn(command[0], command, os.environ, file_actions=[
+                (os.POSIX_SPAWN_DUP2, devnull, 0), (os.POSIX_SPAWN_DUP2, devnull, 1),
+                (os.POSIX_SPAWN_DUP2, write_end, 2)])
+        finally:
+            for fd in fds:
+                os.set_inheritable(fd, False)
+            os.close(write_end)
+            os.close(devnull)
+        return cls(pid, os.fdopen(read_end, "r"))
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while self.poll() is None:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def terminate(self) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signal.SIGTERM)
+
+    def kill(self) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signal.SIGKILL)
+            self.wait(timeout_s=10)
 
 
 class Capture:
@@ -174,6 +274,12 @@ class Capture:
         self._load_began = 0.0
         self._tracked: IdFlags | None = None
         self._cri_holders: IdFlags | None = None
+        self.mode: ModeChoice | None = None
+        self._armed_program = None       # on-demand: the loaded sys_exit program (bcc's function)
+        self._iterator_link = -1         # on-demand: the settling task iterator's link
+        self._armer: SpawnedProcess | None = None
+        self._hooks_mapping: mmap.mmap | None = None
+        self._hooks: HookState | None = None
         self._batch: list[bytes] = []
         self._lost_seen: dict[int, int] = {}
         self._lost_total_seen = 0
@@ -211,7 +317,14 @@ class Capture:
         headers.prepare_headers()
         from bcc import BPF  # the only bcc import outside kernel feature probes
 
-        self._bpf = BPF(text=translation_unit(TRACER_SOURCE).encode(), cflags=bpf_cflags(self.config))
+        self.mode = choose_mode(self.config.syscall_programs)
+        self._bpf = BPF(text=translation_unit(TRACER_SOURCE).encode(), cflags=bpf_cflags(self.config, self.mode.mode))
+        if self.mode.mode is Mode.ON_DEMAND:
+            classifier = self._bpf.load_func(EXEC_CLASSIFIER, BPF.RAW_TRACEPOINT)
+            self._bpf[b"exec_tail"][ctypes.c_int(0)] = ctypes.c_int(classifier.fd)
+            self._armed_program = self._bpf.load_func(ARMED_PROGRAM, BPF.RAW_TRACEPOINT)
+            self._iterator_link = _iterator_link(self._bpf.load_func(SETTLE_ITERATOR, BPF.TRACING).fd)
+            self._hooks_mapping, self._hooks = map_hook_state(self._bpf[b"hooks"].get_fd())
         self.stats.rss_after_load_mb = _rss_mb()
         release_compiler_memory()
         self.stats.rss_after_release_mb = _rss_mb()
@@ -240,10 +353,92 @@ class Capture:
         self._self_check()
         processes = scan_proc()
         snapshot = self._seed_runtime_processes(processes) + self._seed_cri_sockets(processes)
+        if self.mode.mode is Mode.ON_DEMAND and self.config.armer:
+            self._start_armer()
         self.stats.attach_seconds = time.monotonic() - started
         return snapshot
 
+    def _start_armer(self) -> None:
+        """The armer (tracer.kernel.armer), with the program and the maps it
+        needs as inherited descriptors; waits until it is ready."""
+        fds = (self._armed_program.fd, self._bpf[b"hooks"].get_fd(), self._bpf[b"arm_requests"].get_fd(),
+               self._iterator_link)
+        command = [sys.executable, "-m", "tracer.kernel.armer", "--program-fd", str(fds[0]), "--hooks-fd",
+                   str(fds[1]), "--requests-fd", str(fds[2]), "--iterator-fd", str(fds[3]),
+                   "--hold-s", str(self.config.armer_hold_s),
+                   "--stuck-s", str(self.config.armer_stuck_s)]
+        if self.config.armer_log:
+            command += ["--log", self.config.armer_log]
+        self._armer = SpawnedProcess.spawn(command, fds)
+        line = self._armer.stderr.readline()
+        if not line.startswith("armer ready: "):
+            self._armer.kill()
+            raise RuntimeError(f"the armer did not start: {line}{self._armer.stderr.read()}")
+        self.stats.armer_priority = line.removeprefix("armer ready: ").strip()
+        # its later words (none, unless it fails) go where ours go
+        threading.Thread(target=self._relay_armer_stderr, args=(self._armer,), name="tracer-armer-log",
+                         daemon=True).start()
+
+    @staticmethod
+    def _relay_armer_stderr(armer: SpawnedProcess) -> None:
+        for line in armer.stderr:
+            sys.stderr.write(f"armer: {line}")
+
+    def armer_alive(self) -> bool:
+        """False once the armer has died."""
+        return self._armer is None or self._armer.poll() is None
+
+    def restart_armer_if_dead(self) -> bool:
+        """Starts the armer again if it died (returns True then).  Its death
+        detached the program (the kernel closed its link), but the state
+        still says attached: it is cleared, and the epoch moved on, so that
+        the workers alive now are flagged (bpf/arming.h), never silently thin."""
+        if self.armer_alive():
+            return False
+        state = self._hooks
+        if state.armed:
+            state.armed = 0
+            state.epoch += 1
+            if state.attached_since_ns:
+                state.attached_ns += time.clock_gettime_ns(time.CLOCK_MONOTONIC) - state.attached_since_ns
+                state.attached_since_ns = 0
+        self.stats.armer_restarts += 1
+        self._start_armer()
+        return True
+
+    def hook_figures(self) -> dict[str, float]:
+        """The armer's figures (on-demand mode; empty otherwise): whether the
+        syscall program is attached now, how often and how long it was, and
+        how long attaching took from the request."""
+        state = self._hooks
+        if state is None:
+            return {}
+        attaches = state.attaches
+        return {"attached": float(state.armed), "attaches": float(attaches),
+                "attached_seconds": state.attached_seconds(time.clock_gettime_ns(time.CLOCK_MONOTONIC)),
+                "requests": float(state.requests), "workers": float(state.workers),
+                "forced_detaches": float(state.forced_detaches),
+                "attach_latency_max_seconds": state.attach_latency_max_ns / 1e9,
+                "attach_latency_mean_seconds": state.attach_latency_sum_ns / attaches / 1e9 if attaches else 0.0}
+
+    def _stop_armer(self) -> None:
+        if self._armer is None:
+            return
+        self._armer.terminate()  # it detaches, then exits
+        if not self._armer.wait(timeout_s=10):
+            self._armer.kill()
+            self._armer.wait(timeout_s=10)
+        self._armer = None
+
     def close(self) -> None:
+        self._stop_armer()
+        if self._iterator_link >= 0:
+            os.close(self._iterator_link)
+            self._iterator_link = -1
+        if self._hooks is not None:
+            self._hooks = None
+            self._hooks_mapping.close()
+            self._hooks_mapping = None
         if self._bpf is not None:
             for flags in (self._tracked, self._cri_holders):
                 if flags is not None:
@@ -282,10 +477,13 @@ class Capture:
 
     def _configure_filters(self) -> None:
         comms = self._bpf[b"runtime_comms"]
-        for comm in self.config.runtime_comms:
+        roles = comm_roles(self.config)
+        if self.mode.mode is Mode.ALWAYS:  # the fallback tracks runtimes only
+            roles = {comm: COMM_RUNTIME for comm, role in roles.items() if role & COMM_RUNTIME}
+        for comm, role in roles.items():
             key = comms.Key()
             key.comm = comm.encode()[:15]
-            comms[key] = ctypes.c_uint8(1)
+            comms[key] = ctypes.c_uint8(role)
         prefixes = self._bpf[b"cni_prefixes"]
         for prefix in self.config.cni_bin_dirs[:CNI_PREFIX_SLOTS]:
             directory = (prefix.rstrip("/") + "/").encode()[:CNI_PREFIX_LEN]
@@ -423,6 +621,9 @@ class Capture:
         """
         me = os.getpid()
         self._tracked[me] = True
+        link = None
+        if self._armed_program is not None:  # the armer is not there yet: attach it for the check
+            link = attach_raw_tracepoint(self._armed_program.fd, "sys_exit")
         try:
             libc = ctypes.CDLL(None, use_errno=True)
             libc.unshare(0)
@@ -442,9 +643,13 @@ class Capture:
                 time.sleep(0.005)
         finally:
             self._tracked[me] = False
+            if link is not None:
+                os.close(link)
         if sample is None:
             raise SelfCheckError("self-check: no event arrived from our own unshare(0)")
         problems = compare_with_proc(sample.header)
+        if self.read_kernel_stats().get("registers_mismatch"):
+            problems.append("bpf_task_pt_regs() does not find the registers the syscall program gets")
         if problems:
             raise SelfCheckError("BTF offsets disagree with /proc: " + "; ".join(problems))
 

@@ -30,6 +30,7 @@ from tracer.kernel.headers import (
     mount_tracing_filesystems,
     prepare_headers,
 )
+from tracer.kernel.modes import Mode, choose_mode, requested_mode
 from tracer.kernel.offsets import ENV_BTF_PATH, KernelOffsets, btf_path, kernel_offsets
 from tracer.kernel.sources import BPF_DIR, DOCTOR_PROBES
 from tracer.runtimes import DEFAULT_RUNTIME_SOCKETS
@@ -62,11 +63,13 @@ class FeatureReport:
     debugfs: Check
     tracepoints: Check
     raw_tracepoints: Check
+    socket_tracepoints: Check  # sock_send_length, with the syscall's registers
     ring_buffer: Check
     uprobes: Check
     kprobes: Check
     fentry: Check
     memlock: Check
+    syscall_programs: Check  # the mode the tracer will use (tracer.kernel.modes)
     cgroups: CgroupLayout
     runtime_sockets: tuple[RuntimeSocket, ...]
     network_namespace: Check  # whose unix sockets sock_diag shows: the runtime's listener among them?
@@ -139,11 +142,12 @@ def probe_features(extra_sockets: Iterable[str] = ()) -> FeatureReport:
     ):
         bpf_checks[name] = _guarded(probe) if headers_check.ok else skip
     if not headers_check.ok:
-        offsets_in_kernel = skip
+        offsets_in_kernel = socket_tracepoints = skip
     elif offsets is None:
-        offsets_in_kernel = Check(Status.SKIPPED, "not tried: no BTF offsets")
+        offsets_in_kernel = socket_tracepoints = Check(Status.SKIPPED, "not tried: no BTF offsets")
     else:
         offsets_in_kernel = _guarded(lambda: _probe_offsets_in_kernel(offsets))
+        socket_tracepoints = _guarded(lambda: _probe_socket_tracepoint(offsets))
 
     memlock_bytes = resource.getrlimit(resource.RLIMIT_MEMLOCK)
     capabilities, capability_warnings = capabilities_check()
@@ -159,7 +163,9 @@ def probe_features(extra_sockets: Iterable[str] = ()) -> FeatureReport:
         debugfs=debugfs,
         headers=headers_check,
         offsets_in_kernel=offsets_in_kernel,
+        socket_tracepoints=socket_tracepoints,
         memlock=_memlock_check(memlock_bytes),
+        syscall_programs=_mode_check(socket_tracepoints),
         cgroups=cgroup_layout(),
         runtime_sockets=runtime_sockets,
         header_info=header_info,
@@ -256,7 +262,8 @@ def verdict(report: FeatureReport) -> tuple[bool, list[str]]:
         failed.insert(0, f"  capabilities: {report.capabilities.detail}")
     if failed:
         return False, ["tracing cannot work; missing requirements:", *failed]
-    lines = [f"tracing can work: {', '.join(required)} are OK"]
+    lines = [f"tracing can work: {', '.join(required)} are OK",
+             f"syscall programs: {report.syscall_programs.detail}"]
     lines += [f"WARNING: {warning}" for warning in report.warnings()]
     optional = {"kprobes": report.kprobes, "fentry": report.fentry, "uprobes": report.uprobes}
     lacking = [name for name, check in optional.items() if not check.ok]
@@ -397,6 +404,42 @@ def _probe_ring_buffer() -> Check:
     if os.getpid() not in received:
         return Check(Status.UNAVAILABLE, "BPF_RINGBUF_OUTPUT map created, but no event arrived")
     return Check(Status.OK, "BPF_RINGBUF_OUTPUT map created; an event went through it")
+
+
+def _probe_socket_tracepoint(offsets: KernelOffsets) -> Check:
+    """A raw tracepoint on sock_send_length fires for a unix socket's send
+    and finds the syscall's arguments in its registers."""
+    import socket as socket_module
+
+    with _load("SOCKET_TRACEPOINT", f"-DOFF_PT_REGS_DI={offsets.pt_regs_di}") as bpf:
+        bpf.attach_raw_tracepoint(tp="sock_send_length", fn_name="on_sock_send_length")
+        ours, theirs = socket_module.socketpair()
+        with ours, theirs:
+            ours.send(b"doctor")
+            sends = bpf["sends"]
+            sent, fd = sends[ctypes.c_int(0)].value, sends[ctypes.c_int(1)].value
+            expected_fd = ours.fileno()
+    if sent != len(b"doctor"):
+        return Check(Status.UNAVAILABLE, f"attached to raw tracepoint sock_send_length, but it saw {sent} bytes "
+                                         f"of a {len(b'doctor')}-byte send")
+    if fd != expected_fd:
+        return Check(Status.UNAVAILABLE, f"sock_send_length fired, but the syscall's registers gave fd {fd}, "
+                                         f"not {expected_fd}")
+    return Check(Status.OK, "raw tracepoint sock_send_length fired for a unix socket's send; the syscall's "
+                            "arguments read from its registers (bpf_task_pt_regs)")
+
+
+def _mode_check(socket_tracepoints: Check) -> Check:
+    """The mode `tracer record` and `tracer daemon` will use here (as asked by
+    $TRACER_SYSCALL_PROGRAMS, else auto), and why."""
+    try:
+        choice = choose_mode(requested_mode())
+    except ValueError as error:
+        return Check(Status.UNAVAILABLE, str(error))
+    if choice.mode is Mode.ON_DEMAND and not socket_tracepoints.ok:
+        return Check(Status.UNAVAILABLE, f"{choice.describe()}; but the socket tracepoint probe failed: "
+                                         f"{socket_tracepoints.detail}")
+    return Check(Status.OK, choice.describe())
 
 
 def kernel_config() -> dict[str, str] | None:

@@ -95,10 +95,21 @@ class KernelOffsets:
     mm_filepages: int  # enum values: indexes into mm_struct.rss_stat
     mm_anonpages: int
     mm_shmempages: int
+    task_flags: int  # PF_KTHREAD: a kernel thread has no syscall registers
+    sock_type: int  # SOCK_STREAM: CRI connections are streams
+    # Optional (OPTIONAL_PATHS): -1 where this kernel lacks the field; the
+    # code that needs one is compiled out, on the safe side.
+    task_ioac_syscw: int = -1  # write syscalls made (CONFIG_TASK_XACCT)
+    mnt_ns_event: int = -1  # bumped by every mount change in the namespace
 
     @classmethod
     def from_btf(cls, btf: Btf) -> KernelOffsets:
         values = {name: btf.offset_of(struct, path) for name, (struct, path) in MEMBER_PATHS.items()}
+        for name, (struct, path) in OPTIONAL_PATHS.items():
+            try:
+                values[name] = btf.offset_of(struct, path)
+            except BtfLookupError:
+                values[name] = -1
         values["memory_cgrp_id"] = btf.enum_value("cgroup_subsys_id", "memory_cgrp_id")
         if btf.member_kind("mm_struct", "rss_stat") == BtfKind.ARRAY:  # 6.2+: percpu_counter rss_stat[]
             values["rss_counter_stride"] = btf.sizeof("percpu_counter")
@@ -193,6 +204,14 @@ MEMBER_PATHS: dict[str, tuple[str, str]] = {
     "signal_oom_score_adj": ("signal_struct", "oom_score_adj"),
     "mm_total_vm": ("mm_struct", "total_vm"),
     "mm_rss_stat": ("mm_struct", "rss_stat"),
+    "task_flags": ("task_struct", "flags"),
+    "sock_type": ("sock", "sk_type"),
+}
+
+# Fields a kernel may lack (a config option away): -1 then.
+OPTIONAL_PATHS: dict[str, tuple[str, str]] = {
+    "task_ioac_syscw": ("task_struct", "ioac.syscw"),
+    "mnt_ns_event": ("mnt_namespace", "event"),
 }
 
 # Values computed in from_btf rather than read from one member path.

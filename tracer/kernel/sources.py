@@ -8,7 +8,9 @@ in the main file only: a header's code would compile to calls through
 function pointers that the verifier refuses.  So the project's own headers
 are inlined here, verbatim and once each, as the preprocessor would include
 them, with ``#line`` markers so that the compiler still names the real file
-and line.  System headers (``<uapi/…>``) are left to the compiler.
+and line.  System headers (``<uapi/…>``) are left to the compiler.  An
+include inside an ``#if`` is inlined there, and only there: a header that
+code outside that ``#if`` needs must be included outside one first.
 """
 
 from __future__ import annotations

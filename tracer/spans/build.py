@@ -378,6 +378,27 @@ def rpc_span_name(service: str, method: str) -> str:
     return f"{service}/{method}" if service else method
 
 
+def _cri_view_bounds(call: PairedCall) -> dict[str, tuple[int, int]]:
+    """(start, end) of the CLIENT and SERVER views' spans.  A write's bytes
+    are stamped when the write has queued them (the socket tracepoints), so
+    a runtime that reads a request at once, on another CPU, may stamp its
+    read before the client's write is stamped; likewise a reply.  A request
+    is written no later than it is read, and a reply likewise: so the client's
+    start is at most the server's, and the server's end at most the client's.
+    (Where writes are stamped when they begin, this changes nothing.)"""
+    bounds = {}
+    for view, kind in ((call.client, "CLIENT"), (call.server, "SERVER")):
+        if view is not None and view.request_start_ns is not None:
+            bounds[kind] = (view.request_start_ns, view.response_end_ns or view.end_ns or view.request_start_ns)
+    client, server = call.client, call.server
+    if "CLIENT" in bounds and "SERVER" in bounds:
+        if server.request_start_ns < client.request_start_ns:
+            bounds["CLIENT"] = (server.request_start_ns, bounds["CLIENT"][1])
+        if client.response_end_ns and server.response_end_ns and server.response_end_ns > client.response_end_ns:
+            bounds["SERVER"] = (bounds["SERVER"][0], client.response_end_ns)
+    return bounds
+
+
 def _cri_spans(builder: _TraceBuilder, root: Span, calls: list[PairedCall]) -> dict[tuple[str, str], Span]:
     """A CLIENT span per call (the caller's view: request write → response
     read) with the runtime's SERVER span inside it (request read → response
@@ -413,6 +434,7 @@ def _cri_spans(builder: _TraceBuilder, root: Span, calls: list[PairedCall]) -> d
         span = None
         # kubelet's own span of the call, when it sent its trace context
         kubelets = traceparent_of(call)
+        bounds = _cri_view_bounds(call)
         for view_, endpoint, kind in ((call.client, call.client_endpoint, "CLIENT"),
                                       (call.server, call.server_endpoint, "SERVER")):
             if view_ is None or view_.request_start_ns is None:
@@ -422,9 +444,9 @@ def _cri_spans(builder: _TraceBuilder, root: Span, calls: list[PairedCall]) -> d
                 # runtime's span goes under it
                 continue
             service = endpoint.comm if endpoint else ("kubelet" if kind == "CLIENT" else "containerd")
-            end = view_.response_end_ns or view_.end_ns or view_.request_start_ns
+            start, end = bounds[kind]
             span = builder.add(f"cri/{index}/{kind}", name, service, parent,
-                               view_.request_start_ns, end, dict(attributes))
+                               start, end, dict(attributes))
             span.kind = kind
             if kind == "SERVER" and parent is root and kubelets is not None and kubelets[0] == builder.trace_id:
                 span.parent_id = kubelets[1]
