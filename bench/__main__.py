@@ -23,7 +23,7 @@ from pathlib import Path
 
 from tracer_testbed import Testbed, TestbedError
 
-from bench import bpfstats, unrelated, workloads
+from bench import bpfstats, steady, unrelated, workloads
 from bench.floor import FloorPrograms
 from bench.pods import APP_EXECUTABLE, start_latency_ms, start_pods, stop_pods
 from bench.process import CpuWindow, RecordingTracer, rss_mb, tracer_command
@@ -31,7 +31,7 @@ from tracer.files import write_private
 
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 
-# name: (budget, "max" = figure must be ≤ budget, unit, description)
+# name: (budget, unit, description); the figure must be ≤ its budget; None: reported, with no budget
 BUDGETS = {
     "pod_start_ratio": (1.03, "ratio", "pod start latency (RunPodSandbox → StartContainer), on/off"),
     "fork_exec_ratio": (1.03, "ratio", "fork+exec of /bin/true, on/off"),
@@ -44,11 +44,7 @@ BUDGETS = {
     "attach_s": (2.0, "s", "attach: process start → 'recording' (max)"),
     "detach_s": (1.0, "s", "detach: SIGINT/SIGTERM → exit (max)"),
     "export_p95_s": (1.0, "s", "StartContainer returned → trace exported (daemon, p95)"),
-}
-
-# ---- issue #13: the cost to the node's other processes (bench/unrelated.py) ------------------------
-# None: a figure reported with no budget.
-UNRELATED_BUDGETS = {
+    # the cost to the node's other processes (bench/unrelated.py)
     "server_idle_ratio": (1.01, "ratio", "redis + redis-benchmark, no pod starting, on/off"),
     "pipe_idle_ratio": (1.01, "ratio", "pipe loop, no pod starting, on/off"),
     "fork_idle_ratio": (1.01, "ratio", "fork+exec, no pod starting, on/off"),
@@ -59,6 +55,12 @@ UNRELATED_BUDGETS = {
     "attached_share_10_per_min": (None, "share", "syscall program attached, 10 pod starts/min"),
     "attached_share_60_per_min": (None, "share", "syscall program attached, 60 pod starts/min"),
     "attach_latency_p95_s": (None, "s", "worker born → syscall program attached (p95)"),
+    # the steady state: pods running, none starting, kubelet-like polling (bench/steady.py)
+    "steady_cpu_pct": (1.0, "% core", "daemon CPU, many running pods polled, no starts"),
+    "steady_rss_mb": (143.0, "MiB", "daemon RSS (150 MB), many running pods polled, no starts"),
+    "steady_small_cpu_pct": (None, "% core", "daemon CPU, fewer running pods polled, no starts"),
+    "steady_small_rss_mb": (None, "MiB", "daemon RSS, fewer running pods polled, no starts"),
+    "steady_cpu_us_per_call": (None, "µs", "daemon CPU per CRI call view, many pods polled"),
 }
 
 
@@ -325,6 +327,7 @@ def export_latency(bed: Testbed, count: int, work: Path) -> dict:
 
 
 def figures(report: dict) -> dict:
+    """Every figure of BUDGETS, with its budget and whether it was met."""
     inter, res, bst, exp, f = report["interleaved"], report["resources"], report["burst"], report["export"], {}
     f["pod_start_ratio"] = inter["pod_start"]["ratio"]
     f["fork_exec_ratio"] = inter["fork_exec"]["ratio"]
@@ -337,27 +340,22 @@ def figures(report: dict) -> dict:
     f["attach_s"] = round(max(report["attach_detach"]["attach_s"]), 3)
     f["detach_s"] = round(max(report["attach_detach"]["detach_s"]), 3)
     f["export_p95_s"] = exp["p95_s"]
-    result = {name: {"value": value, "budget": BUDGETS[name][0], "unit": BUDGETS[name][1],
-                     "what": BUDGETS[name][2], "met": value is not None and value <= BUDGETS[name][0]}
-              for name, value in f.items()}
-    return {**result, **unrelated_figures(report)}
-
-
-def unrelated_figures(report: dict) -> dict:
-    """Issue #13's figures (bench/unrelated.py), budget None: reported only."""
-    f = {}
-    if "unrelated" in report:
-        for workload in unrelated.WORKLOADS:
-            for load in unrelated.LOADS:
-                f[f"{workload}_{load}_ratio"] = report["unrelated"][f"{workload}_{load}"]["on_ratio"]
-    if "attached_share" in report:
-        share = report["attached_share"]
-        for rate in unrelated.SHARE_RATES:
-            f[f"attached_share_{rate}_per_min"] = share["per_minute"][str(rate)]["share"]
-        f["attach_latency_p95_s"] = share["attach_latency_s"]["p95"]
+    for workload in unrelated.WORKLOADS:
+        for load in unrelated.LOADS:
+            f[f"{workload}_{load}_ratio"] = report["unrelated"][f"{workload}_{load}"]["on_ratio"]
+    share = report["attached_share"]
+    for rate in unrelated.SHARE_RATES:
+        f[f"attached_share_{rate}_per_min"] = share["per_minute"][str(rate)]["share"]
+    f["attach_latency_p95_s"] = share["attach_latency_s"]["p95"]
+    small, many = (report["steady"][str(n)] for n in report["config"]["steady_pods"])
+    f["steady_cpu_pct"], f["steady_rss_mb"] = many["cpu_pct_core"], many["rss_mb"]
+    f["steady_small_cpu_pct"], f["steady_small_rss_mb"] = small["cpu_pct_core"], small["rss_mb"]
+    f["steady_cpu_us_per_call"] = many["cpu_us_per_call_view"]
     out = {}
     for name, value in f.items():
-        budget, unit, what = UNRELATED_BUDGETS[name]
+        budget, unit, what = BUDGETS[name]
+        if name.startswith("steady"):  # the pod counts are the run's
+            what = what.replace("many", str(many["pods"])).replace("fewer", str(small["pods"]))
         out[name] = {"value": value, "budget": budget, "unit": unit, "what": what,
                      "met": None if budget is None else (value is not None and value <= budget)}
     return out
@@ -402,6 +400,9 @@ def table(report: dict) -> str:
                  f"in {busy_['wall_s']} s; burst: {report['burst']['complete']}/{report['burst']['pods']} "
                  f"complete, {report['burst']['events']} events")
     lines += unrelated_table_lines(report)
+    for count, steady_ in report["steady"].items():
+        lines.append(f"  steady, {count} pods: {steady_['cri_call_views_per_s']} CRI call views/s "
+                     f"({steady_['by_resolution']}), RSS by mapping {steady_['rss_by_mapping_mb']}")
     return "\n".join(lines)
 
 
@@ -446,6 +447,9 @@ def make_config(quick: bool, pods: int | None = None) -> dict:
         config = {"pods": 30, "rounds": 10, "batch": 3, "fork_execs": 2000, "pipe_roundtrips": 500_000,
                   "idle_s": 5.0, "busy_seconds": 6, "busy_per_second": 10, "burst": 50, "export_pods": 20}
     config.update(unrelated_config(quick))
+    # kubelet's default of at most 110 pods a node, and a small node's 20
+    config.update({"steady_pods": (2, 3), "steady_window_s": 3.0} if quick else
+                  {"steady_pods": (20, 110), "steady_window_s": 60.0})
     if pods is not None:
         config["pods"] = pods
     config["rounds"] = max(1, min(config["rounds"], config["pods"]))
@@ -480,6 +484,7 @@ def run(config: dict, bed: Testbed) -> dict:
             report["unrelated"] = unrelated.cost_to_unrelated(bed, config, tracers, work, ratio_interval)
             report["idle_program_time"] = unrelated.idle_program_time(bed, config, tracers)
             report["attached_share"] = unrelated.attached_share(bed, config, tracers, work)
+            report["steady"] = steady.run_steady(bed, work, config["steady_pods"], config["steady_window_s"])
     finally:
         for tracer in tracers:
             tracer.kill()

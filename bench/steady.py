@@ -4,8 +4,8 @@ A real grpc-go client (testbed/grpc-client) polls the runtime as kubelet
 v1.28 does (PLEG relists every second, status, stats, images) over one
 long-lived connection; it first starts the pods, then `tracer daemon`
 attaches (late, as on every real node) and runs for a window idle of pod
-starts.  Figures: the daemon's CPU share and RSS over the window, the CRI
-calls it saw, and its CPU per call."""
+starts.  Figures: the daemon's CPU share and RSS over the window (with its
+armer's), the CRI calls it saw, and its CPU per call."""
 
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ def steady_state(bed: Testbed, work: Path, pods: int, window_s: float) -> dict:
         daemon = _start_daemon(bed, port, work / f"daemon-{pods}.log")
         time.sleep(SETTLE_S)
         calls_before = sum(_metric(port, "tracer_cri_calls_total").values())
-        window = CpuWindow(daemon.pid)
+        window = CpuWindow(daemon.pid, children=True)  # with its armer
         time.sleep(window_s)
         result = window.stop()
         by_resolution = _metric(port, "tracer_cri_calls_total")

@@ -10,7 +10,7 @@
  * writes, failed execs).  The kernel side tells the armer
  * (tracer/kernel/armer.py, a process of its own) when one is born, through
  * the `arm_requests` ring buffer; the armer attaches the program (about a
- * tenth of a millisecond) and detaches it once no worker lives.
+ * tenth of a millisecond) and detaches it 100 ms after the last one ends.
  *
  * A worker born while the program is detached runs unhooked until the armer
  * has attached it.  Whether it missed anything is told, per thread, by what

@@ -281,6 +281,25 @@ int exec_classify(struct bpf_raw_tracepoint_args *ctx)
 }
 #endif
 
+/* Copies the exec'd process's user bytes [start, end) (its argv, its
+ * environment) to dst: at most max_len - 1 of them (max_len a power of two,
+ * the mask that bounds the copy for the verifier), setting truncated_flag in
+ * *flags when cut.  Returns how many were copied (0 if unreadable). */
+static __always_inline __u64 copy_user_area(char *dst, __u64 start, __u64 end, __u64 max_len,
+					    __u16 truncated_flag, __u16 *flags)
+{
+	__u64 len = end > start ? end - start : 0;
+
+	if (len > max_len - 1) {
+		len = max_len - 1;
+		*flags |= truncated_flag;
+	}
+	len &= max_len - 1;
+	if (bpf_probe_read_user(dst, len, (void *)start) != 0)
+		return 0;
+	return len;
+}
+
 /* sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm) */
 RAW_TRACEPOINT_PROBE(sched_process_exec)
 {
@@ -290,7 +309,7 @@ RAW_TRACEPOINT_PROBE(sched_process_exec)
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	union scratch_event *space;
 	struct exec_event *event;
-	__u64 arg_start, arg_end, env_start, env_end, argv_len, env_len;
+	__u64 argv_len, env_len;
 	long filename_len;
 	__u64 pid_tgid;
 	__u32 size;
@@ -323,16 +342,9 @@ RAW_TRACEPOINT_PROBE(sched_process_exec)
 	filename_len &= (FILENAME_MAX_LEN * 2 - 1);
 	event->filename_len = filename_len;
 
-	arg_start = read_u64(mm, OFF_MM_ARG_START);
-	arg_end = read_u64(mm, OFF_MM_ARG_END);
-	argv_len = arg_end > arg_start ? arg_end - arg_start : 0;
-	if (argv_len > ARGV_MAX_LEN - 1) {
-		argv_len = ARGV_MAX_LEN - 1;
-		event->flags |= EXEC_FLAG_ARGV_TRUNCATED;
-	}
-	argv_len &= ARGV_MAX_LEN - 1;
-	if (bpf_probe_read_user(event->data + filename_len, argv_len, (void *)arg_start) != 0)
-		argv_len = 0;
+	argv_len = copy_user_area(event->data + filename_len, read_u64(mm, OFF_MM_ARG_START),
+				  read_u64(mm, OFF_MM_ARG_END), ARGV_MAX_LEN, EXEC_FLAG_ARGV_TRUNCATED,
+				  &event->flags);
 	event->argv_len = argv_len;
 
 	/* CNI plugins learn their pod from CNI_* variables.  Go shuffles the
@@ -341,17 +353,9 @@ RAW_TRACEPOINT_PROBE(sched_process_exec)
 	env_len = 0;
 	cni = has_cni_prefix(event->data);
 	if (cni) {
-		env_start = read_u64(mm, OFF_MM_ENV_START);
-		env_end = read_u64(mm, OFF_MM_ENV_END);
-		env_len = env_end > env_start ? env_end - env_start : 0;
-		if (env_len > ENV_MAX_LEN - 1) {
-			env_len = ENV_MAX_LEN - 1;
-			event->flags |= EXEC_FLAG_ENV_TRUNCATED;
-		}
-		env_len &= ENV_MAX_LEN - 1;
-		if (bpf_probe_read_user(event->data + filename_len + argv_len, env_len,
-					(void *)env_start) != 0)
-			env_len = 0;
+		env_len = copy_user_area(event->data + filename_len + argv_len,
+					 read_u64(mm, OFF_MM_ENV_START), read_u64(mm, OFF_MM_ENV_END),
+					 ENV_MAX_LEN, EXEC_FLAG_ENV_TRUNCATED, &event->flags);
 		event->flags |= EXEC_FLAG_ENV_CAPTURED;
 	}
 	event->env_len = env_len;

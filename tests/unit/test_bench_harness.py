@@ -22,11 +22,11 @@ pytestmark = [pytest.mark.e2e,
 def test_quick_run_writes_every_figure(testbed) -> None:
     """In-process on the session's test bed (only one test bed runs at a
     time); the tracers it measures are still their own processes."""
-    from bench.__main__ import BUDGETS, UNRELATED_BUDGETS, make_config, run, table
+    from bench.__main__ import BUDGETS, make_config, run, table
 
     report = json.loads(json.dumps(run(make_config(quick=True), testbed)))  # JSON-clean
     rendered = table(report)
-    budgets = {**BUDGETS, **UNRELATED_BUDGETS}
+    budgets = BUDGETS
     assert set(report["figures"]) == set(budgets)
     for name, figure in report["figures"].items():
         # None: not measured this time (shown as n/a, never as met)
@@ -44,6 +44,9 @@ def test_quick_run_writes_every_figure(testbed) -> None:
     assert set(report["idle_program_time"]) == {"server", "pipe", "fork"}
     share = report["attached_share"]
     assert share["per_minute"]["60"]["starts"] >= 1 and share["attach_latency_s"]["count"] >= 1
+    for count in report["config"]["steady_pods"]:  # the daemon saw the client's polling
+        steady = report["steady"][str(count)]
+        assert steady["pods"] == count and steady["cri_call_views"] > 0 and steady["rss_mb"] > 0
     for key in ("nproc", "memory_gb", "kernel"):
         assert report["machine"][key]
     for section in ("pod_start", "fork_exec", "pipe_rw"):

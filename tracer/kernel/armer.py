@@ -10,8 +10,8 @@ buffer when a runtime worker is born while the program is detached (a runc,
 a CNI plugin, what they fork) or a shim starts; it attaches the program to
 the raw sys_exit tracepoint at once, then runs the task iterator that
 settles every worker thread born unhooked (bpf/arming.h), and detaches the
-program when no worker lives
-and no request came for `hold` seconds.  A process of its own, not a thread
+program when no worker has lived and no request has come for `hold`
+seconds.  A process of its own, not a thread
 of the tracer: between the wake-up and the attach nothing waits for the
 tracer's interpreter lock, which its busy threads hold for milliseconds
 while pods start.
@@ -57,7 +57,15 @@ RINGBUF_BUSY_BIT = 1 << 31
 RINGBUF_DISCARD_BIT = 1 << 30
 RINGBUF_HEADER = 8
 REQUEST_RECORD = 8      # a u64 ktime: a worker born, or a shim started, while detached
-DEFAULT_HOLD_S = 0.05
+# A pod start's workers come one after another (the sandbox's runc, the CNI
+# plugins, the container's runc) with 5-90 ms between them.  Detached in
+# such a gap, the next attach waits for an RCU grace period (the kernel's
+# tracepoint code guarantees a probe never sees stale data across a
+# detach and a re-attach): 8-14 ms here, long enough for a CNI plugin to run
+# whole unhooked (1 start in 20 came out partial so).  So the program stays
+# attached for `hold` after the last worker ends or the last request comes,
+# whichever is later (none in 30, and 33 attaches for 30 starts, not 80).
+DEFAULT_HOLD_S = 0.1
 DEFAULT_STUCK_S = 30.0
 
 
@@ -174,6 +182,7 @@ class Armer:
         self.stuck_ns = int(stuck_s * 1e9)
         self.link: int | None = None
         self._first_request_ns = 0      # of the requests since the last detach
+        self._idle_since_ns = 0         # while attached: when the last worker was seen gone
         self._forced_at_request_ns = -1  # a forced detach: stay detached until a newer request
         self._log = open(log_path, "a", buffering=1) if log_path else None
         if self.state.armed:  # an armer before us died attached: its link went with it
@@ -220,8 +229,14 @@ class Armer:
     # ---- the policy ------------------------------------------------------------
 
     def wanted(self, now: int) -> bool:
-        """A worker lives, or a request came less than `hold` ago."""
-        return self.state.workers > 0 or now - self.state.last_request_ns < self.hold_ns
+        """A worker lives, or a request came or the last worker ended less
+        than `hold` ago."""
+        if self.state.workers > 0:
+            self._idle_since_ns = 0
+            return True
+        if self.link is not None and not self._idle_since_ns:
+            self._idle_since_ns = now  # woken by the last worker's end (bpf/arming.h)
+        return now - max(self.state.last_request_ns, self._idle_since_ns) < self.hold_ns
 
     def step(self) -> float | None:
         """Takes the requests waiting, attaches or detaches; returns how long
@@ -241,6 +256,7 @@ class Armer:
                 return None
         elif not self.wanted(now):
             self.detach()
+            self._idle_since_ns = 0
             if self.state.workers > 0:  # one was born while detaching: it is marked; watch it
                 self.attach()
             return None if self.link is None else self.hold_ns / 1e9
@@ -249,7 +265,7 @@ class Armer:
             return None
         # attached and wanted: look again when the hold runs out (a worker's
         # exit wakes us too), and now and then for a stuck worker
-        remaining = self.hold_ns - (now_ns() - self.state.last_request_ns)
+        remaining = self.hold_ns - (now_ns() - max(self.state.last_request_ns, self._idle_since_ns))
         return max(0.001, remaining / 1e9) if self.state.workers == 0 else min(1.0, self.stuck_ns / 1e9)
 
     def run(self, stop_fd: int) -> None:

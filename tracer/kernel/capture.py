@@ -38,7 +38,7 @@ from tracer.events import (
     encode_socket_open,
 )
 from tracer.kernel import headers
-from tracer.kernel.armer import HookState, attach_raw_tracepoint, map_hook_state
+from tracer.kernel.armer import DEFAULT_HOLD_S, HookState, attach_raw_tracepoint, map_hook_state
 from tracer.kernel.cgroups import cgroup_id
 from tracer.kernel.modes import Mode, ModeChoice, choose_mode
 from tracer.kernel.offsets import kernel_offsets
@@ -96,10 +96,11 @@ class CaptureConfig:
     cri_sockets: tuple[str, ...] = DEFAULT_CRI_SOCKETS
     # "auto", "on-demand" or "always" (tracer.kernel.modes)
     syscall_programs: str = "auto"
-    # the armer (tracer.kernel.armer): how long a shim's start keeps the
-    # syscall program attached without a worker, when a worker counts as
-    # stuck, and where it logs its attaches (the benchmark reads it)
-    armer_hold_s: float = 0.05
+    # the armer (tracer.kernel.armer): how long the syscall program stays
+    # attached after the last worker ended (or a shim's start asked), when a
+    # worker counts as stuck, and where it logs its attaches (the benchmark
+    # reads it)
+    armer_hold_s: float = DEFAULT_HOLD_S
     armer_stuck_s: float = 30.0
     armer_log: str | None = None
     # False: no armer, the syscall program is never attached (on-demand mode;
