@@ -87,6 +87,12 @@ BPF_ARRAY(pending_threads, struct flags8, ID_SLOTS);
 #endif
 BPF_PERCPU_ARRAY(lost, __u64, EVENT_TYPE_MAX);   /* by event type; slot 0: all types */
 BPF_PERCPU_ARRAY(stats, __u64, STAT_SLOTS);
+/* Bytes submitted since a wake-up was last asked for.  Idle, the drain
+ * sleeps up to 100 ms unless woken (exec and exit events wake it), and a
+ * burst of CRI bytes (a 16 MiB message) fills the ring sooner than that:
+ * every eighth of the ring it is woken. */
+BPF_ARRAY(unwoken_bytes, __u64, 1);
+#define RINGBUF_WAKE_BYTES ((__u64)RINGBUF_PAGES * 4096 / 8)
 
 /* One function per map: bcc only rewrites map references written as
  * `map.method()`, so a map cannot be passed as an argument. */
@@ -245,7 +251,13 @@ static __always_inline void fill_header(struct event_header *hdr, __u16 type, __
 static __always_inline int submit(void *event, __u32 size, __u16 type)
 {
 	__u64 flags = (type == EVENT_EXEC || type == EVENT_EXIT) ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+	int zero = 0;
+	__u64 *unwoken = unwoken_bytes.lookup(&zero);
 
+	if (unwoken && __sync_fetch_and_add(unwoken, size) >= RINGBUF_WAKE_BYTES) {
+		*unwoken = 0;
+		flags = BPF_RB_FORCE_WAKEUP;
+	}
 	if (events.ringbuf_output(event, size, flags) != 0) {
 		count_lost(type);
 		return -1;
