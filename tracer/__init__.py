@@ -14,3 +14,12 @@ in pyproject.toml, checked by import-linter in the tests):
     events, format, files, runtimes   shared by all: the kernel's event format,
                 the one formatter of raw values, private files, runtime facts
 """
+
+import os as _os
+
+# grpc (the CRI decoder's protos, the OTLP exporter) registers fork handlers
+# that shut its poller down around a fork(): a fork anywhere in the tracer
+# (a library's, a subprocess's) while that thread waits then kills the
+# process (its epoll_wait fails with EBADF).  The tracer never uses grpc in
+# a forked child: no fork support, no handlers.  Set before grpc is imported.
+_os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
