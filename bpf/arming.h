@@ -33,6 +33,7 @@
 
 #include "lib/common.h"
 #include "hook_state.h"
+#include "syscalls.h"
 
 #define WORKERS_MAX 16384
 
@@ -133,40 +134,51 @@ static __always_inline void mark_late(__u32 tgid)
 
 /* Whether a thread born unhooked did anything the syscall program would
  * have shown since its birth (see the top), now that it is seen again;
- * `task` is the thread, `pid` its id (or the id it had before an exec). */
-static __always_inline void settle_task(const void *task, __u32 pid, __u32 tgid)
+ * `task` is the thread, `pid` its id (or the id it had before an exec).
+ * `own_write` is 1 at the exit of a write, which the program itself sees:
+ * the count of write syscalls it may have added is no miss (0 elsewhere). */
+static __always_inline void settle_task(const void *task, __u32 pid, __u32 tgid, int own_write)
 {
 	__u8 *flag = unwatched_flag(pid);
 	struct thread_baseline *baseline, now = {};
-	int changed;
+	int cause = -1;
 
 	if (!flag_is_set(flag))
 		return;
 	*flag = 0;
 	baseline = thread_baselines.lookup(&pid);
 	if (!baseline) {
+		count_stat(STAT_LATE_UNKNOWN);
 		mark_late(tgid);  /* evicted: cannot tell */
 		return;
 	}
 	thread_state(task, &now);
 #if OFF_MNT_NS_EVENT < 0 || OFF_TASK_IOAC_SYSCW < 0
-	changed = 1;  /* this kernel keeps no such traces: assume the worst */
+	cause = STAT_LATE_UNKNOWN;  /* this kernel keeps no such traces: assume the worst */
 #else
-	changed = now.nsproxy != baseline->nsproxy || now.syscw != baseline->syscw ||
-		  (baseline->mounts_count && now.mnt_event != baseline->mnt_event);
+	if (now.nsproxy != baseline->nsproxy)
+		cause = STAT_LATE_NAMESPACES;
+	else if (now.syscw - baseline->syscw > (__u64)own_write)
+		cause = STAT_LATE_WRITES;
+	else if (baseline->mounts_count && now.mnt_event != baseline->mnt_event)
+		cause = STAT_LATE_MOUNTS;
 #endif
-	if (changed)
+	if (cause >= 0) {
+		count_stat(cause);
 		mark_late(baseline->tgid);
+	}
 	thread_baselines.delete(&pid);
 }
 
-/* The same, for the current thread (its exec, its exit, a syscall exit). */
-static __always_inline void settle_unwatched(__u32 pid, __u32 tgid)
+/* The same, for the current thread at a syscall's exit (`regs`, the
+ * registers it was made with), its exec or its exit (`regs` NULL). */
+static __always_inline void settle_unwatched(__u32 pid, __u32 tgid, const void *regs)
 {
 	__u8 *flag = unwatched_flag(pid);
 
 	if (flag_is_set(flag))
-		settle_task((const void *)bpf_get_current_task(), pid, tgid);
+		settle_task((const void *)bpf_get_current_task(), pid, tgid,
+			    regs && read_u64(regs, OFF_PT_REGS_ORIG_AX) == NR_WRITE);
 }
 
 /* The task iterator the armer runs right after attaching (bpf/arming.h's
@@ -186,7 +198,7 @@ int bpf_iter__task(struct bpf_iter__task *ctx)
 
 	if (!task)
 		return 0;
-	settle_task(task, read_u32(task, OFF_TASK_PID), read_u32(task, OFF_TASK_TGID));
+	settle_task(task, read_u32(task, OFF_TASK_PID), read_u32(task, OFF_TASK_TGID), 0);
 	return 0;
 }
 

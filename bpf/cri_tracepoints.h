@@ -24,6 +24,7 @@
 #ifndef TRACER_CRI_TRACEPOINTS_H
 #define TRACER_CRI_TRACEPOINTS_H
 
+#include "arming.h"
 #include "cri_socket.h"
 #include "syscalls.h"
 
@@ -109,6 +110,16 @@ static __always_inline struct socket_endpoint *discover(const void *sk)
 	return cri_endpoints.lookup(&inode);
 }
 
+/* A CRI request this large (a client's write, the runtime's read of it)
+ * asks for the syscall program ahead of the workers it causes: a
+ * RunPodSandbox (~560 bytes from a real kubelet) comes ~10 ms before its
+ * first CNI plugin, a CreateContainer (~1.6 KiB) ~25 ms before its runc, a
+ * margin that covers any attach, even one that waits for an RCU grace
+ * period.  A real kubelet's other requests (its polls, status and stop
+ * calls, StartContainer) stay below 300 bytes: they never ask
+ * (tests/fixtures/kubelet-wire.rec; docs/performance.md). */
+#define ARM_REQUEST_BYTES 400
+
 static __always_inline void socket_io(const void *sk, int ret, int flags, const __u8 direction)
 {
 	struct socket_syscall call = {};
@@ -143,6 +154,8 @@ static __always_inline void socket_io(const void *sk, int ret, int flags, const 
 	}
 	if (ret <= 0 || (direction == SOCKET_DIRECTION_IN && (flags & MSG_PEEK_FLAG)))
 		return;
+	if (ret >= ARM_REQUEST_BYTES && (direction == SOCKET_DIRECTION_OUT) == (found->side == SOCKET_SIDE_CLIENT))
+		request_hooks();  /* a request of a size only pod-changing calls have: its workers follow */
 	if (!known) {
 		count_stat(STAT_SOCKET_IO_UNREADABLE);
 		mark_gap(inode, direction);

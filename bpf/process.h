@@ -243,7 +243,7 @@ static __always_inline void exec_settle(struct exec_event *event, __u8 *tracked,
 {
 	struct worker *was = workers.lookup(&tgid);
 
-	settle_unwatched(event->old_pid, tgid);
+	settle_unwatched(event->old_pid, tgid, 0);
 	if ((was && worker_was_unwatched(was)) || (tracked && (*tracked & TRACKED_UNVOUCHED)))
 		event->flags |= EXEC_FLAG_UNWATCHED;
 	set_flag(tracked, TRACKED);
@@ -390,7 +390,7 @@ RAW_TRACEPOINT_PROBE(sched_process_exit)
 	struct exit_event event = {};
 
 #if TRACER_SOCKET_TRACEPOINTS
-	settle_unwatched((__u32)pid_tgid, tgid);
+	settle_unwatched((__u32)pid_tgid, tgid, 0);
 #else
 	take_pending((__u32)pid_tgid);  /* a syscall that never returned */
 #endif

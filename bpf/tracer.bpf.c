@@ -85,7 +85,7 @@ int armed_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 	__u32 tgid = pid_tgid >> 32;
 	long id;
 
-	settle_unwatched((__u32)pid_tgid, tgid);
+	settle_unwatched((__u32)pid_tgid, tgid, regs);
 	if (!is_tracked(tgid))
 		return 0;
 	id = read_u64(regs, OFF_PT_REGS_ORIG_AX);

@@ -18,8 +18,8 @@ in pyproject.toml, checked by import-linter in the tests):
 import os as _os
 
 # grpc (the CRI decoder's protos, the OTLP exporter) registers fork handlers
-# that shut its poller down around a fork(): a fork anywhere in the tracer
-# (a library's, a subprocess's) while that thread waits then kills the
-# process (its epoll_wait fails with EBADF).  The tracer never uses grpc in
-# a forked child: no fork support, no handlers.  Set before grpc is imported.
+# that restart its poller in a forked child; a child that then closes its
+# descriptors before an exec (a subprocess with a preexec_fn) dies of it
+# (epoll_wait fails with EBADF).  The tracer never uses grpc in a forked
+# child: no fork support, no handlers.  Set before grpc is imported.
 _os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")

@@ -44,7 +44,13 @@
 #define STAT_SOCKET_IO_UNREADABLE 3  /* CRI bytes moved by a syscall whose buffer is not known (splice, io_uring) */
 #define STAT_WORKERS_FULL 4          /* a runtime worker the `workers` map had no room for */
 #define STAT_REGS_MISMATCH 5         /* bpf_task_pt_regs() disagreed with sys_exit's own registers */
-#define STAT_SLOTS 6
+/* A thread born while the syscall program was detached, found to have done,
+ * before it was attached, what the program would have shown (arming.h): */
+#define STAT_LATE_NAMESPACES 6       /* changed namespaces */
+#define STAT_LATE_WRITES 7           /* made a write */
+#define STAT_LATE_MOUNTS 8           /* changed its mount namespace */
+#define STAT_LATE_UNKNOWN 9          /* cannot tell (its baseline was evicted, or the kernel keeps no such traces) */
+#define STAT_SLOTS 10
 
 
 /* One flag byte for each of eight consecutive ids. */

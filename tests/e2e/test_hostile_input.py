@@ -228,7 +228,13 @@ def test_hostile_peers_do_not_hurt_the_pods_traces(testbed, tmp_path):
             figures["cri_bytes"] = cri_bytes
             assert cri_bytes["captured"] > 16 << 20 and cri_bytes["not_copied"] > 0 and cri_bytes["not_decoded"] > 0
             assert daemon.sample("tracer_cri_calls_incomplete_total")[()] > 0
-            assert sum(daemon.sample("tracer_events_lost_total").values()) == 0
+            # the 16 MiB messages (and the refused one, which the runtime reads too) put
+            # ~32 MiB of CRI bytes through the 16 MiB ring within a second: on a loaded
+            # node the drain may fall behind, and what is lost is CRI bytes, counted (and
+            # a capture gap to the decoder), never a process's event
+            lost = {dict(k)["type"]: v for k, v in daemon.sample("tracer_events_lost_total").items() if v}
+            figures["lost"] = lost
+            assert set(lost) <= {"socket_data"}, lost
             assert daemon.sample("tracer_events_undecodable_total") == {(): 0}
             statuses = {dict(k)["status"]: v for k, v in daemon.sample("tracer_pod_starts_total").items()}
             assert statuses["ok"] >= 3 and statuses["error"] == 0 and statuses["partial"] == 0, statuses

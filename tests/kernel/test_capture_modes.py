@@ -168,6 +168,46 @@ def test_the_armer_attaches_while_a_worker_lives(programs, tmp_path):
     assert lines[0].startswith("attach ") and any(line.startswith("detach ") for line in lines)
 
 
+def test_a_pod_changing_sized_cri_request_asks_for_the_syscall_program(tmp_path):
+    """A request of ARM_REQUEST_BYTES or more on a runtime socket (the
+    client's write, the runtime's read of it) asks for the program ahead of
+    the workers it causes; a real kubelet's polls, smaller, never do; nor
+    does a runtime's large response."""
+    if choose_mode().mode is not Mode.ON_DEMAND:
+        pytest.skip("this kernel has no socket tracepoints: no on-demand mode")
+    path = str(tmp_path / "runtime.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen()
+    requests: list[float] = []
+
+    def action(capture: Capture) -> None:
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        client.connect(path)
+        server, _ = listener.accept()
+        requests.append(capture.hook_figures()["requests"])
+        for _ in range(20):                 # polls: 299 bytes, each read whole
+            client.sendall(b"p" * 299)
+            assert len(server.recv(4096)) == 299
+            server.sendall(b"r" * 4000)     # a large response asks for nothing
+            got = 0
+            while got < 4000:
+                got += len(client.recv(8192))
+        requests.append(capture.hook_figures()["requests"])
+        client.sendall(b"q" * 560)          # a RunPodSandbox's size
+        got = 0
+        while got < 560:
+            got += len(server.recv(4096))
+        requests.append(capture.hook_figures()["requests"])
+        client.close()
+        server.close()
+
+    capture_events(CaptureConfig(cri_sockets=(path,), armer=False), action)
+    listener.close()
+    assert requests[1] == requests[0]
+    assert requests[2] - requests[1] >= 1  # the write (and the read, unless in one piece with it)
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_clone_flags_are_those_the_parent_asked_for(programs, mode):
     """From the fork tracepoint's registers (on demand) or sys_enter (always):

@@ -230,8 +230,12 @@ class Daemon:
             detach.join()
             self._stop_server()
         status = self.recorder.status()
-        log.info("stopped: %d pod start(s) exported; events %d, lost %d, undecodable %d%s",
-                 self.exported_traces, status.events, status.lost, status.decode_errors, self._span_summary())
+        kernel = self.recorder.capture.stats.kernel_stats
+        lost_by_type = self.recorder.pipeline.stats.kernel_lost
+        log.info("stopped: %d pod start(s) exported; events %d, lost %d%s, undecodable %d%s%s",
+                 self.exported_traces, status.events, status.lost,
+                 f" {json.dumps(dict(lost_by_type), sort_keys=True)}" if status.lost else "", status.decode_errors,
+                 self._span_summary(), f"; kernel counters {json.dumps(kernel, sort_keys=True)}" if kernel else "")
         return EXIT_OK
 
     def _export(self, traces: list[Trace]) -> None:

@@ -57,7 +57,9 @@ PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 CNI_PREFIX_LEN = 48
 CNI_PREFIX_SLOTS = 4
 STAT_NAMES = {0: "syscall_entry_missing", 1: "socket_io_truncated", 2: "cri_endpoints_full",
-              3: "socket_io_unreadable", 4: "workers_full", 5: "registers_mismatch"}
+              3: "socket_io_unreadable", 4: "workers_full", 5: "registers_mismatch",
+              6: "late_threads_namespaces", 7: "late_threads_writes", 8: "late_threads_mounts",
+              9: "late_threads_unknown"}
 # The COMM_* bits of `runtime_comms` values (bpf/process.h)
 COMM_RUNTIME, COMM_WORKER, COMM_WAKES = 0x1, 0x2, 0x4
 ARMED_PROGRAM = b"armed_sys_exit"   # bpf/tracer.bpf.c, attached by the armer
