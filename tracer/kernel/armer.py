@@ -232,11 +232,16 @@ class Armer:
         """A worker lives, or a request came or the last worker ended less
         than `hold` ago."""
         if self.state.workers > 0:
-            self._idle_since_ns = 0
             return True
-        if self.link is not None and not self._idle_since_ns:
-            self._idle_since_ns = now  # woken by the last worker's end (bpf/arming.h)
         return now - max(self.state.last_request_ns, self._idle_since_ns) < self.hold_ns
+
+    def _note_workers(self, now: int) -> None:
+        """While attached, when the last worker was first seen gone (its end
+        wakes us: bpf/arming.h); the hold counts from then."""
+        if self.state.workers > 0:
+            self._idle_since_ns = 0
+        elif self.link is not None and not self._idle_since_ns:
+            self._idle_since_ns = now
 
     def step(self) -> float | None:
         """Takes the requests waiting, attaches or detaches; returns how long
@@ -247,6 +252,7 @@ class Armer:
             if self.link is None and (not self._first_request_ns or requested < self._first_request_ns):
                 self._first_request_ns = requested
         now = now_ns()
+        self._note_workers(now)
         last_request = self.state.last_request_ns
         if self.link is None:
             if self.wanted(now) and last_request != self._forced_at_request_ns:
