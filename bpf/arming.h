@@ -9,8 +9,10 @@
  * the processes whose syscalls the traces show (namespaces, mounts, cgroup
  * writes, failed execs).  The kernel side tells the armer
  * (tracer/kernel/armer.py, a process of its own) when one is born, through
- * the `arm_requests` ring buffer; the armer attaches the program (about a
- * tenth of a millisecond) and detaches it 100 ms after the last one ends.
+ * the `arm_requests` ring buffer, and ahead of them when a shim starts or a
+ * pod-changing CRI request comes (cri_tracepoints.h); the armer attaches the
+ * program (about a tenth of a millisecond) and detaches it 100 ms after the
+ * last worker ends or the last request comes.
  *
  * A worker born while the program is detached runs unhooked until the armer
  * has attached it.  Whether it missed anything is told, per thread, by what

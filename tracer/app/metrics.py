@@ -212,8 +212,9 @@ def _pipeline_families(counts: PipelineCounts):
                                   "(stuck): its trace is partial.", value=hooks.get("forced_detaches", 0))
         yield CounterMetricFamily("tracer_armer_restarts", "The armer died and was started again.",
                                   value=hooks.get("armer_restarts", 0))
-        yield GaugeMetricFamily("tracer_syscall_program_attach_latency_max_seconds", "Longest time from a worker's "
-                                "birth to the syscall program attached.",
+        yield GaugeMetricFamily("tracer_syscall_program_attach_latency_max_seconds", "Longest time from a request "
+                                "(a worker's birth, a shim's exec, a pod-changing CRI request) to the syscall "
+                                "program attached.",
                                 value=hooks.get("attach_latency_max_seconds", 0))
     entries = GaugeMetricFamily("tracer_table_entries", "Entries in each internal table (userspace, and the "
                                 "BPF maps as bpf_*).", labels=["table"])

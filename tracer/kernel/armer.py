@@ -7,7 +7,8 @@ the loaded `armed_sys_exit` program, the `hooks` map and the `arm_requests`
 ring buffer as inherited file descriptors; it imports nothing but the
 standard library.  The kernel side (bpf/arming.h) wakes it through the ring
 buffer when a runtime worker is born while the program is detached (a runc,
-a CNI plugin, what they fork) or a shim starts; it attaches the program to
+a CNI plugin, what they fork), a shim starts, or a pod-changing CRI request
+comes (bpf/cri_tracepoints.h); it attaches the program to
 the raw sys_exit tracepoint at once, then runs the task iterator that
 settles every worker thread born unhooked (bpf/arming.h), and detaches the
 program when no worker has lived and no request has come for `hold`
