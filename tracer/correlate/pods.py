@@ -237,7 +237,7 @@ class PodAssembler:
         # the events is kept until an event (or an export, a prune) changes it
         self._generation = 0
         self._waiting: tuple[int, list[_TraceUnit], list[tuple[_TraceUnit, int, int]]] | None = None
-        self._pruned_at_ns = 0
+        self.pruned_at_ns = 0  # take_finished's last prune (the pipeline forgets its own tables with it)
         # per process, whether it is a start step, as of how many execs
         self._start_steps: dict[ProcKey, tuple[int, bool]] = {}
 
@@ -449,8 +449,8 @@ class PodAssembler:
             self._generation += 1
             units = self._units()
         # what prune forgets only grows with time: once a second is enough
-        if pods or now_ns - self._pruned_at_ns >= PRUNE_INTERVAL_NS:
-            self._pruned_at_ns = now_ns
+        if pods or now_ns - self.pruned_at_ns >= PRUNE_INTERVAL_NS:
+            self.pruned_at_ns = now_ns
             # the traces handed out now are built after this: their processes stay
             # until the next prune
             handed_out = {c.container_id for pod in pods for c in pod.all_containers} | \

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from tracer.correlate.pods import PRUNE_GRACE_NS, PRUNE_INTERVAL_NS, PodAssembler, PodTrace
+from tracer.correlate.pods import PRUNE_GRACE_NS, PodAssembler, PodTrace
 from tracer.correlate.records import (
     CriClientRecord,
     EnrichmentRecord,
@@ -101,7 +101,6 @@ class Pipeline:
         # sandbox id → the id its pod start's trace got (it may have joined
         # kubelet's trace): its restarts link to it
         self.pod_start_trace_ids: dict[str, str] = {}
-        self._pruned_at_ns = 0  # take_finished_traces' last forgetting of what no trace needs
         self._pending: list[tuple[int, int, bytes, Event]] = []
         self._sequence = 0
         self._newest_ktime = 0
@@ -241,11 +240,11 @@ class Pipeline:
             # handed out: no other trace needs them (the pod's later calls, a
             # restart's, stay until they are in a trace or pruned)
             self.cri.forget(extent.calls)
-        # what is forgotten here only grows with time: once a second is
-        # enough (the daemon asks five times a second, and on a node with
-        # many pods each pass walks every call kept)
-        if traces or now_ktime_ns - self._pruned_at_ns >= PRUNE_INTERVAL_NS:
-            self._pruned_at_ns = now_ktime_ns
+        # what is forgotten here only grows with time, like what the
+        # assembler prunes: forgotten when it prunes (when traces were handed
+        # out, else once a second; the daemon asks five times a second, and on
+        # a node with many pods each pass walks every call kept)
+        if self.assembler.pruned_at_ns == now_ktime_ns:
             # a pod start still to be exported began at most max_age ago
             self.cri.prune(now_ktime_ns - max_age_ns - PRUNE_GRACE_NS)
             if self.enricher is not None:
