@@ -15,6 +15,7 @@ from tracer_testbed import PodSpec
 from tracer_testbed.pods import PodStartError, StartedPod
 
 from exporters.status import span_label
+from tracecheck import other_partial_reasons
 from tracer.spans.model import Span, Trace
 
 MEMORY_LIMIT = 16 << 20
@@ -120,7 +121,7 @@ def check_failure(traces: list[Trace], case: FailureCase) -> Trace:
     assert root.status == "ERROR", (case.name, root.attributes)
     assert root.attributes["tracer.failed_layer"] == case.layer, (case.name, root.attributes.get("tracer.diagnosis"))
     assert root.attributes["error.type"] == case.cause, (case.name, root.attributes.get("tracer.diagnosis"))
-    assert "tracer.partial" not in root.attributes, root.attributes.get("tracer.partial.reasons")
+    assert not other_partial_reasons(root.attributes), root.attributes.get("tracer.partial.reasons")
     diagnosis = root.attributes["tracer.diagnosis"]
     assert isinstance(diagnosis, str) and diagnosis and "\n" not in diagnosis
     span = failing_span(trace, case)

@@ -30,6 +30,35 @@ class ExpectedPod:
                    app_exit_code, spec.host_network)
 
 
+# The reason a start is marked partial when a runtime worker ran before the
+# on-demand syscall program was attached (bpf/arming.h).  The design accepts
+# that loss when an attach comes late (an attach that stalls for milliseconds,
+# as a preempted vCPU makes it, against a CNI plugin that acts ~4 ms after its
+# exec: docs/performance.md), and says so on the trace.  Tests of other things
+# accept a start marked so, and print it; tests of the arming itself do not
+# (tests/kernel/test_capture_modes.py), and a scenario of many starts accepts
+# it for at most one (late_attach_starts).
+LATE_ATTACH = "ran before the syscall program was attached"
+
+
+def other_partial_reasons(attributes: dict) -> list[str]:
+    """The partial reasons of a trace's root, but a late attach's; a late
+    attach's is printed."""
+    reasons = [r for r in str(attributes.get("tracer.partial.reasons", "")).split("; ") if r]
+    if attributes.get("tracer.partial") and not reasons:
+        return ["partial, with no reason"]
+    late = [r for r in reasons if LATE_ATTACH in r]
+    if late:
+        print(f"a start marked partial by a late attach: {late}")
+    return [r for r in reasons if LATE_ATTACH not in r]
+
+
+def late_attach_starts(traces: list[Trace]) -> list[str]:
+    """The traces marked partial only by a late attach."""
+    return [t.name for t in traces if t.spans and t.root.attributes.get("tracer.partial")
+            and not other_partial_reasons(t.root.attributes)]
+
+
 def spans_named(trace: Trace, name: str) -> list[Span]:
     return [s for s in trace.spans if s.name == name]
 
@@ -60,7 +89,7 @@ def check_pod_trace(trace: Trace, pod: ExpectedPod, all_container_ids: set[str])
     for span in trace.spans:
         for ident in (pod.name, pod.uid, pod.sandbox_id[:12], pod.container_id[:12]):
             assert ident not in span.name, span.name
-    assert "tracer.partial" not in root.attributes, root.attributes.get("tracer.partial.reasons")
+    assert not other_partial_reasons(root.attributes), root.attributes.get("tracer.partial.reasons")
     # a container that exits non-zero right after start is the pod's failure
     failed = pod.app_exit_code not in (None, 0)
     assert (root.status == "ERROR") == failed, root.status_message

@@ -19,7 +19,7 @@ from failure_cases import (
     remove_outcomes,
     run_cases,
 )
-from tracecheck import one
+from tracecheck import late_attach_starts, one
 from tracer_testbed.pods import PodStartError, StartedPod
 
 from exporters.jaeger_json import document
@@ -61,6 +61,14 @@ def test_failure_is_diagnosed_at_its_layer(recorded, case):
         ids = {outcome.sandbox_id, outcome.container_id}
         for span in trace.spans:
             assert span.attributes.get("container.id", outcome.sandbox_id) in ids, span.name
+
+
+def test_a_late_attach_is_at_most_one_isolated_start(recorded):
+    """The cases accept a start marked partial by a late attach
+    (tests/tracecheck.py); more than one in a scenario is no stall but a
+    fault of the arming."""
+    traces, _, _, _ = recorded
+    assert len(late_attach_starts(traces)) <= 1, late_attach_starts(traces)
 
 
 def test_healthy_pod_beside_the_failures_is_fine(recorded):

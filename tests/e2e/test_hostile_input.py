@@ -237,7 +237,11 @@ def test_hostile_peers_do_not_hurt_the_pods_traces(testbed, tmp_path):
             assert set(lost) <= {"socket_data"}, lost
             assert daemon.sample("tracer_events_undecodable_total") == {(): 0}
             statuses = {dict(k)["status"]: v for k, v in daemon.sample("tracer_pod_starts_total").items()}
-            assert statuses["ok"] >= 3 and statuses["error"] == 0 and statuses["partial"] == 0, statuses
+            # a start marked partial is one a late attach explains (tests/tracecheck.py), and isolated
+            late_threads = sum(v for (stage, reason), v in by_reason.items()
+                               if stage == "kernel" and reason.startswith("late_threads"))
+            assert statuses["ok"] >= 3 and statuses["error"] == 0, statuses
+            assert statuses.get("partial", 0) <= min(1, late_threads), (statuses, late_threads)
             assert daemon.process.poll() is None
         finally:
             code = daemon.terminate()

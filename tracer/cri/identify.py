@@ -13,12 +13,15 @@ Whether a message *looks* plausible for a method never excludes it: a
 check that rejected something a real peer sends would drop the true method
 and could leave a wrong one alone.  Only the wire rules, which every
 encoder keeps, exclude (that is why the proto must define every field).
-Plausibility only breaks a tie: a type that reads a nested message as a
-string sees control characters in it (field tags and lengths are small
-bytes), and some methods' requests always name a container, a sandbox or
-an image.  When exactly one candidate reads every string as text and finds
-what its requests always name, and every other candidate fails one of
-the two, that one is the method.
+Plausibility breaks a tie: a type that reads a nested message as a string
+sees control characters in it (field tags and lengths are small bytes), and
+some methods' requests always name a container, a sandbox or an image.
+When exactly one candidate reads every string as text and finds what its
+requests always name, and every other candidate fails one of the two, that
+one is the method.  A lone candidate must pass the same test on its
+request, or it names nothing: damaged bytes (a lost record, a changed
+byte) can leave one method's shape alone, and a request no client sends
+is no proof.
 
 The response matters most: kubelet's polling sends empty requests
 (ListPodSandbox, Status, ImageFsInfo …) that fit many request types, and
@@ -97,10 +100,21 @@ _NAMES: dict[str, tuple[str, ...]] = {
 def _plausible(path: str, request: bytes, response: bytes | None) -> bool:
     """Every string reads as text, and the request names what the method's
     requests always name."""
-    request_cls, response_cls = rpc_message_types(path)
+    response_cls = rpc_message_types(path)[1]
     try:
-        parsed = request_cls.FromString(request)
-        if _non_text_strings(parsed) or (response and _non_text_strings(response_cls.FromString(response))):
+        if response and _non_text_strings(response_cls.FromString(response)):
+            return False
+    except Exception:  # noqa: BLE001 - DecodeError and the like: not this type
+        return False
+    return _request_plausible(path, request)
+
+
+def _request_plausible(path: str, request: bytes) -> bool:
+    """The request's strings read as text, and it names what the method's
+    requests always name."""
+    try:
+        parsed = rpc_message_types(path)[0].FromString(request)
+        if _non_text_strings(parsed):
             return False
     except Exception:  # noqa: BLE001 - DecodeError and the like: not this type
         return False
@@ -150,7 +164,10 @@ def identify(request: bytes, response: bytes | None,
         return proven, (proven,)
     candidates = payload_candidates(request, response, not_called)
     if len(candidates) == 1:
-        return candidates[0], candidates
+        # a lone fit whose request no client would send (an id with control
+        # characters, no id at all) is bytes damaged into another method's
+        # shape (a lost or changed record), not that method
+        return (candidates[0] if _request_plausible(candidates[0], bytes(request)) else None), candidates
     plausible = [c for c in candidates if _plausible(c, bytes(request), response)]
     if len(plausible) == 1:
         return plausible[0], candidates

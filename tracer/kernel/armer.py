@@ -8,12 +8,10 @@ ring buffer as inherited file descriptors; it imports nothing but the
 standard library.  The kernel side (bpf/arming.h) wakes it through the ring
 buffer when a runtime worker is born while the program is detached (a runc,
 a CNI plugin, what they fork), a shim starts, or a pod-changing CRI request
-comes (bpf/cri_tracepoints.h); it attaches the program to
-the raw sys_exit tracepoint at once, then runs the task iterator that
-settles every worker thread born unhooked (bpf/arming.h), and detaches the
-program when no worker has lived and no request has come for `hold`
-seconds.  A process of its own, not a thread
-of the tracer: between the wake-up and the attach nothing waits for the
+comes (bpf/cri_tracepoints.h); it attaches the program to the raw sys_exit
+tracepoint at once, then runs the task iterator that settles every worker
+thread born unhooked (bpf/arming.h), and detaches the program when no worker
+has lived and no request has come for `hold` seconds (`Hold`).  A process of its own, not a thread of the tracer: between the wake-up and the attach nothing waits for the
 tracer's interpreter lock, which its busy threads hold for milliseconds
 while pods start.
 
@@ -59,13 +57,15 @@ RINGBUF_DISCARD_BIT = 1 << 30
 RINGBUF_HEADER = 8
 REQUEST_RECORD = 8      # a u64 ktime: a worker born, or a shim started, while detached
 # A pod start's workers come one after another (the sandbox's runc, the CNI
-# plugins, the container's runc) with 5-90 ms between them.  Detached in
-# such a gap, the next attach waits for an RCU grace period (the kernel's
-# tracepoint code guarantees a probe never sees stale data across a
-# detach and a re-attach): 8-14 ms here, long enough for a CNI plugin to run
-# whole unhooked (1 start in 20 came out partial so).  So the program stays
-# attached for `hold` after the last worker ends or the last request comes,
-# whichever is later (none in 30, and 33 attaches for 30 starts, not 80).
+# plugins, the container's runc) with 5-90 ms between them, each announced
+# by a request (bpf/arming.h) or not.  So the program stays attached for
+# `hold` after the last worker ends or the last request comes, whichever is
+# later: detached in such a gap, the next attach may come too late for a
+# CNI plugin, which acts ~4 ms after its exec (1 start in 20 came out
+# partial with no hold; none in 30 with it).  Held longer, it costs the
+# node more than it saves: with 1 s after a request, the attached share
+# grew from 0.7 % to 3.1 % of the time at 1 start a minute and from 7.3 %
+# to 35 % at 10 (docs/performance.md).
 DEFAULT_HOLD_S = 0.1
 DEFAULT_STUCK_S = 30.0
 
@@ -172,6 +172,26 @@ class RequestRing:
         self._producer.close()
 
 
+class Hold:
+    """Whether the program is still wanted: while a worker lives, and for
+    `hold_ns` after the last request or after the last worker was seen
+    gone, whichever is later (ns of CLOCK_MONOTONIC; 0 is never)."""
+
+    def __init__(self, hold_ns: int) -> None:
+        self.hold_ns = hold_ns
+
+    def wanted(self, now: int, workers: int, last_request_ns: int, idle_since_ns: int) -> bool:
+        return workers > 0 or self._left(now, last_request_ns, idle_since_ns) > 0
+
+    def remaining_s(self, now: int, last_request_ns: int, idle_since_ns: int) -> float:
+        """How long until it runs out (at least a millisecond: a timer, never a spin)."""
+        return max(0.001, self._left(now, last_request_ns, idle_since_ns) / 1e9)
+
+    def _left(self, now: int, last_request_ns: int, idle_since_ns: int) -> int:
+        last = max(last_request_ns, idle_since_ns)
+        return last + self.hold_ns - now if last else 0
+
+
 class Armer:
     def __init__(self, program_fd: int, hooks_fd: int, requests_fd: int, iterator_fd: int,
                  hold_s: float = DEFAULT_HOLD_S, stuck_s: float = DEFAULT_STUCK_S, log_path: str | None = None) -> None:
@@ -179,7 +199,7 @@ class Armer:
         self.iterator_fd = iterator_fd
         self._mapping, self.state = map_hook_state(hooks_fd)
         self.requests = RequestRing(requests_fd)
-        self.hold_ns = int(hold_s * 1e9)
+        self.hold = Hold(int(hold_s * 1e9))
         self.stuck_ns = int(stuck_s * 1e9)
         self.link: int | None = None
         self._first_request_ns = 0      # of the requests since the last detach
@@ -230,11 +250,7 @@ class Armer:
     # ---- the policy ------------------------------------------------------------
 
     def wanted(self, now: int) -> bool:
-        """A worker lives, or a request came or the last worker ended less
-        than `hold` ago."""
-        if self.state.workers > 0:
-            return True
-        return now - max(self.state.last_request_ns, self._idle_since_ns) < self.hold_ns
+        return self.hold.wanted(now, self.state.workers, self.state.last_request_ns, self._idle_since_ns)
 
     def _note_workers(self, now: int) -> None:
         """While attached, when the last worker was first seen gone (its end
@@ -264,16 +280,19 @@ class Armer:
         elif not self.wanted(now):
             self.detach()
             self._idle_since_ns = 0
-            if self.state.workers > 0:  # one was born while detaching: it is marked; watch it
+            # a worker born, or a request made, between the decision and the
+            # detach found the program still armed: nothing woke us for it
+            if self.state.workers > 0 or self.state.last_request_ns != last_request:
                 self.attach()
-            return None if self.link is None else self.hold_ns / 1e9
+            return None if self.link is None else self.hold.remaining_s(now_ns(), self.state.last_request_ns, 0)
         elif now - max(self.state.attached_since_ns, last_request) > self.stuck_ns:
             self.detach(forced=True)
             return None
-        # attached and wanted: look again when the hold runs out (a worker's
+        # attached and wanted: look again when the holds run out (a worker's
         # exit wakes us too), and now and then for a stuck worker
-        remaining = self.hold_ns - (now_ns() - max(self.state.last_request_ns, self._idle_since_ns))
-        return max(0.001, remaining / 1e9) if self.state.workers == 0 else min(1.0, self.stuck_ns / 1e9)
+        if self.state.workers > 0:
+            return min(1.0, self.stuck_ns / 1e9)
+        return self.hold.remaining_s(now_ns(), self.state.last_request_ns, self._idle_since_ns)
 
     def run(self, stop_fd: int) -> None:
         poll = select.poll()

@@ -99,9 +99,9 @@ class CaptureConfig:
     # "auto", "on-demand" or "always" (tracer.kernel.modes)
     syscall_programs: str = "auto"
     # the armer (tracer.kernel.armer): how long the syscall program stays
-    # attached after the last worker ended (or a shim's start asked), when a
-    # worker counts as stuck, and where it logs its attaches (the benchmark
-    # reads it)
+    # attached after the last worker ended or the last request (a
+    # pod-changing CRI request, a shim's start), when a worker counts as
+    # stuck, and where it logs its attaches (the benchmark reads it)
     armer_hold_s: float = DEFAULT_HOLD_S
     armer_stuck_s: float = 30.0
     armer_log: str | None = None
