@@ -44,7 +44,7 @@
 struct worker {
 	__u64 birth_ns;
 	__u64 epoch;          /* hooks.epoch at birth */
-	__u8 late;            /* a thread of it ran unhooked and may have made syscalls not seen */
+	__u8 late;            /* UNWATCHED_*: a thread of it ran unhooked and may have made syscalls not seen */
 	__u8 cni;             /* a CNI plugin (or what it forked): not judged by its mount namespace */
 	__u8 _pad[6];
 };
@@ -126,12 +126,12 @@ static __always_inline void mark_unwatched(const void *task, __u32 pid, __u32 tg
 	set_flag(unwatched_flag(pid), 1);
 }
 
-static __always_inline void mark_late(__u32 tgid)
+static __always_inline void mark_late(__u32 tgid, __u8 causes)
 {
 	struct worker *worker = workers.lookup(&tgid);
 
 	if (worker)
-		worker->late = 1;
+		worker->late |= causes;
 }
 
 /* Whether a thread born unhooked did anything the syscall program would
@@ -151,7 +151,7 @@ static __always_inline void settle_task(const void *task, __u32 pid, __u32 tgid,
 	baseline = thread_baselines.lookup(&pid);
 	if (!baseline) {
 		count_stat(STAT_LATE_UNKNOWN);
-		mark_late(tgid);  /* evicted: cannot tell */
+		mark_late(tgid, UNWATCHED_UNKNOWN);  /* evicted: cannot tell */
 		return;
 	}
 	thread_state(task, &now);
@@ -167,7 +167,8 @@ static __always_inline void settle_task(const void *task, __u32 pid, __u32 tgid,
 #endif
 	if (cause >= 0) {
 		count_stat(cause);
-		mark_late(baseline->tgid);
+		/* STAT_LATE_NAMESPACES..UNKNOWN are UNWATCHED_NAMESPACES..UNKNOWN's bits */
+		mark_late(baseline->tgid, 1 << (cause - STAT_LATE_NAMESPACES));
 	}
 	thread_baselines.delete(&pid);
 }
@@ -204,13 +205,13 @@ int bpf_iter__task(struct bpf_iter__task *ctx)
 	return 0;
 }
 
-/* A worker's lateness, as an event flag, when it stops being one (exec
- * into something else, exit): late, or alive across a detach. */
-static __always_inline int worker_was_unwatched(const struct worker *worker)
+/* A worker's lateness, as UNWATCHED_* causes, when it stops being one
+ * (exec into something else, exit): late, or alive across a detach. */
+static __always_inline __u32 worker_unwatched_causes(const struct worker *worker)
 {
 	struct hook_state *state = hook_state();
 
-	return worker->late || (state && state->epoch != worker->epoch);
+	return worker->late | (state && state->epoch != worker->epoch ? UNWATCHED_DETACHED : 0);
 }
 
 static __always_inline void worker_ends(__u32 tgid)

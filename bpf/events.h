@@ -105,6 +105,16 @@ struct exec_event {
  * and may have made syscalls that were not seen (bpf/arming.h). */
 #define EXEC_FLAG_UNWATCHED 0x10
 
+/* Why: what the process did unhooked, or why it could not be vouched for, in
+ * the flags' bits from UNWATCHED_CAUSE_SHIFT on (exec and exit events alike). */
+#define UNWATCHED_CAUSE_SHIFT 8
+#define UNWATCHED_NAMESPACES 0x1    /* a thread's namespaces changed */
+#define UNWATCHED_WRITES 0x2        /* a thread wrote (a cgroup file? a failed exec's report?) */
+#define UNWATCHED_MOUNTS 0x4        /* its mount namespace changed */
+#define UNWATCHED_UNKNOWN 0x8       /* cannot tell: its baseline was evicted, or the kernel keeps no such traces */
+#define UNWATCHED_DETACHED 0x10     /* it lived across a detach */
+#define UNWATCHED_UNVOUCHED 0x20    /* the workers map had no room for it */
+
 struct exit_event {
 	struct event_header hdr;
 	__u32 exit_code;            /* task->exit_code: (status << 8) | signal */

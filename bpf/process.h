@@ -242,10 +242,14 @@ static __always_inline int starts_something(const void *mm, __u8 role, int cni)
 static __always_inline void exec_settle(struct exec_event *event, __u8 *tracked, __u32 tgid)
 {
 	struct worker *was = workers.lookup(&tgid);
+	__u32 causes;
 
 	settle_unwatched(event->old_pid, tgid, 0);
-	if ((was && worker_was_unwatched(was)) || (tracked && (*tracked & TRACKED_UNVOUCHED)))
-		event->flags |= EXEC_FLAG_UNWATCHED;
+	causes = was ? worker_unwatched_causes(was) : 0;
+	if (tracked && (*tracked & TRACKED_UNVOUCHED))
+		causes |= UNWATCHED_UNVOUCHED;
+	if (causes)
+		event->flags |= EXEC_FLAG_UNWATCHED | (causes << UNWATCHED_CAUSE_SHIFT);
 	set_flag(tracked, TRACKED);
 }
 
@@ -405,9 +409,12 @@ RAW_TRACEPOINT_PROBE(sched_process_exit)
 #if TRACER_SOCKET_TRACEPOINTS
 	{
 		struct worker *worker = workers.lookup(&tgid);
+		__u32 causes = worker ? worker_unwatched_causes(worker) : 0;
 
-		if ((worker && worker_was_unwatched(worker)) || (*tracked & TRACKED_UNVOUCHED))
-			event.flags |= EXIT_FLAG_UNWATCHED;
+		if (*tracked & TRACKED_UNVOUCHED)
+			causes |= UNWATCHED_UNVOUCHED;
+		if (causes)
+			event.flags |= EXIT_FLAG_UNWATCHED | (causes << UNWATCHED_CAUSE_SHIFT);
 		if (worker)
 			worker_ends(tgid);
 	}

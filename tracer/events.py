@@ -42,6 +42,10 @@ EXEC_FLAG_ENV_FILTERED = 0x8
 # have made syscalls that were not seen (bpf/arming.h); on its exec or exit.
 EXEC_FLAG_UNWATCHED = 0x10
 EXIT_FLAG_UNWATCHED = 0x1
+# Why, in either event's flags from this bit on (UNWATCHED_* of bpf/events.h;
+# tracer.format.unwatched_cause_names names them).
+UNWATCHED_CAUSE_SHIFT = 8
+UNWATCHED_CAUSE_MASK = 0x3F
 
 # Environment keys of a CNI plugin that name its pod.  Everything else in a
 # plugin's environment is containerd's own environment and may hold secrets:
@@ -207,6 +211,10 @@ class ExecEvent:
         """The process ran unhooked before this exec (bpf/arming.h)."""
         return bool(self.flags_raw & EXEC_FLAG_UNWATCHED)
 
+    @property
+    def unwatched_causes_raw(self) -> int:
+        return (self.flags_raw >> UNWATCHED_CAUSE_SHIFT) & UNWATCHED_CAUSE_MASK
+
 
 @dataclass(frozen=True, slots=True)
 class ExitEvent:
@@ -217,6 +225,10 @@ class ExitEvent:
     @property
     def unwatched(self) -> bool:
         return bool(self.flags_raw & EXIT_FLAG_UNWATCHED)
+
+    @property
+    def unwatched_causes_raw(self) -> int:
+        return (self.flags_raw >> UNWATCHED_CAUSE_SHIFT) & UNWATCHED_CAUSE_MASK
 
 
 @dataclass(frozen=True, slots=True)

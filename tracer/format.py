@@ -47,6 +47,21 @@ def clone_flag_names(flags_raw: int) -> list[str]:
     return [name for flag, name in CLONE_FLAGS.items() if flags_raw & flag]
 
 
+# Why a runtime worker could not be vouched for (UNWATCHED_* of bpf/events.h).
+UNWATCHED_CAUSES = {
+    0x01: "changed namespaces",
+    0x02: "wrote",
+    0x04: "changed its mount namespace",
+    0x08: "unknown",
+    0x10: "lived across a detach",
+    0x20: "not followed: no room",
+}
+
+
+def unwatched_cause_names(causes_raw: int) -> list[str]:
+    return [name for bit, name in UNWATCHED_CAUSES.items() if causes_raw & bit]
+
+
 @dataclass(frozen=True, slots=True)
 class ExitStatus:
     code: int            # what a shell shows: status, or 128 + signal

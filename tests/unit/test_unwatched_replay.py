@@ -19,6 +19,7 @@ from tracer.events import (
     EXEC_FLAG_UNWATCHED,
     EXIT_FLAG_UNWATCHED,
     HEADER,
+    UNWATCHED_CAUSE_SHIFT,
     EventType,
     ExecEvent,
     ExitEvent,
@@ -42,9 +43,9 @@ def rewritten(tmp_path: Path, change) -> Path:
     return path
 
 
-def flag_exit_of(argv_word: str):
-    """Sets EXIT_FLAG_UNWATCHED on the exit of the first process whose exec
-    names `argv_word` (and the sandbox)."""
+def flag_exit_of(argv_word: str, causes: int = 0):
+    """Sets EXIT_FLAG_UNWATCHED, with UNWATCHED_* `causes`, on the exit of
+    the first process whose exec names `argv_word` (and the sandbox)."""
     execed: set[int] = set()
 
     def change(raw: bytes) -> bytes:
@@ -53,7 +54,8 @@ def flag_exit_of(argv_word: str):
             execed.add(event.header.tgid)
         if isinstance(event, ExitEvent) and event.header.tgid in execed:
             flags_at = HEADER.size + 4
-            raw = raw[:flags_at] + struct.pack("<I", EXIT_FLAG_UNWATCHED) + raw[flags_at + 4:]
+            flags = EXIT_FLAG_UNWATCHED | causes << UNWATCHED_CAUSE_SHIFT
+            raw = raw[:flags_at] + struct.pack("<I", flags) + raw[flags_at + 4:]
         return raw
 
     return change, execed
@@ -92,3 +94,14 @@ def test_an_unwatched_worker_makes_its_start_partial_and_changes_nothing_else(tm
     assert "ran before the syscall program was attached" in root["tracer.partial.reasons"]
     assert root["tracer.partial.reasons"].startswith(SANDBOX[:12])
     assert without_partial(document(traces)) == without_partial(document(original))
+
+
+def test_the_reason_says_what_the_kernel_side_saw(tmp_path):
+    """What made the worker unwatched (bpf/events.h UNWATCHED_*) is named in
+    the reason, by the one formatter; a kernel side that said nothing gives
+    the pid alone (the test above)."""
+    change, flagged = flag_exit_of("create", causes=0x2 | 0x10)  # wrote; lived across a detach
+    traces = replay(str(rewritten(tmp_path, change))).traces()
+    (pid,) = flagged
+    reasons = traces[0].root.attributes["tracer.partial.reasons"]
+    assert f"pid {pid} (wrote, lived across a detach) ran before the syscall program was attached" in reasons

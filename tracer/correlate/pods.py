@@ -45,6 +45,7 @@ from tracer.correlate.roles import (
 )
 from tracer.correlate.runtime_work import RuntimeWork
 from tracer.events import CgroupEvent, Event, EventType, ExecEvent, ForkEvent
+from tracer.format import unwatched_cause_names
 from tracer.runtimes import CONTAINERD_BINARIES, RUNTIME, SHIM_BINARIES
 
 # How close a loss noted (by the capture's poll) must be to a pod's events
@@ -716,12 +717,13 @@ class PodAssembler:
                 if not proc.seen_from_start and role_of(proc) is not Role.SHIM_DAEMON:
                     reasons.append(f"{container.container_id[:12]}: pid {proc.pid} started before tracing")
                     break
-            unwatched = sorted(self.table.processes[key].pid for key in container.activity.processes
-                               if self.table.processes[key].unwatched)
+            unwatched = sorted((proc.pid, unwatched_cause_names(proc.unwatched_causes_raw))
+                               for key in container.activity.processes
+                               if (proc := self.table.processes[key]).unwatched)
             if unwatched:
-                reasons.append(f"{container.container_id[:12]}: pid {', '.join(map(str, unwatched))} ran before the "
-                               "syscall program was attached (its namespace, mount, cgroup-write or failed-exec "
-                               "events may be missing)")
+                pids = ", ".join(f"{pid} ({', '.join(causes)})" if causes else str(pid) for pid, causes in unwatched)
+                reasons.append(f"{container.container_id[:12]}: pid {pids} ran before the syscall program was "
+                               "attached (its namespace, mount, cgroup-write or failed-exec events may be missing)")
         if not pod.name:
             reasons.append("pod name unknown")
         start = min((self.table.processes[k].start_ns for c in pod.all_containers

@@ -69,8 +69,10 @@ class Process:
     oom_kill: OomKillEvent | None = None  # the OOM killer chose it
     gone_by_ns: int | None = None        # its exit was never seen, but its pid was someone else's by then
     # a runtime worker that ran while the syscall program was detached and
-    # may have made syscalls that were not seen (bpf/arming.h)
+    # may have made syscalls that were not seen (bpf/arming.h), and why
+    # (UNWATCHED_* bits; none from a kernel side that did not say)
     unwatched: bool = False
+    unwatched_causes_raw: int = 0
 
     @property
     def exec_failures(self) -> list[ExecFailedEvent]:
@@ -209,8 +211,10 @@ class ProcessTable:
                      event.argv_truncated, from_snapshot=snapshot)
             )
             proc.unwatched |= event.unwatched
+            proc.unwatched_causes_raw |= event.unwatched_causes_raw
         elif isinstance(event, ExitEvent):
             proc.unwatched |= event.unwatched
+            proc.unwatched_causes_raw |= event.unwatched_causes_raw
             proc.exit_ns = header.ktime_ns
             proc.exit_code_raw = event.exit_code_raw
             if self._running.get(proc.pid) == proc.key:
