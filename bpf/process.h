@@ -237,6 +237,18 @@ static __always_inline int starts_something(const void *mm, __u8 role, int cni)
 	return (found & 1) || !(found & 2);
 }
 
+/* What a process's EXEC or EXIT event says of its time unhooked
+ * (UNWATCHED_*): what arming.h saw of the worker, and whether the workers
+ * map had room to follow it (`tracked`, its TRACKED_* flags). */
+static __always_inline __u32 unwatched_causes(const struct worker *worker, __u8 tracked)
+{
+	__u32 causes = worker ? worker_unwatched_causes(worker) : 0;
+
+	if (tracked & TRACKED_UNVOUCHED)
+		causes |= UNWATCHED_UNVOUCHED;
+	return causes;
+}
+
 /* At a tracked exec, in sched_process_exec itself: what the image that
  * called exec left unseen (its event's flag). */
 static __always_inline void exec_settle(struct exec_event *event, __u8 *tracked, __u32 tgid)
@@ -245,9 +257,7 @@ static __always_inline void exec_settle(struct exec_event *event, __u8 *tracked,
 	__u32 causes;
 
 	settle_unwatched(event->old_pid, tgid, 0);
-	causes = was ? worker_unwatched_causes(was) : 0;
-	if (tracked && (*tracked & TRACKED_UNVOUCHED))
-		causes |= UNWATCHED_UNVOUCHED;
+	causes = unwatched_causes(was, tracked ? *tracked : 0);
 	if (causes)
 		event->flags |= EXEC_FLAG_UNWATCHED | (causes << UNWATCHED_CAUSE_SHIFT);
 	set_flag(tracked, TRACKED);
@@ -409,10 +419,8 @@ RAW_TRACEPOINT_PROBE(sched_process_exit)
 #if TRACER_SOCKET_TRACEPOINTS
 	{
 		struct worker *worker = workers.lookup(&tgid);
-		__u32 causes = worker ? worker_unwatched_causes(worker) : 0;
+		__u32 causes = unwatched_causes(worker, *tracked);
 
-		if (*tracked & TRACKED_UNVOUCHED)
-			causes |= UNWATCHED_UNVOUCHED;
 		if (causes)
 			event.flags |= EXIT_FLAG_UNWATCHED | (causes << UNWATCHED_CAUSE_SHIFT);
 		if (worker)

@@ -11,9 +11,10 @@ a CNI plugin, what they fork), a shim starts, or a pod-changing CRI request
 comes (bpf/cri_tracepoints.h); it attaches the program to the raw sys_exit
 tracepoint at once, then runs the task iterator that settles every worker
 thread born unhooked (bpf/arming.h), and detaches the program when no worker
-has lived and no request has come for `hold` seconds (`Hold`).  A process of its own, not a thread of the tracer: between the wake-up and the attach nothing waits for the
-tracer's interpreter lock, which its busy threads hold for milliseconds
-while pods start.
+has lived and no request has come for `hold` seconds (`Hold`).  A process of
+its own, not a thread of the tracer: between the wake-up and the attach
+nothing waits for the tracer's interpreter lock, which its busy threads hold
+for milliseconds while pods start.
 
 Attaching marks every task on the node for the syscall slow path (about a
 tenth of a millisecond); detaching unmarks them.  While detached, a worker
@@ -288,7 +289,7 @@ class Armer:
         elif now - max(self.state.attached_since_ns, last_request) > self.stuck_ns:
             self.detach(forced=True)
             return None
-        # attached and wanted: look again when the holds run out (a worker's
+        # attached and wanted: look again when the hold runs out (a worker's
         # exit wakes us too), and now and then for a stuck worker
         if self.state.workers > 0:
             return min(1.0, self.stuck_ns / 1e9)
